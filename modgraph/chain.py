@@ -1,0 +1,228 @@
+"""The layer chain: which activations are the "layers", and the maps between them.
+
+A model is read as a chain of stages ``f_{l+1} = g_l(f_l)``: ``f_0`` is the input, ``f_L`` the
+final output, and every stage ``g_l`` is an ``nn.Module``. Everything downstream (statistics, basis,
+edges) only ever calls the stages, so any model that can be cut into such a chain can be analysed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["LayerChain", "LayerSelector", "InputError", "NonFiniteError", "iter_batches"]
+
+INPUT = "input"
+
+#: Picks layer boundaries by name: ``None`` (default boundaries), one name, a list of names, or a
+#: predicate called on each candidate name.
+LayerSelector = None | str | Sequence[str] | Callable[[str], bool]
+
+
+class InputError(ValueError):
+    """Bad argument or data given to modgraph; the message names the argument and the value."""
+
+
+class NonFiniteError(InputError):
+    """An activation or Jacobian contained NaN or inf; the message names the layer and batch."""
+
+
+def _flatten(module: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
+    """Leaf children of (nested) ``nn.Sequential`` containers, named by module path."""
+    out = []
+    for name, child in module.named_children():
+        path = f"{prefix}{name}"
+        if isinstance(child, nn.Sequential):
+            out.extend(_flatten(child, path + "."))
+        else:
+            out.append((path, child))
+    return out
+
+
+@dataclass(frozen=True)
+class LayerChain:
+    """A model cut into stages ``g_0 .. g_{L-1}`` at named layer boundaries.
+
+    Attributes
+    ----------
+    stages : tuple of nn.Module
+        ``stages[l]`` maps layer ``l`` to layer ``l + 1``.
+    names : tuple of str
+        ``L + 1`` layer names: ``"input"`` first, then the module path of the module whose output
+        each later layer is (the final output is named after the model's last module).
+    """
+
+    stages: tuple[nn.Module, ...]
+    names: tuple[str, ...]
+
+    def __post_init__(self):
+        if len(self.names) != len(self.stages) + 1:
+            raise InputError(
+                f"a chain of {len(self.stages)} stages needs {len(self.stages) + 1} layer names, "
+                f"got {len(self.names)}"
+            )
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_model(cls, model, layers: LayerSelector = None) -> LayerChain:
+        """Build the chain of a model.
+
+        Parameters
+        ----------
+        model : nn.Sequential, list of nn.Module, or LayerChain
+            An ``nn.Sequential`` (nested ``Sequential`` containers are flattened and their children
+            named by path, e.g. ``"encoder.0"``), or a list of modules applied in order (named
+            ``"0"``, ``"1"``, ...). A ``LayerChain`` is returned as it is.
+        layers : None, str, list of str, or callable
+            Which boundaries between modules are layers. A boundary is named after the module whose
+            output it is. ``None``: before every module that has parameters, plus the final output.
+            The input and the final output are always layers.
+
+        Examples
+        --------
+        >>> from torch import nn
+        >>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+        >>> LayerChain.from_model(net).names
+        ('input', '1', '2')
+        >>> LayerChain.from_model(net, layers=["0"]).names
+        ('input', '0', '2')
+        """
+        if isinstance(model, LayerChain):
+            if layers is not None:
+                raise InputError("layers cannot be given together with a ready-made LayerChain")
+            return model
+        if isinstance(model, nn.Sequential):
+            children = _flatten(model)
+        elif isinstance(model, (list, tuple)) and all(isinstance(m, nn.Module) for m in model):
+            children = [(str(i), m) for i, m in enumerate(model)]
+        else:
+            raise InputError(
+                "model must be an nn.Sequential, a list of nn.Module or a LayerChain, "
+                f"got {type(model).__name__}"
+            )
+        if not children:
+            raise InputError("model has no modules to analyse")
+        _check_eval_mode(children)
+
+        names = [name for name, _ in children]
+        if layers is None:
+            cut = {i for i, (_, m) in enumerate(children) if i > 0 and _has_params(m)}
+        else:
+            chosen = _select(names, layers)
+            cut = {names.index(n) + 1 for n in chosen if names.index(n) + 1 < len(names)}
+        bounds = [0, *sorted(cut), len(children)]
+        stages = []
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            part = [m for _, m in children[a:b]]
+            stages.append(part[0] if len(part) == 1 else nn.Sequential(*part))
+        layer_names = [INPUT] + [names[b - 1] for b in bounds[1:]]
+        return cls(tuple(stages), tuple(layer_names))
+
+    # ------------------------------------------------------------------ use
+    def __len__(self) -> int:
+        """Number of layers (stages + 1)."""
+        return len(self.names)
+
+    def index(self, layer: int | str) -> int:
+        """Position of a layer given by position (negative counts from the end) or name."""
+        if isinstance(layer, bool) or not isinstance(layer, (int, str)):
+            raise InputError(f"layer must be an int position or a str name, got {layer!r}")
+        if isinstance(layer, int):
+            if not -len(self) <= layer < len(self):
+                raise InputError(f"layer position {layer} out of range for {len(self)} layers")
+            return layer % len(self)
+        if layer not in self.names:
+            raise InputError(f"unknown layer name {layer!r}; the layers are {list(self.names)}")
+        return self.names.index(layer)
+
+    def forward(self, x: Tensor, upto: int | None = None) -> list[Tensor]:
+        """Activations ``[f_0, ..., f_upto]`` (all layers by default) for a batch of inputs."""
+        upto = len(self.stages) if upto is None else upto
+        acts = [x]
+        for stage in self.stages[:upto]:
+            acts.append(stage(acts[-1]))
+        return acts
+
+    def run_from(self, layer: int, f: Tensor) -> Tensor:
+        """The final output computed from the activations ``f`` of layer ``layer``."""
+        for stage in self.stages[layer:]:
+            f = stage(f)
+        return f
+
+    def parameters(self) -> Iterator[nn.Parameter]:
+        for stage in self.stages:
+            yield from stage.parameters()
+
+
+def _has_params(module: nn.Module) -> bool:
+    return any(True for _ in module.parameters())
+
+
+def _check_eval_mode(children: list[tuple[str, nn.Module]]) -> None:
+    stochastic = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm)
+    for path, child in children:
+        for sub, m in child.named_modules():
+            if isinstance(m, stochastic) and m.training:
+                where = path + (f".{sub}" if sub else "")
+                raise InputError(
+                    f"model has {type(m).__name__} at {where!r} in training mode; modgraph analyses "
+                    "the deterministic function of eval mode: call model.eval() first"
+                )
+
+
+def _select(names: list[str], layers: LayerSelector) -> list[str]:
+    candidates = [INPUT, *names]
+    if callable(layers) and not isinstance(layers, str):
+        return [n for n in names if layers(n)]
+    wanted = [layers] if isinstance(layers, str) else list(layers)
+    for n in wanted:
+        if not isinstance(n, str) or n not in candidates:
+            raise InputError(f"unknown layer name {n!r} in layers; candidates are {candidates}")
+    return [n for n in names if n in wanted]
+
+
+def iter_batches(
+    data, *, batch_size: int, device: torch.device, dtype: torch.dtype
+) -> Iterator[Tensor]:
+    """Yield input batches from a tensor, an array, or an iterable of batches.
+
+    A tensor (or numpy array) of shape ``(n_samples, ...)`` is cut into batches of
+    ``batch_size``. Any other iterable is read as a sequence of batches (tensors of uneven sizes, or
+    ``(inputs, labels, ...)`` tuples as a DataLoader yields; labels are ignored). Floating inputs are
+    cast to the model's dtype; integer inputs (token ids) are kept.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InputError(f"batch_size must be a positive int, got {batch_size!r}")
+    if not isinstance(data, Tensor) and hasattr(data, "__array__"):
+        data = torch.as_tensor(data)
+    if isinstance(data, Tensor):
+        if data.ndim == 0 or len(data) == 0:
+            raise InputError(f"data is empty (shape {tuple(data.shape)})")
+        batches: Iterable = data.split(batch_size)
+    elif isinstance(data, Iterable):
+        batches = data
+    else:
+        raise InputError(f"data must be a tensor or an iterable of batches, got {type(data).__name__}")
+    for i, b in enumerate(batches):
+        if isinstance(b, (tuple, list)):
+            b = b[0]
+        if not isinstance(b, Tensor):
+            if not hasattr(b, "__array__"):
+                raise InputError(f"data batch {i} is a {type(b).__name__}, not a tensor")
+            b = torch.as_tensor(b)
+        if b.ndim == 0 or len(b) == 0:
+            continue
+        yield b.to(device=device, dtype=dtype if b.is_floating_point() else None)
+
+
+def reiterable(data, what: str = "data"):
+    """Refuse one-shot iterators where the data must be read more than once."""
+    if not isinstance(data, Tensor) and iter(data) is data:
+        raise InputError(
+            f"{what} is a one-shot iterator ({type(data).__name__}), but it is read more than once; "
+            "pass a tensor, a list of batches or a DataLoader"
+        )
+    return data
