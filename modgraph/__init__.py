@@ -1,3 +1,27 @@
-"""modgraph: find modules in neural networks through the interaction basis."""
+"""modgraph: find modules in neural networks through the interaction basis.
+
+Bushnaq et al., "Using Degeneracy in the Loss Landscape for Mechanistic Interpretability"
+(arXiv 2405.10927): a model and data go in; the model is converted to the interaction basis; a
+graph of interaction strengths ln(w / eps^1/2) is built; modules are the partition that cuts the
+least interaction.
+"""
 
 __version__ = "0.1.0"
+
+from .basis import LayerBasis, fit_basis
+from .chain import Batches, InputError, LayerChain, NonFiniteError
+from .pipeline import Analysis, analyze, load_analysis
+from .statistics import LayerStatistics
+
+__all__ = [
+    "Analysis",
+    "Batches",
+    "InputError",
+    "LayerBasis",
+    "LayerChain",
+    "LayerStatistics",
+    "NonFiniteError",
+    "analyze",
+    "fit_basis",
+    "load_analysis",
+]

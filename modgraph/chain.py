@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-__all__ = ["LayerChain", "LayerSelector", "InputError", "NonFiniteError", "iter_batches"]
+__all__ = ["LayerChain", "LayerSelector", "InputError", "NonFiniteError", "Batches", "iter_batches"]
 
 INPUT = "input"
 
@@ -75,7 +75,8 @@ class LayerChain:
         model : nn.Sequential, list of nn.Module, or LayerChain
             An ``nn.Sequential`` (nested ``Sequential`` containers are flattened and their children
             named by path, e.g. ``"encoder.0"``), or a list of modules applied in order (named
-            ``"0"``, ``"1"``, ...). A ``LayerChain`` is returned as it is.
+            ``"0"``, ``"1"``, ...; each is one stage unless ``layers`` says otherwise). A
+            ``LayerChain`` is returned as it is.
         layers : None, str, list of str, or callable
             Which boundaries between modules are layers. A boundary is named after the module whose
             output it is. ``None``: before every module that has parameters, plus the final output.
@@ -108,7 +109,9 @@ class LayerChain:
         _check_eval_mode(children)
 
         names = [name for name, _ in children]
-        if layers is None:
+        if layers is None and not isinstance(model, nn.Sequential):  # a list: one stage each
+            cut = set(range(1, len(children)))
+        elif layers is None:
             cut = {i for i, (_, m) in enumerate(children) if i > 0 and _has_params(m)}
         else:
             chosen = _select(names, layers)
@@ -218,11 +221,59 @@ def iter_batches(
         yield b.to(device=device, dtype=dtype if b.is_floating_point() else None)
 
 
-def reiterable(data, what: str = "data"):
-    """Refuse one-shot iterators where the data must be read more than once."""
-    if not isinstance(data, Tensor) and iter(data) is data:
-        raise InputError(
-            f"{what} is a one-shot iterator ({type(data).__name__}), but it is read more than once; "
-            "pass a tensor, a list of batches or a DataLoader"
-        )
-    return data
+class Batches:
+    """Re-iterable view of user data as input batches on the analysis device.
+
+    Each pass over the data (statistics, Jacobians, edges) iterates this object again, so the data
+    must be re-iterable; a one-shot generator is refused up front rather than silently yielding
+    nothing on the second pass.
+
+    Parameters
+    ----------
+    data : tensor, array, or iterable of batches
+        See :func:`iter_batches`.
+    progress : bool
+        Show a tqdm bar (labelled ``desc``) for each pass.
+    """
+
+    def __init__(self, data, *, batch_size: int = 256, device="cpu", dtype=torch.float32,
+                 progress: bool = False, desc: str = ""):
+        if isinstance(data, Batches):
+            data = data.data
+        if data is None:
+            raise InputError("data is None; pass a tensor or an iterable of input batches")
+        if not isinstance(data, Tensor) and not hasattr(data, "__array__"):
+            if not isinstance(data, Iterable):
+                raise InputError(
+                    f"data must be a tensor or an iterable of batches, got {type(data).__name__}"
+                )
+            if iter(data) is data:
+                raise InputError(
+                    f"data is a one-shot iterator ({type(data).__name__}) but modgraph reads the "
+                    "data several times; pass a tensor, a list of batches or a DataLoader"
+                )
+        self.data = data
+        self.batch_size = batch_size
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.progress = progress
+        self.desc = desc
+
+    def labelled(self, desc: str) -> Batches:
+        """The same batches, with the progress bar labelled ``desc``."""
+        return Batches(self.data, batch_size=self.batch_size, device=self.device,
+                       dtype=self.dtype, progress=self.progress, desc=desc)
+
+    def __iter__(self) -> Iterator[Tensor]:
+        it = iter_batches(self.data, batch_size=self.batch_size, device=self.device,
+                          dtype=self.dtype)
+        if not self.progress:
+            return it
+        from tqdm.auto import tqdm
+
+        total = None
+        if isinstance(self.data, Tensor):
+            total = -(-len(self.data) // self.batch_size)
+        elif hasattr(self.data, "__len__"):
+            total = len(self.data)
+        return iter(tqdm(it, desc=self.desc, total=total, unit="batch", leave=False))

@@ -1,0 +1,130 @@
+"""Interaction strengths between basis directions of adjacent layers.
+
+For direction ``j`` of layer ``l`` and direction ``i`` of layer ``l + 1`` the strength is the RMS
+over the data of the gradient-times-activation attribution (paper sec. 5, eq. 34):
+
+.. math::
+
+    w_{ij} = \\sqrt{\\mathbb E_x\\left[\\left(\\hat f_{l,j}(x)\\,
+             \\frac{\\partial \\hat f_{l+1,i}}{\\partial \\hat f_{l,j}}(x)\\right)^2\\right]}
+
+``attribution="integrated"`` replaces the gradient by its average along the straight path from the
+layer's mean (``alpha = 0``) to ``f_hat`` (``alpha = 1``), with Gauss-Legendre or trapezoid
+quadrature; for a linear stage every point on the path has the same gradient, so both agree.
+The part of the activation the basis dropped is held fixed along the path.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.func import vjp, vmap
+
+from .basis import LayerBasis
+from .chain import Batches, InputError, LayerChain
+from .statistics import DEFAULT_JACOBIAN_BUDGET, _check_finite, _chunk, _flat, _forward
+
+__all__ = ["interaction_strengths", "quadrature", "ATTRIBUTIONS"]
+
+ATTRIBUTIONS = ("gradient", "integrated")
+RULES = ("gauss-legendre", "trapezoid")
+
+
+def quadrature(n_steps: int, rule: str = "gauss-legendre") -> tuple[np.ndarray, np.ndarray]:
+    """Points ``alpha`` in [0, 1] and weights (summing to 1) for the path integral.
+
+    Examples
+    --------
+    >>> a, w = quadrature(3, "trapezoid")
+    >>> a.tolist(), w.tolist()
+    ([0.0, 0.5, 1.0], [0.25, 0.5, 0.25])
+    """
+    if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
+        raise InputError(f"n_steps must be a positive int, got {n_steps!r}")
+    if rule == "gauss-legendre":
+        x, w = np.polynomial.legendre.leggauss(n_steps)
+        return (x + 1) / 2, w / 2
+    if rule == "trapezoid":
+        if n_steps < 2:
+            raise InputError(f"the trapezoid rule needs n_steps >= 2, got {n_steps}")
+        a = np.linspace(0.0, 1.0, n_steps)
+        w = np.full(n_steps, 1.0 / (n_steps - 1))
+        w[[0, -1]] /= 2
+        return a, w
+    raise InputError(f"rule must be one of {RULES}, got {rule!r}")
+
+
+@torch.no_grad()
+def interaction_strengths(
+    chain: LayerChain,
+    bases: list[LayerBasis],
+    batches: Batches,
+    *,
+    attribution: str = "gradient",
+    n_steps: int = 8,
+    rule: str = "gauss-legendre",
+    jacobian_budget: int = DEFAULT_JACOBIAN_BUDGET,
+) -> list[Tensor]:
+    """RMS attribution ``w`` between the basis directions of every pair of adjacent layers.
+
+    Parameters
+    ----------
+    chain : LayerChain
+    bases : list of LayerBasis
+        One per layer of the chain.
+    batches : Batches
+        The data, read once.
+    attribution : {"gradient", "integrated"}
+    n_steps, rule :
+        Quadrature for ``attribution="integrated"`` (see :func:`quadrature`).
+
+    Returns
+    -------
+    list of Tensor
+        ``w[l]`` of shape (k_{l+1}, k_l), float64.
+    """
+    if attribution not in ATTRIBUTIONS:
+        raise InputError(f"attribution must be one of {ATTRIBUTIONS}, got {attribution!r}")
+    if attribution == "integrated":
+        alphas, weights = quadrature(n_steps, rule)
+    else:
+        alphas, weights = np.ones(1), np.ones(1)
+    L = len(chain.stages)
+    sums = [torch.zeros(bases[l + 1].k, bases[l].k, dtype=torch.float64, device=batches.device)
+            for l in range(L)]
+    n = 0
+    for b, x in enumerate(batches):
+        with torch.no_grad():
+            acts = _forward(chain, x, b)
+        for l, stage in enumerate(chain.stages):
+            src, dst = bases[l], bases[l + 1]
+            if src.k == 0 or dst.k == 0:
+                continue
+            f = acts[l]
+            f_hat = src.transform(f)  # (B, k_l), float64
+            if not f.is_floating_point():
+                raise InputError(
+                    f"layer {src.name!r} holds integer values; edges need a differentiable layer "
+                    "(start the chain after the embedding)"
+                )
+            # the basis part of f - mean; the dropped remainder stays fixed along the path
+            along = (f_hat @ src.C_pinv.T).to(f.dtype).reshape(f.shape)
+            readout = dst.C.to(f.dtype)
+            chunk = _chunk(dst.k, x.shape[0], _flat(f).shape[1], jacobian_budget)
+            for start in range(0, dst.k, chunk):
+                rows = readout[start : start + chunk]
+                grad = 0.0
+                for a, wq in zip(alphas, weights):
+                    point = f if a == 1.0 else f - (1.0 - a) * along
+                    out, pullback = vjp(stage, point)
+                    cot = rows[:, None, :].expand(len(rows), x.shape[0], rows.shape[1])
+                    g = vmap(pullback)(cot.reshape(len(rows), *out.shape))[0]
+                    g = g.reshape(len(rows), x.shape[0], -1).to(torch.float64)
+                    _check_finite(g, "Jacobian", src.name, b)
+                    grad = grad + wq * (g @ src.C_pinv)  # (c, B, k_l): d f_hat_{l+1} / d f_hat_l
+                sums[l][start : start + chunk] += ((grad * f_hat[None]) ** 2).sum(1)
+        n += x.shape[0]
+    if n == 0:
+        raise InputError("data is empty: it yielded no samples")
+    return [(s / n).sqrt() for s in sums]

@@ -1,0 +1,104 @@
+"""Interaction strengths against brute force; integrated gradients; block structure."""
+
+import pytest
+import torch
+from conftest import mlp, relative
+from torch.autograd.functional import jacobian
+
+import modgraph as mg
+from modgraph.chain import LayerChain
+from modgraph.edges import quadrature
+
+
+def _brute_w(net, a, x, l, alphas=(1.0,), weights=(1.0,)):
+    chain = LayerChain.from_model(net)
+    src, dst = a.layers[l], a.layers[l + 1]
+    total = 0
+    for xi in x:
+        f = chain.forward(xi[None], upto=l)[-1]
+        f_hat = src.transform(f)[0]
+        along = (f_hat @ src.C_pinv.T)[None]
+        grad = 0
+        for al, wq in zip(alphas, weights):
+            J = jacobian(chain.stages[l], f - (1 - al) * along)[0, :, 0, :]
+            grad = grad + wq * dst.C @ J @ src.C_pinv
+        total = total + (grad * f_hat[None, :]) ** 2
+    return (total / len(x)).sqrt()
+
+
+@pytest.mark.parametrize("basis", ["interaction", "pca", "neuron"])
+def test_edges_match_per_sample_brute_force(basis):
+    net = mlp(4, 6, 5, 3)
+    x = torch.randn(30, 4, dtype=torch.float64)
+    a = mg.analyze(net, x, basis=basis, batch_size=8, progress=False)
+    for l in range(3):
+        assert relative(a.w[l], _brute_w(net, a, x, l)) < 1e-12
+
+
+def test_integrated_gradients_match_brute_force_on_relu_net():
+    net = mlp(4, 6, 3)
+    x = torch.randn(20, 4, dtype=torch.float64)
+    a = mg.analyze(net, x, attribution="integrated", n_steps=5, progress=False)
+    al, wq = quadrature(5)
+    for l in range(2):
+        assert relative(a.w[l], _brute_w(net, a, x, l, al, wq)) < 1e-12
+
+
+def test_integrated_gradients_equal_gradients_on_linear_maps():
+    net = mlp(5, 4, 3, relu_after=())
+    x = torch.randn(50, 5, dtype=torch.float64)
+    g = mg.analyze(net, x, progress=False)
+    for rule in ("gauss-legendre", "trapezoid"):
+        ig = mg.analyze(net, x, attribution="integrated", n_steps=3, rule=rule, progress=False)
+        for a, b in zip(g.w, ig.w):
+            assert relative(b, a) < 1e-12, rule
+
+
+def test_integrated_gradients_are_complete():
+    # the attributions of one sample sum to the change of the output coordinate along the path
+    net = mlp(3, 5, 2)
+    x = torch.randn(1, 3, dtype=torch.float64)
+    a = mg.analyze(net, torch.randn(200, 3, dtype=torch.float64), progress=False)
+    chain = LayerChain.from_model(net)
+    src, dst = a.layers[1], a.layers[2]
+    f = chain.forward(x, upto=1)[-1]
+    f_hat = src.transform(f)[0]
+    along = (f_hat @ src.C_pinv.T)[None]
+    al, wq = quadrature(64)
+    grad = sum(w * dst.C @ jacobian(chain.stages[1], f - (1 - t) * along)[0, :, 0, :]
+               @ src.C_pinv for t, w in zip(al, wq))
+    change = dst.transform(chain.stages[1](f)) - dst.transform(chain.stages[1](f - along))
+    assert torch.allclose((grad * f_hat).sum(1), change[0], atol=1e-10)
+
+
+def test_linear_block_diagonal_network_has_no_cross_block_edges():
+    net = mlp(6, 6, 6, relu_after=())
+    with torch.no_grad():
+        for lin in (net[0], net[1]):
+            lin.weight.copy_(torch.block_diag(*[torch.randn(3, 3, dtype=torch.float64)
+                                                for _ in range(2)]))
+    # independent inputs per block, scaled so the blocks' Lambda differ (no ties to rotate)
+    x = torch.randn(2000, 6, dtype=torch.float64) * torch.tensor([1, 1, 1, 5, 5, 5.0]).double()
+    a = mg.analyze(net, x, progress=False)
+    for l, w in enumerate(a.w):
+        src_block = _block_of(a.layers[l])
+        dst_block = _block_of(a.layers[l + 1])
+        cross = w[dst_block[:, None] != src_block[None, :]]
+        assert cross.max() / w.max() < 1e-10
+
+
+def _block_of(layer):
+    """Which half of the neurons a basis direction lives in."""
+    half = layer.C.shape[1] // 2
+    mass = layer.C[:, :half].abs().sum(1) > layer.C[:, half:].abs().sum(1)
+    return mass.long()
+
+
+def test_quadrature_rules():
+    for rule in ("gauss-legendre", "trapezoid"):
+        a, w = quadrature(6, rule)
+        assert abs(w.sum() - 1) < 1e-14 and a.min() >= 0 and a.max() <= 1
+    with pytest.raises(mg.InputError, match="rule must be one of"):
+        quadrature(3, "simpson")
+    with pytest.raises(mg.InputError, match="n_steps must be a positive int"):
+        quadrature(0)
