@@ -86,7 +86,8 @@ class LayerBasis:
         f = f.reshape(f.shape[0], -1).to(self.C)
         if f.shape[1] != self.d:
             raise InputError(
-                f"layer {self.name!r} has {f.shape[1]} features but the basis was fitted on {self.d}"
+                f"layer {self.name!r} has {f.shape[1]} features "
+                f"but the basis was fitted on {self.d}"
             )
         return (f - self.mean) @ self.C.T
 
@@ -178,12 +179,14 @@ def fit_basis(
 
     if basis == "neuron":
         eye = torch.eye(d, dtype=torch.float64, device=G.device)
-        return LayerBasis(name, position, eye, eye.clone(), stats.mean, G.diagonal().clone(), dG,
-                          empty)
+        return LayerBasis(
+            name, position, eye, eye.clone(), stats.mean, G.diagonal().clone(), dG, empty
+        )
     if basis == "pca" or is_output:
         C, C_pinv = _fix_signs(U, U.T)
-        return LayerBasis(name, position, C, C_pinv, stats.mean, dG[:kG], dG, empty,
-                          _ties(dG[:kG], tie_rtol))
+        return LayerBasis(
+            name, position, C, C_pinv, stats.mean, dG[:kG], dG, empty, _ties(dG[:kG], tie_rtol)
+        )
 
     if stats.M is None:
         raise InputError(f"layer {name!r} has no Jacobian Gram M; the interaction basis needs it")

@@ -171,7 +171,8 @@ def _check_eval_mode(children: list[tuple[str, nn.Module]]) -> None:
             if isinstance(m, stochastic) and m.training:
                 where = path + (f".{sub}" if sub else "")
                 raise InputError(
-                    f"model has {type(m).__name__} at {where!r} in training mode; modgraph analyses "
+                    f"model has {type(m).__name__} at {where!r} in training mode; "
+                    "modgraph analyses "
                     "the deterministic function of eval mode: call model.eval() first"
                 )
 
@@ -194,8 +195,8 @@ def iter_batches(
 
     A tensor (or numpy array) of shape ``(n_samples, ...)`` is cut into batches of
     ``batch_size``. Any other iterable is read as a sequence of batches (tensors of uneven sizes, or
-    ``(inputs, labels, ...)`` tuples as a DataLoader yields; labels are ignored). Floating inputs are
-    cast to the model's dtype; integer inputs (token ids) are kept.
+    ``(inputs, labels, ...)`` tuples as a DataLoader yields; labels are ignored). Floating inputs
+    are cast to the model's dtype; integer inputs (token ids) are kept.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InputError(f"batch_size must be a positive int, got {batch_size!r}")
@@ -208,7 +209,9 @@ def iter_batches(
     elif isinstance(data, Iterable):
         batches = data
     else:
-        raise InputError(f"data must be a tensor or an iterable of batches, got {type(data).__name__}")
+        raise InputError(
+            f"data must be a tensor or an iterable of batches, got {type(data).__name__}"
+        )
     for i, b in enumerate(batches):
         if isinstance(b, (tuple, list)):
             b = b[0]
@@ -236,8 +239,16 @@ class Batches:
         Show a tqdm bar (labelled ``desc``) for each pass.
     """
 
-    def __init__(self, data, *, batch_size: int = 256, device="cpu", dtype=torch.float32,
-                 progress: bool = False, desc: str = ""):
+    def __init__(
+        self,
+        data,
+        *,
+        batch_size: int = 256,
+        device="cpu",
+        dtype=torch.float32,
+        progress: bool = False,
+        desc: str = "",
+    ):
         if isinstance(data, Batches):
             data = data.data
         if data is None:
@@ -261,12 +272,19 @@ class Batches:
 
     def labelled(self, desc: str) -> Batches:
         """The same batches, with the progress bar labelled ``desc``."""
-        return Batches(self.data, batch_size=self.batch_size, device=self.device,
-                       dtype=self.dtype, progress=self.progress, desc=desc)
+        return Batches(
+            self.data,
+            batch_size=self.batch_size,
+            device=self.device,
+            dtype=self.dtype,
+            progress=self.progress,
+            desc=desc,
+        )
 
     def __iter__(self) -> Iterator[Tensor]:
-        it = iter_batches(self.data, batch_size=self.batch_size, device=self.device,
-                          dtype=self.dtype)
+        it = iter_batches(
+            self.data, batch_size=self.batch_size, device=self.device, dtype=self.dtype
+        )
         if not self.progress:
             return it
         from tqdm.auto import tqdm

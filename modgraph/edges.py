@@ -91,8 +91,10 @@ def interaction_strengths(
     else:
         alphas, weights = np.ones(1), np.ones(1)
     L = len(chain.stages)
-    sums = [torch.zeros(bases[l + 1].k, bases[l].k, dtype=torch.float64, device=batches.device)
-            for l in range(L)]
+    sums = [
+        torch.zeros(bases[l + 1].k, bases[l].k, dtype=torch.float64, device=batches.device)
+        for l in range(L)
+    ]
     n = 0
     for b, x in enumerate(batches):
         with torch.no_grad():

@@ -98,11 +98,15 @@ class Analysis:
 
     def summary(self) -> str:
         """A few lines: the layers, their widths and kept directions, and the graph size."""
-        lines = [f"{self.config.get('basis', '?')} basis, variant={self.config.get('variant')}, "
-                 f"eps={self.eps:g}, {self.n_samples} samples"]
+        lines = [
+            f"{self.config.get('basis', '?')} basis, variant={self.config.get('variant')}, "
+            f"eps={self.eps:g}, {self.n_samples} samples"
+        ]
         for layer in self.layers:
-            lines.append(f"  {layer.position:>2} {layer.name:<16} d={layer.d:<5} kept={layer.k}"
-                         + (f"  ties={len(layer.ties)}" if layer.ties else ""))
+            lines.append(
+                f"  {layer.position:>2} {layer.name:<16} d={layer.d:<5} kept={layer.k}"
+                + (f"  ties={len(layer.ties)}" if layer.ties else "")
+            )
         g = self.graph
         lines.append(f"graph: {g.n_nodes} nodes, {g.n_edges} edges above eps^1/2")
         return "\n".join(lines)
@@ -133,7 +137,11 @@ class Analysis:
             "eps": self.eps,
             "n_samples": self.n_samples,
             "layers": [
-                {"name": layer.name, "position": layer.position, "ties": [list(t) for t in layer.ties]}
+                {
+                    "name": layer.name,
+                    "position": layer.position,
+                    "ties": [list(t) for t in layer.ties],
+                }
                 for layer in self.layers
             ],
             "config": self.config,
@@ -170,13 +178,18 @@ def load_analysis(path: str | os.PathLike) -> Analysis:
         for m, lt in zip(meta["layers"], t["layers"])
     )
     stats = tuple(LayerStatistics(meta["n_samples"], **s) for s in t["statistics"])
-    return Analysis(layers, tuple(t["w"]), stats, meta["eps"], meta["config"], meta["timings"],
-                    meta["versions"])
+    return Analysis(
+        layers, tuple(t["w"]), stats, meta["eps"], meta["config"], meta["timings"], meta["versions"]
+    )
 
 
 def _check_eps(eps) -> float:
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) \
-            or eps <= 0:
+    if (
+        isinstance(eps, bool)
+        or not isinstance(eps, (int, float))
+        or not math.isfinite(eps)
+        or eps <= 0
+    ):
         raise InputError(f"eps must be a positive finite float, got {eps!r}")
     return float(eps)
 
@@ -197,8 +210,11 @@ def _model_device_dtype(chain: LayerChain, device) -> tuple[torch.device, torch.
 def versions() -> dict:
     from . import __version__
 
-    return {"modgraph": __version__, "torch": torch.__version__,
-            "python": platform.python_version()}
+    return {
+        "modgraph": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def analyze(
@@ -288,8 +304,9 @@ def analyze(
 
     t0 = time.perf_counter()
     if basis == "interaction" and variant == "global":
-        stats = global_statistics(chain, batches.labelled("statistics (G, M)"),
-                                  jacobian_budget=jacobian_budget)
+        stats = global_statistics(
+            chain, batches.labelled("statistics (G, M)"), jacobian_budget=jacobian_budget
+        )
     else:
         accs = activation_statistics(chain, batches.labelled("statistics (G)"))
         stats = [LayerStatistics(a.n, a.mean, a.gram()) for a in accs]
@@ -303,18 +320,40 @@ def analyze(
     bases[L] = fit_basis(stats[L], name=chain.names[L], position=L, is_output=True, **fit)
     for l in reversed(range(L)):
         if basis == "interaction" and variant == "local":
-            M = jacobian_gram(chain, l, bases[l + 1].C, batches.labelled(f"M local {l}/{L}"),
-                              jacobian_budget=jacobian_budget)
+            M = jacobian_gram(
+                chain,
+                l,
+                bases[l + 1].C,
+                batches.labelled(f"M local {l}/{L}"),
+                jacobian_budget=jacobian_budget,
+            )
             stats[l] = replace(stats[l], M=M)
         bases[l] = fit_basis(stats[l], name=chain.names[l], position=l, **fit)
     timings["basis"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    w = interaction_strengths(chain, bases, batches.labelled("edges"), attribution=attribution,
-                              n_steps=n_steps, rule=rule, jacobian_budget=jacobian_budget)
+    w = interaction_strengths(
+        chain,
+        bases,
+        batches.labelled("edges"),
+        attribution=attribution,
+        n_steps=n_steps,
+        rule=rule,
+        jacobian_budget=jacobian_budget,
+    )
     timings["edges"] = time.perf_counter() - t0
 
-    config = dict(variant=variant, scale=scale, basis=basis, rtol=rtol, tie_rtol=tie_rtol,
-                  attribution=attribution, n_steps=n_steps, rule=rule, batch_size=batch_size,
-                  device=str(device), dtype=str(dtype).removeprefix("torch."))
+    config = dict(
+        variant=variant,
+        scale=scale,
+        basis=basis,
+        rtol=rtol,
+        tie_rtol=tie_rtol,
+        attribution=attribution,
+        n_steps=n_steps,
+        rule=rule,
+        batch_size=batch_size,
+        device=str(device),
+        dtype=str(dtype).removeprefix("torch."),
+    )
     return Analysis(tuple(bases), tuple(w), tuple(stats), eps, config, timings, versions())

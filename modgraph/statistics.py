@@ -157,8 +157,10 @@ def global_statistics(
             acts = _forward(chain, x, b)
         if accs is None:
             accs = [MomentAccumulator(_flat(f).shape[1], device) for f in acts]
-            Ms = [torch.zeros(a.mean.shape[0], a.mean.shape[0], dtype=torch.float64, device=device)
-                  for a in accs]
+            Ms = [
+                torch.zeros(a.mean.shape[0], a.mean.shape[0], dtype=torch.float64, device=device)
+                for a in accs
+            ]
         for acc, f in zip(accs, acts):
             acc.update(_flat(f))
 
@@ -179,8 +181,8 @@ def global_statistics(
         eye = torch.eye(n_out, dtype=out.dtype, device=device)
         for start in range(0, n_out, chunk):
             rows = eye[start : start + chunk]
-            cot = rows[:, None, :].expand(len(rows), x.shape[0], n_out).reshape(
-                len(rows), *out.shape
+            cot = (
+                rows[:, None, :].expand(len(rows), x.shape[0], n_out).reshape(len(rows), *out.shape)
             )
             grads = vmap(pullback)(cot)[0]
             for l, g in enumerate(grads):
@@ -231,8 +233,10 @@ def jacobian_gram(
         chunk = _chunk(readout.shape[0], x.shape[0], d_in, jacobian_budget)
         for start in range(0, readout.shape[0], chunk):
             rows = readout[start : start + chunk]
-            cot = rows[:, None, :].expand(len(rows), x.shape[0], rows.shape[1]).reshape(
-                len(rows), *out.shape
+            cot = (
+                rows[:, None, :]
+                .expand(len(rows), x.shape[0], rows.shape[1])
+                .reshape(len(rows), *out.shape)
             )
             g = vmap(pullback)(cot)[0].reshape(-1, d_in).to(torch.float64)
             _check_finite(g, "Jacobian", chain.names[layer], b)

@@ -12,7 +12,9 @@ import modgraph as mg
 
 def _transitions(net, a):
     """C_{l+1} W_l C_l^+ for a chain of Linear layers (biases drop out of the transition)."""
-    return [a.layers[l + 1].C @ net[l].weight.detach() @ a.layers[l].C_pinv for l in range(len(net))]
+    return [
+        a.layers[l + 1].C @ net[l].weight.detach() @ a.layers[l].C_pinv for l in range(len(net))
+    ]
 
 
 @pytest.mark.parametrize("variant", ["global", "local"])
@@ -27,8 +29,9 @@ def test_deep_linear_transitions_are_unit_diagonal(variant):
         P = T.abs()
         perm = P.argmax(1)
         assert sorted(perm.tolist()) == list(range(T.shape[1]))
-        assert torch.allclose(P[torch.arange(len(perm)), perm], torch.ones(len(perm),
-                              dtype=torch.float64), atol=1e-9)
+        assert torch.allclose(
+            P[torch.arange(len(perm)), perm], torch.ones(len(perm), dtype=torch.float64), atol=1e-9
+        )
         off = P.clone()
         off[torch.arange(len(perm)), perm] = 0
         assert off.max() < 1e-9
@@ -66,8 +69,13 @@ def _equal_up_to_sign(A, B, tol):
 @pytest.mark.parametrize("variant", ["global", "local"])
 def test_invariant_to_invertible_map_of_linear_layer(variant):
     # sec. 6.2: f -> R f on a linear layer (weights compensated) leaves basis activations unchanged
-    net = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 5), nn.Linear(5, 8), nn.ReLU(),
-                        nn.Linear(8, 3)).double().eval()
+    net = (
+        nn.Sequential(
+            nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 5), nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3)
+        )
+        .double()
+        .eval()
+    )
     x = torch.randn(600, 6, dtype=torch.float64)
     a = mg.analyze(net, x, variant=variant, progress=False)
     assert a.layer_names == ["input", "1", "2", "4", "5"]
@@ -112,8 +120,9 @@ def test_kept_directions_equal_activation_rank():
 def test_kept_directions_equal_jacobian_rank():
     net = mlp(6, 8, 4)
     with torch.no_grad():  # the readout has rank 2: the hidden layer matters in 2 directions
-        net[2].weight.copy_(torch.randn(4, 2, dtype=torch.float64) @ torch.randn(2, 8,
-                            dtype=torch.float64))
+        net[2].weight.copy_(
+            torch.randn(4, 2, dtype=torch.float64) @ torch.randn(2, 8, dtype=torch.float64)
+        )
     a = mg.analyze(net, torch.randn(500, 6, dtype=torch.float64), progress=False)
     assert [layer.k for layer in a.layers] == [6, 2, 2]
 

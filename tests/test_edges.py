@@ -65,8 +65,10 @@ def test_integrated_gradients_are_complete():
     f_hat = src.transform(f)[0]
     along = (f_hat @ src.C_pinv.T)[None]
     al, wq = quadrature(64)
-    grad = sum(w * dst.C @ jacobian(chain.stages[1], f - (1 - t) * along)[0, :, 0, :]
-               @ src.C_pinv for t, w in zip(al, wq))
+    grad = sum(
+        w * dst.C @ jacobian(chain.stages[1], f - (1 - t) * along)[0, :, 0, :] @ src.C_pinv
+        for t, w in zip(al, wq)
+    )
     change = dst.transform(chain.stages[1](f)) - dst.transform(chain.stages[1](f - along))
     assert torch.allclose((grad * f_hat).sum(1), change[0], atol=1e-10)
 
@@ -75,8 +77,9 @@ def test_linear_block_diagonal_network_has_no_cross_block_edges():
     net = mlp(6, 6, 6, relu_after=())
     with torch.no_grad():
         for lin in (net[0], net[1]):
-            lin.weight.copy_(torch.block_diag(*[torch.randn(3, 3, dtype=torch.float64)
-                                                for _ in range(2)]))
+            lin.weight.copy_(
+                torch.block_diag(*[torch.randn(3, 3, dtype=torch.float64) for _ in range(2)])
+            )
     # independent inputs per block, scaled so the blocks' Lambda differ (no ties to rotate)
     x = torch.randn(2000, 6, dtype=torch.float64) * torch.tensor([1, 1, 1, 5, 5, 5.0]).double()
     a = mg.analyze(net, x, progress=False)

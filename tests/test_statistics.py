@@ -50,8 +50,9 @@ def test_chunking_over_output_directions_does_not_change_M():
     chain = LayerChain.from_model(net)
     x = torch.randn(30, 4, dtype=torch.float64)
     full = global_statistics(chain, Batches(x, batch_size=30, dtype=torch.float64))
-    tiny = global_statistics(chain, Batches(x, batch_size=30, dtype=torch.float64),
-                             jacobian_budget=1)  # one output direction at a time
+    tiny = global_statistics(
+        chain, Batches(x, batch_size=30, dtype=torch.float64), jacobian_budget=1
+    )  # one output direction at a time
     for a, b in zip(full, tiny):
         assert relative(b.M, a.M) < 1e-13
 
@@ -76,8 +77,9 @@ def test_any_batch_split_gives_the_same_statistics_and_basis(variant):
 
 def test_activation_statistics_upto():
     chain = LayerChain.from_model(mlp(3, 4, 2))
-    accs = activation_statistics(chain, Batches(torch.randn(10, 3, dtype=torch.float64),
-                                                dtype=torch.float64), upto=1)
+    accs = activation_statistics(
+        chain, Batches(torch.randn(10, 3, dtype=torch.float64), dtype=torch.float64), upto=1
+    )
     assert len(accs) == 2 and accs[0].n == 10
 
 
@@ -129,8 +131,9 @@ def test_bad_eps(eps):
         mg.analyze(mlp(3, 2), torch.randn(5, 3), eps=eps, progress=False)
 
 
-@pytest.mark.parametrize("arg,value", [("variant", "glob"), ("scale", "x"), ("basis", "svd"),
-                                       ("attribution", "shap")])
+@pytest.mark.parametrize(
+    "arg,value", [("variant", "glob"), ("scale", "x"), ("basis", "svd"), ("attribution", "shap")]
+)
 def test_bad_choices_name_the_argument(arg, value):
     with pytest.raises(mg.InputError, match=f"{arg} must be one of .* got '{value}'"):
         mg.analyze(mlp(3, 2), torch.randn(5, 3), progress=False, **{arg: value})
@@ -145,13 +148,18 @@ def test_training_mode_is_refused(module):
 
 
 def test_layer_selection():
-    net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Sequential(nn.Linear(4, 4), nn.Tanh()),
-                        nn.Linear(4, 2))
+    net = nn.Sequential(
+        nn.Linear(3, 4), nn.ReLU(), nn.Sequential(nn.Linear(4, 4), nn.Tanh()), nn.Linear(4, 2)
+    )
     chain = LayerChain.from_model(net)
     assert chain.names == ("input", "1", "2.1", "3")
     assert LayerChain.from_model(net, layers="2.0").names == ("input", "2.0", "3")
     assert LayerChain.from_model(net, layers=lambda n: n.startswith("2")).names == (
-        "input", "2.0", "2.1", "3")
+        "input",
+        "2.0",
+        "2.1",
+        "3",
+    )
     assert LayerChain.from_model([nn.Linear(3, 4), nn.ReLU()]).names == ("input", "0", "1")
     x = torch.randn(6, 3)
     assert torch.allclose(chain.forward(x)[-1], net(x))
