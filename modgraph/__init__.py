@@ -9,7 +9,17 @@ least interaction.
 __version__ = "0.1.0"
 
 from .basis import LayerBasis, fit_basis
-from .chain import Batches, InputError, LayerChain, NonFiniteError
+from .chain import Batches, LayerChain
+from .errors import InputError, NonFiniteError
+from .graph import InteractionGraph
+from .partition import (
+    ModuleResult,
+    adjusted_rand_index,
+    cost_curve,
+    cross_module_cost,
+    find_modules,
+    module_significance,
+)
 from .pipeline import Analysis, analyze, load_analysis
 from .statistics import LayerStatistics
 
@@ -17,11 +27,18 @@ __all__ = [
     "Analysis",
     "Batches",
     "InputError",
+    "InteractionGraph",
+    "ModuleResult",
     "LayerBasis",
     "LayerChain",
     "LayerStatistics",
     "NonFiniteError",
+    "adjusted_rand_index",
     "analyze",
+    "cost_curve",
+    "cross_module_cost",
+    "find_modules",
+    "module_significance",
     "fit_basis",
     "load_analysis",
 ]

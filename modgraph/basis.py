@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .chain import InputError
+from .errors import InputError
 from .statistics import LayerStatistics
 
 __all__ = ["LayerBasis", "fit_basis", "BASES", "SCALES"]

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from .errors import InputError, NonFiniteError
+
 __all__ = ["LayerChain", "LayerSelector", "InputError", "NonFiniteError", "Batches", "iter_batches"]
 
 INPUT = "input"
@@ -20,14 +22,6 @@ INPUT = "input"
 #: Picks layer boundaries by name: ``None`` (default boundaries), one name, a list of names, or a
 #: predicate called on each candidate name.
 LayerSelector = None | str | Sequence[str] | Callable[[str], bool]
-
-
-class InputError(ValueError):
-    """Bad argument or data given to modgraph; the message names the argument and the value."""
-
-
-class NonFiniteError(InputError):
-    """An activation or Jacobian contained NaN or inf; the message names the layer and batch."""
 
 
 def _flatten(module: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:

@@ -22,8 +22,16 @@ from torch import Tensor
 from torch.func import vjp, vmap
 
 from .basis import LayerBasis
-from .chain import Batches, InputError, LayerChain
-from .statistics import DEFAULT_JACOBIAN_BUDGET, _check_finite, _chunk, _flat, _forward
+from .chain import Batches, LayerChain
+from .errors import InputError
+from .statistics import (
+    DEFAULT_JACOBIAN_BUDGET,
+    _check_finite,
+    _chunk,
+    _flat,
+    _forward,
+    cotangents,
+)
 
 __all__ = ["interaction_strengths", "quadrature", "ATTRIBUTIONS"]
 
@@ -112,20 +120,23 @@ def interaction_strengths(
                 )
             # the basis part of f - mean; the dropped remainder stays fixed along the path
             along = (f_hat @ src.C_pinv.T).to(f.dtype).reshape(f.shape)
-            readout = dst.C.to(f.dtype)
+            pullbacks = [vjp(stage, f if a == 1.0 else f - (1.0 - a) * along) for a in alphas]
+            # per-sample Jacobians in the model's dtype (float32 contractions run ~2.5x faster
+            # than float64 here); their squares are summed in float64
+            readout, C_pinv = dst.C.to(f.dtype), src.C_pinv.to(f.dtype)
+            f_hat = f_hat.to(f.dtype)
             chunk = _chunk(dst.k, x.shape[0], _flat(f).shape[1], jacobian_budget)
             for start in range(0, dst.k, chunk):
                 rows = readout[start : start + chunk]
                 grad = 0.0
-                for a, wq in zip(alphas, weights):
-                    point = f if a == 1.0 else f - (1.0 - a) * along
-                    out, pullback = vjp(stage, point)
-                    cot = rows[:, None, :].expand(len(rows), x.shape[0], rows.shape[1])
-                    g = vmap(pullback)(cot.reshape(len(rows), *out.shape))[0]
-                    g = g.reshape(len(rows), x.shape[0], -1).to(torch.float64)
+                for (out, pullback), wq in zip(pullbacks, weights):
+                    g = vmap(pullback)(cotangents(rows, out.shape))[0]
+                    g = g.reshape(len(rows), x.shape[0], -1)
                     _check_finite(g, "Jacobian", src.name, b)
-                    grad = grad + wq * (g @ src.C_pinv)  # (c, B, k_l): d f_hat_{l+1} / d f_hat_l
-                sums[l][start : start + chunk] += ((grad * f_hat[None]) ** 2).sum(1)
+                    grad = grad + float(wq) * (g @ C_pinv)  # (c, B, k_l): d f_hat_{l+1}/d f_hat_l
+                sums[l][start : start + chunk] += (
+                    (grad * f_hat[None]).square().sum(1, dtype=torch.float64)
+                )
         n += x.shape[0]
     if n == 0:
         raise InputError("data is empty: it yielded no samples")

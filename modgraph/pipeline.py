@@ -15,14 +15,15 @@ import time
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from .basis import BASES, SCALES, LayerBasis, fit_basis
-from .chain import Batches, InputError, LayerChain, LayerSelector
+from .chain import Batches, LayerChain, LayerSelector
 from .edges import ATTRIBUTIONS, interaction_strengths
+from .errors import InputError
+from .graph import InteractionGraph
 from .statistics import (
     DEFAULT_JACOBIAN_BUDGET,
     LayerStatistics,
@@ -30,9 +31,6 @@ from .statistics import (
     global_statistics,
     jacobian_gram,
 )
-
-if TYPE_CHECKING:
-    from .graph import InteractionGraph
 
 __all__ = ["Analysis", "analyze", "load_analysis", "VARIANTS"]
 
@@ -83,8 +81,6 @@ class Analysis:
     @cached_property
     def graph(self) -> InteractionGraph:
         """The interaction graph: nodes are basis directions, edges ``w > eps**0.5``."""
-        from .graph import InteractionGraph
-
         return InteractionGraph(
             layer_names=tuple(self.layer_names),
             importance=tuple(layer.eigenvalues.cpu().numpy() for layer in self.layers),
