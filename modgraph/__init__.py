@@ -10,6 +10,13 @@ __version__ = "0.1.0"
 
 from .basis import LayerBasis, fit_basis
 from .chain import Batches, LayerChain
+from .degeneracy import (
+    effective_parameter_count,
+    layer_ranks,
+    llc_estimate,
+    plot_degeneracy,
+    synchronized_blocks,
+)
 from .errors import InputError, NonFiniteError
 from .graph import InteractionGraph
 from .partition import (
@@ -37,8 +44,13 @@ __all__ = [
     "analyze",
     "cost_curve",
     "cross_module_cost",
+    "effective_parameter_count",
     "find_modules",
+    "layer_ranks",
+    "llc_estimate",
     "module_significance",
+    "plot_degeneracy",
+    "synchronized_blocks",
     "fit_basis",
     "load_analysis",
 ]
