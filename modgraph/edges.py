@@ -33,7 +33,7 @@ from .statistics import (
     cotangents,
 )
 
-__all__ = ["interaction_strengths", "quadrature", "ATTRIBUTIONS"]
+__all__ = ["interaction_strengths", "output_attribution", "quadrature", "ATTRIBUTIONS"]
 
 ATTRIBUTIONS = ("gradient", "integrated")
 RULES = ("gauss-legendre", "trapezoid")
@@ -139,5 +139,56 @@ def interaction_strengths(
                 )
         n += x.shape[0]
     if n == 0:
+        raise InputError("data is empty: it yielded no samples")
+    return [(s / n).sqrt() for s in sums]
+
+
+@torch.no_grad()
+def output_attribution(
+    chain: LayerChain,
+    bases: list[LayerBasis],
+    batches: Batches,
+    *,
+    jacobian_budget: int = DEFAULT_JACOBIAN_BUDGET,
+) -> list[Tensor]:
+    """RMS attribution from every basis direction to every output dimension.
+
+    ``A[l][o, j] = sqrt(E_x[(f_hat_{l,j} * d f_L,o / d f_hat_{l,j})^2])``: the same
+    gradient-times-activation measure as the edges, taken from layer ``l`` straight to the raw
+    output dimensions. It says which outputs a direction drives (the ground truth of a planted
+    module) and which directions an output reads.
+
+    Returns
+    -------
+    list of Tensor
+        ``A[l]`` of shape (d_out, k_l), float64, one per layer.
+    """
+    L = len(chain.stages)
+    sums: list[Tensor] | None = None
+    n = 0
+    for b, x in enumerate(batches):
+        acts = _forward(chain, x, b)
+        d_out = _flat(acts[-1]).shape[1]
+        if sums is None:
+            sums = [x.new_zeros(d_out, basis.k, dtype=torch.float64) for basis in bases]
+        eye = torch.eye(d_out, dtype=acts[-1].dtype, device=x.device)
+        for l in range(L + 1):
+            basis, f = bases[l], acts[l]
+            if basis.k == 0 or not f.is_floating_point():
+                continue
+            f_hat = basis.transform(f).to(f.dtype)
+            out, pullback = vjp(lambda f, l=l: chain.run_from(l, f), f)
+            C_pinv = basis.C_pinv.to(f.dtype)
+            chunk = _chunk(d_out, x.shape[0], _flat(f).shape[1], jacobian_budget)
+            for start in range(0, d_out, chunk):
+                rows = eye[start : start + chunk]
+                g = vmap(pullback)(cotangents(rows, out.shape))[0]
+                g = g.reshape(len(rows), x.shape[0], -1) @ C_pinv
+                _check_finite(g, "Jacobian", basis.name, b)
+                sums[l][start : start + chunk] += (g * f_hat[None]).square().sum(
+                    1, dtype=torch.float64
+                )
+        n += x.shape[0]
+    if sums is None:
         raise InputError("data is empty: it yielded no samples")
     return [(s / n).sqrt() for s in sums]

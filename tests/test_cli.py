@@ -1,0 +1,180 @@
+"""The ``modgraph`` command end to end, and its errors."""
+
+import json
+import subprocess
+import sys
+
+import igraph
+import networkx as nx
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from modgraph.cli import main
+
+
+@pytest.fixture
+def saved(tmp_path):
+    """A tiny two-block network and its inputs, saved as a user would."""
+    net = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2))
+    with torch.no_grad():  # inputs 0-1 -> hidden 0-2 -> output 0; inputs 2-3 -> hidden 3-5 -> 1
+        net[0].weight.mul_(torch.block_diag(torch.ones(3, 2), torch.ones(3, 2)))
+        net[2].weight.mul_(torch.block_diag(torch.ones(1, 3), torch.ones(1, 3)))
+        net[2].weight[1].mul_(0.3)  # distinct scales: no ties between the blocks
+    torch.save(net, tmp_path / "model.pt")
+    x = torch.randn(400, 4)
+    torch.save(x, tmp_path / "x.pt")
+    np.save(tmp_path / "x.npy", x.numpy())
+    return tmp_path
+
+
+@pytest.mark.parametrize("data", ["x.pt", "x.npy"])
+def test_analyze_writes_every_output(saved, data, capsys):
+    out = saved / "out"
+    code = main(
+        [
+            "analyze",
+            str(saved / "model.pt"),
+            str(saved / data),
+            "--out",
+            str(out),
+            "--eps",
+            "1e-4",
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    files = {p.name for p in out.iterdir()}
+    assert {"summary.json", "interaction_graph.graphml", "analysis"} <= files
+    assert len([f for f in files if f.endswith(".png")]) >= 3
+    assert len([f for f in files if f.endswith(".svg")]) >= 3
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["modules"]["leiden"]["n_modules"] == 2
+    assert summary["layers"][0]["name"] == "input"
+    g = nx.read_graphml(out / "interaction_graph.graphml")
+    assert g.number_of_edges() == summary["graph"]["edges"]
+    assert (
+        igraph.Graph.Read_GraphML(str(out / "interaction_graph.graphml")).ecount()
+        == summary["graph"]["edges"]
+    )
+    assert "modules (leiden): 2" in capsys.readouterr().out
+    assert not [p for p in saved.iterdir() if p.name.startswith(".out.")]  # no temp left
+
+
+def test_rerun_into_existing_directory_replaces_outputs(saved):
+    out = saved / "out"
+    args = ["analyze", str(saved / "model.pt"), str(saved / "x.pt"), "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    (out / "mine.txt").write_text("kept")
+    assert main(args + ["--eps", "1e-5"]) == 0
+    assert json.loads((out / "summary.json").read_text())["eps"] == 1e-5
+    assert (out / "mine.txt").read_text() == "kept"
+
+
+def _fails(args, capsys, match):
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and match in err, err
+
+
+def test_missing_files(saved, capsys):
+    _fails(
+        ["analyze", str(saved / "nope.pt"), str(saved / "x.pt"), "--out", str(saved / "o")],
+        capsys,
+        "MODEL",
+    )
+    _fails(
+        ["analyze", str(saved / "model.pt"), str(saved / "nope.pt"), "--out", str(saved / "o")],
+        capsys,
+        "DATA",
+    )
+    assert not (saved / "o").exists()
+
+
+def test_file_that_is_not_a_model(saved, capsys):
+    (saved / "junk.pt").write_bytes(b"not a model")
+    _fails(
+        ["analyze", str(saved / "junk.pt"), str(saved / "x.pt"), "--out", str(saved / "o")],
+        capsys,
+        "not a saved torch model",
+    )
+    _fails(
+        ["analyze", str(saved / "x.pt"), str(saved / "x.pt"), "--out", str(saved / "o")],
+        capsys,
+        "not an nn.Module",
+    )
+
+
+def test_data_that_does_not_fit(saved, capsys):
+    torch.save(torch.randn(10, 7), saved / "bad.pt")
+    _fails(
+        [
+            "analyze",
+            str(saved / "model.pt"),
+            str(saved / "bad.pt"),
+            "--out",
+            str(saved / "o"),
+            "--quiet",
+        ],
+        capsys,
+        "does not fit the model",
+    )
+    assert not (saved / "o").exists()
+
+
+def test_output_directory_that_is_a_file(saved, capsys):
+    (saved / "o").write_text("x")
+    _fails(
+        [
+            "analyze",
+            str(saved / "model.pt"),
+            str(saved / "x.pt"),
+            "--out",
+            str(saved / "o"),
+            "--quiet",
+        ],
+        capsys,
+        "is not a directory",
+    )
+    assert (saved / "o").read_text() == "x"
+
+
+def test_torchscript_model(saved):
+    net = torch.load(saved / "model.pt", weights_only=False)
+    with pytest.warns(DeprecationWarning):  # torch 2.13 deprecates TorchScript
+        torch.jit.script(net).save(str(saved / "scripted.pt"))
+    assert (
+        main(
+            [
+                "analyze",
+                str(saved / "scripted.pt"),
+                str(saved / "x.pt"),
+                "--out",
+                str(saved / "o"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+
+
+def test_help_for_every_command():
+    for cmd in ([], ["demo"], ["analyze"]):
+        r = subprocess.run(
+            [sys.executable, "-m", "modgraph.cli", *cmd, "--help"], capture_output=True, text=True
+        )
+        assert r.returncode == 0 and "usage: modgraph" in r.stdout
+
+
+@pytest.mark.slow
+def test_demo_end_to_end(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--quiet"]) == 0
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    ari = summary["planted"]["adjusted_rand_index"]
+    assert summary["planted"]["n_planted"] == 3
+    assert max(ari.values()) > 0.8
+    # the interaction basis is sparser than the neuron and PCA bases on the same model
+    edges = {b: v["edges"] for b, v in summary["bases"].items()}
+    assert edges["interaction"] < edges["neuron"] < edges["pca"]
+    assert summary["timings"]["total"] < 120
