@@ -8,6 +8,20 @@ least interaction.
 
 __version__ = "0.1.0"
 
+from .ablation import (
+    Circuit,
+    FaithfulnessCurve,
+    ModuleAblation,
+    ModuleIO,
+    behavioural_loss,
+    faithfulness_curve,
+    module_ablation,
+    module_io,
+    plot_faithfulness,
+    run_ablated,
+    run_edge_ablated,
+    smallest_circuit,
+)
 from .basis import LayerBasis, fit_basis
 from .chain import Batches, LayerChain
 from .degeneracy import (
@@ -31,6 +45,18 @@ from .pipeline import Analysis, analyze, load_analysis
 from .statistics import LayerStatistics
 
 __all__ = [
+    "Circuit",
+    "FaithfulnessCurve",
+    "ModuleAblation",
+    "ModuleIO",
+    "behavioural_loss",
+    "faithfulness_curve",
+    "module_ablation",
+    "module_io",
+    "plot_faithfulness",
+    "run_ablated",
+    "run_edge_ablated",
+    "smallest_circuit",
     "Analysis",
     "Batches",
     "InputError",
