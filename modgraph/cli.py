@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from . import __version__
+from .atomic import default_mode
 from .errors import InputError
 from .partition import cost_curve, cross_module_cost, find_modules, module_significance
 from .pipeline import Analysis, analyze
@@ -229,6 +230,7 @@ def _modules_json(r) -> dict:
 def _publish(tmp: Path, out: Path) -> None:
     """Move the finished outputs from ``tmp`` into ``out`` (each entry replaced atomically)."""
     if not out.exists():
+        os.chmod(tmp, default_mode(directory=True))
         os.replace(tmp, out)
         tmp.mkdir()  # so the caller's cleanup has something to remove
         return

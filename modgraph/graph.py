@@ -16,8 +16,6 @@ can be loaded and partitioned without it (tensors are still accepted and convert
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -26,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from .atomic import atomic_path
 from .errors import InputError
 
 __all__ = ["InteractionGraph", "Edges"]
@@ -452,20 +451,10 @@ class InteractionGraph:
         g = self.to_networkx()
         # GraphML attributes must be scalars: store the list of names as a JSON string.
         g.graph["layer_names"] = json.dumps(list(self.layer_names))
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                # All floats are Python floats (see _node_attrs), which networkx declares "double"
-                # and writes with repr(), the shortest string that parses back bit-exactly.
-                nx.write_graphml(g, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            # Never leave the temporary file behind, whatever went wrong (even KeyboardInterrupt).
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            # All floats are Python floats (see _node_attrs), which networkx declares "double"
+            # and writes with repr(), the shortest string that parses back bit-exactly.
+            nx.write_graphml(g, fh)
         return path
 
     @classmethod

@@ -9,8 +9,6 @@ import json
 import math
 import os
 import platform
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -19,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from .atomic import atomic_path
 from .basis import BASES, SCALES, LayerBasis, fit_basis
 from .chain import Batches, LayerChain, LayerSelector
 from .edges import ATTRIBUTIONS, interaction_strengths
@@ -144,16 +143,9 @@ class Analysis:
             "timings": self.timings,
             "versions": self.versions,
         }
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-        try:
+        with atomic_path(path, directory=True) as tmp:
             torch.save(tensors, tmp / "tensors.pt")
             (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-            if path.exists():
-                shutil.rmtree(path)
-            os.replace(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return path
 
 

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_path
 from .errors import InputError
 from .graph import InteractionGraph
 from .partition import UNASSIGNED, CostCurve, ModuleResult, Significance
@@ -402,7 +402,7 @@ def plot_spectra(analysis: Analysis, *, ax=None):
         kG = len(dG) if basis == "neuron" else _n_kept(dG, rtol)
         kL = layer.k if len(lam) else 0
         series = [(dG, kG, g_style)] + ([(lam, kL, l_style)] if len(lam) else [])
-        thresholds = [rtol * v[0] for v, _, _ in series if len(v) and v[0] > 0]
+        thresholds = [rtol * v[0] for v, _, _ in series if truncates and len(v) and v[0] > 0]
         positive = np.concatenate([v[v > 0] for v, _, _ in series] + [np.array(thresholds)])
         if len(lam):
             positive = np.append(positive, analysis.eps)
@@ -889,13 +889,7 @@ def save_figure(fig, path_without_suffix: str | os.PathLike, formats=("png", "sv
     paths = []
     for fmt in (f.lower() for f in formats):
         path = base.parent / f"{base.name}.{fmt}"
-        fd, tmp = tempfile.mkstemp(prefix=f".{base.name}.", suffix=f".{fmt}.tmp", dir=base.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fig.savefig(fh, format=fmt, dpi=PNG_DPI)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=PNG_DPI)
         paths.append(path)
     return paths

@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from modgraph.atomic import default_mode
 from modgraph.cli import main
 
 
@@ -60,6 +61,10 @@ def test_analyze_writes_every_output(saved, data, capsys):
     )
     assert "modules (leiden): 2" in capsys.readouterr().out
     assert not [p for p in saved.iterdir() if p.name.startswith(".out.")]  # no temp left
+    # published with ordinary permissions, not the private ones of temporary files
+    assert out.stat().st_mode & 0o777 == default_mode(directory=True)
+    assert (out / "graph.png").stat().st_mode & 0o777 == default_mode()
+    assert (out / "interaction_graph.graphml").stat().st_mode & 0o777 == default_mode()
 
 
 def test_rerun_into_existing_directory_replaces_outputs(saved):
