@@ -13,7 +13,7 @@ import time
 import torch
 from torch import nn
 
-from modgraph.degeneracy import effective_parameter_count
+from modgraph.llc import effective_parameter_count
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 import platform
 import time
@@ -174,7 +175,7 @@ def load_analysis(path: str | os.PathLike) -> Analysis:
 def _check_eps(eps) -> float:
     if (
         isinstance(eps, bool)
-        or not isinstance(eps, (int, float))
+        or not isinstance(eps, numbers.Real)
         or not math.isfinite(eps)
         or eps <= 0
     ):

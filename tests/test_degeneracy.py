@@ -23,13 +23,8 @@ from scipy import integrate
 from torch import nn
 
 from modgraph.chain import InputError
-from modgraph.degeneracy import (
-    effective_parameter_count,
-    layer_ranks,
-    llc_estimate,
-    plot_degeneracy,
-    synchronized_blocks,
-)
+from modgraph.degeneracy import layer_ranks, plot_degeneracy, synchronized_blocks
+from modgraph.llc import effective_parameter_count, llc_estimate
 
 F64 = torch.float64
 
