@@ -21,4 +21,5 @@ def mlp(*widths, relu_after=None, bias=True) -> nn.Sequential:
 
 
 def relative(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.detach(), b.detach()
     return float((a - b).norm() / b.norm().clamp_min(1e-300))
