@@ -49,7 +49,7 @@ from .chain import Batches, LayerChain, LayerSelector
 from .errors import InputError
 from .partition import UNASSIGNED, ModuleResult
 from .pipeline import Analysis, _model_device_dtype
-from .statistics import DEFAULT_JACOBIAN_BUDGET, _flat, cotangents
+from .statistics import DEFAULT_JACOBIAN_BUDGET, _readout_rows
 
 __all__ = [
     "MODES",
@@ -139,6 +139,10 @@ def _chain_for(model, analysis: Analysis, layers: LayerSelector) -> LayerChain:
             "analyze)"
         )
     return chain
+
+
+def _flat(f: Tensor) -> Tensor:
+    return f.reshape(f.shape[0], -1)
 
 
 def _check_width(f: Tensor, basis: LayerBasis, batch: int) -> None:
@@ -363,7 +367,8 @@ class _Runner:
         sources = sorted(col, key=col.get)
         out, pullback = vjp(stage, a)
         rows = dst.C[tgt].to(a.dtype)
-        g = vmap(pullback)(cotangents(rows, out.shape))[0].reshape(len(tgt), len(a), -1)
+        g = vmap(pullback)(_readout_rows(rows, out, 0, len(tgt))[1])[0]
+        g = g.reshape(len(tgt), len(a), -1)
         J = g.to(torch.float64) @ src.C_pinv[:, sources]  # (t, B, s): d f_hat_{l+1,i}/d f_hat_j
         return (J * delta_src[None] * mask[:, None, :]).sum(-1).T  # (B, t)
 

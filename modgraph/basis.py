@@ -82,14 +82,13 @@ class LayerBasis:
         return self.C.shape[1]
 
     def transform(self, f: Tensor) -> Tensor:
-        """Basis coordinates of activations ``f`` of shape (n, d): ``(f - mean) @ C.T``."""
-        f = f.reshape(f.shape[0], -1).to(self.C)
-        if f.shape[1] != self.d:
+        """Basis coordinates ``(f - mean) @ C.T`` of activations of shape (..., d) -> (..., k)."""
+        if f.shape[-1] != self.d:
             raise InputError(
-                f"layer {self.name!r} has {f.shape[1]} features "
+                f"layer {self.name!r} has {f.shape[-1]} features "
                 f"but the basis was fitted on {self.d}"
             )
-        return (f - self.mean) @ self.C.T
+        return (f.to(self.C) - self.mean) @ self.C.T
 
 
 def _eigh_desc(a: Tensor) -> tuple[Tensor, Tensor]:

@@ -19,19 +19,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import Tensor
-from torch.func import vjp, vmap
+from torch.func import vjp
 
+from . import distributed
 from .basis import LayerBasis
 from .chain import Batches, LayerChain
 from .errors import InputError
-from .statistics import (
-    DEFAULT_JACOBIAN_BUDGET,
-    _check_finite,
-    _chunk,
-    _flat,
-    _forward,
-    cotangents,
-)
+from .statistics import DEFAULT_JACOBIAN_BUDGET, _check_finite, _forward, jacobian_rows, rows
 
 __all__ = ["interaction_strengths", "output_attribution", "quadrature", "ATTRIBUTIONS"]
 
@@ -90,7 +84,9 @@ def interaction_strengths(
     Returns
     -------
     list of Tensor
-        ``w[l]`` of shape (k_{l+1}, k_l), float64.
+        ``w[l]`` of shape (k_{l+1}, k_l), float64. For sequences the expectation runs over
+        (sample, input position) pairs and the squared attributions of all output positions
+        are summed, the convention of ``M`` (see :mod:`modgraph.statistics`).
     """
     if attribution not in ATTRIBUTIONS:
         raise InputError(f"attribution must be one of {ATTRIBUTIONS}, got {attribution!r}")
@@ -98,49 +94,72 @@ def interaction_strengths(
         alphas, weights = quadrature(n_steps, rule)
     else:
         alphas, weights = np.ones(1), np.ones(1)
-    L = len(chain.stages)
     sums = [
         torch.zeros(bases[l + 1].k, bases[l].k, dtype=torch.float64, device=batches.device)
-        for l in range(L)
+        for l in range(len(chain.stages))
     ]
-    n = 0
-    for b, x in enumerate(batches):
-        with torch.no_grad():
+    counts = [0] * len(chain.stages)
+    error, seen = None, False
+    try:
+        for b, x in enumerate(batches):
+            seen = True
             acts = _forward(chain, x, b)
-        for l, stage in enumerate(chain.stages):
-            src, dst = bases[l], bases[l + 1]
-            if src.k == 0 or dst.k == 0:
-                continue
-            f = acts[l]
-            f_hat = src.transform(f)  # (B, k_l), float64
-            if not f.is_floating_point():
-                raise InputError(
-                    f"layer {src.name!r} holds integer values; edges need a differentiable layer "
-                    "(start the chain after the embedding)"
-                )
-            # the basis part of f - mean; the dropped remainder stays fixed along the path
-            along = (f_hat @ src.C_pinv.T).to(f.dtype).reshape(f.shape)
-            pullbacks = [vjp(stage, f if a == 1.0 else f - (1.0 - a) * along) for a in alphas]
-            # per-sample Jacobians in the model's dtype (float32 contractions run ~2.5x faster
-            # than float64 here); their squares are summed in float64
-            readout, C_pinv = dst.C.to(f.dtype), src.C_pinv.to(f.dtype)
-            f_hat = f_hat.to(f.dtype)
-            chunk = _chunk(dst.k, x.shape[0], _flat(f).shape[1], jacobian_budget)
-            for start in range(0, dst.k, chunk):
-                rows = readout[start : start + chunk]
-                grad = 0.0
-                for (out, pullback), wq in zip(pullbacks, weights):
-                    g = vmap(pullback)(cotangents(rows, out.shape))[0]
-                    g = g.reshape(len(rows), x.shape[0], -1)
-                    _check_finite(g, "Jacobian", src.name, b)
-                    grad = grad + float(wq) * (g @ C_pinv)  # (c, B, k_l): d f_hat_{l+1}/d f_hat_l
-                sums[l][start : start + chunk] += (
-                    (grad * f_hat[None]).square().sum(1, dtype=torch.float64)
-                )
-        n += x.shape[0]
-    if n == 0:
-        raise InputError("data is empty: it yielded no samples")
-    return [(s / n).sqrt() for s in sums]
+            for l, stage in enumerate(chain.stages):
+                src, dst, f = bases[l], bases[l + 1], acts[l]
+                if src.k == 0 or dst.k == 0 or not f.is_floating_point():
+                    continue
+                # per-sample Jacobians in the model's dtype (float32 contractions run ~2.5x
+                # faster than float64 here); their squares are summed in float64
+                f_hat = src.transform(f).to(f.dtype)
+                C_pinv = src.C_pinv.to(f.dtype)
+                along = f_hat @ C_pinv.T  # basis part of f - mean; the rest stays fixed
+                paths = [vjp(stage, f if a == 1.0 else f - (1.0 - a) * along) for a in alphas]
+                for rows_idx, grad in _path_jacobians(
+                    paths,
+                    weights,
+                    dst.C.to(f.dtype),
+                    f.numel() // x.shape[0],
+                    jacobian_budget,
+                    src.name,
+                    b,
+                ):
+                    attr = (grad @ C_pinv) * f_hat  # (c, B, [P,] k_l)
+                    sums[l].index_add_(0, rows_idx, rows_sum(attr.square()))
+                counts[l] += rows(f).shape[0]
+        if not seen:
+            raise InputError("data is empty: it yielded no samples")
+    except Exception as err:  # every rank must learn of it before the next collective
+        error = err
+    distributed.settle(error)
+    return _rms(sums, counts)
+
+
+def _rms(sums: list[Tensor], counts: list[int]) -> list[Tensor]:
+    """Root of the mean square, with sums and sample counts added up over all ranks."""
+    out = []
+    for s, n in zip(sums, counts):
+        n = distributed.all_sum(torch.tensor(float(n), dtype=torch.float64)).item()
+        out.append((distributed.all_sum(s) / max(n, 1)).sqrt())
+    return out
+
+
+def rows_sum(t: Tensor) -> Tensor:
+    """Sum a (chunk, batch, [positions,] k) tensor over samples and positions, in float64."""
+    return t.reshape(t.shape[0], -1, t.shape[-1]).sum(1, dtype=torch.float64)
+
+
+def _path_jacobians(paths, weights, readout, width, budget, layer, batch):
+    """Chunks of ``(row index, quadrature-averaged Jacobian rows)`` of ``readout @ stage``."""
+    out = paths[0][0]
+    chunks = [
+        jacobian_rows(pullback, out, readout, width=width, budget=budget) for _, pullback in paths
+    ]
+    for parts in zip(*chunks):
+        grad = 0.0
+        for (_, _, (g,)), wq in zip(parts, weights):
+            _check_finite(g, "Jacobian", layer, batch)
+            grad = grad + float(wq) * g
+        yield parts[0][0], grad
 
 
 @torch.no_grad()
@@ -155,8 +174,8 @@ def output_attribution(
 
     ``A[l][o, j] = sqrt(E_x[(f_hat_{l,j} * d f_L,o / d f_hat_{l,j})^2])``: the same
     gradient-times-activation measure as the edges, taken from layer ``l`` straight to the raw
-    output dimensions. It says which outputs a direction drives (the ground truth of a planted
-    module) and which directions an output reads.
+    output dimensions (summed over output positions for sequences). It says which outputs a
+    direction drives (the ground truth of a planted module) and which directions an output reads.
 
     Returns
     -------
@@ -165,30 +184,33 @@ def output_attribution(
     """
     L = len(chain.stages)
     sums: list[Tensor] | None = None
-    n = 0
-    for b, x in enumerate(batches):
-        acts = _forward(chain, x, b)
-        d_out = _flat(acts[-1]).shape[1]
+    counts = [0] * (L + 1)
+    error = None
+    try:
+        for b, x in enumerate(batches):
+            acts = _forward(chain, x, b)
+            d_out = acts[-1].shape[-1]
+            if sums is None:
+                sums = [
+                    torch.zeros(d_out, basis.k, dtype=torch.float64, device=x.device)
+                    for basis in bases
+                ]
+            eye = torch.eye(d_out, dtype=acts[-1].dtype, device=x.device)
+            for l in range(L + 1):
+                basis, f = bases[l], acts[l]
+                if basis.k == 0 or not f.is_floating_point():
+                    continue
+                f_hat = basis.transform(f).to(f.dtype)
+                C_pinv = basis.C_pinv.to(f.dtype)
+                paths = [vjp(lambda f, l=l: chain.run_from(l, f), f)]
+                for rows_idx, grad in _path_jacobians(
+                    paths, [1.0], eye, f.numel() // x.shape[0], jacobian_budget, basis.name, b
+                ):
+                    sums[l].index_add_(0, rows_idx, rows_sum(((grad @ C_pinv) * f_hat).square()))
+                counts[l] += rows(f).shape[0]
         if sums is None:
-            sums = [x.new_zeros(d_out, basis.k, dtype=torch.float64) for basis in bases]
-        eye = torch.eye(d_out, dtype=acts[-1].dtype, device=x.device)
-        for l in range(L + 1):
-            basis, f = bases[l], acts[l]
-            if basis.k == 0 or not f.is_floating_point():
-                continue
-            f_hat = basis.transform(f).to(f.dtype)
-            out, pullback = vjp(lambda f, l=l: chain.run_from(l, f), f)
-            C_pinv = basis.C_pinv.to(f.dtype)
-            chunk = _chunk(d_out, x.shape[0], _flat(f).shape[1], jacobian_budget)
-            for start in range(0, d_out, chunk):
-                rows = eye[start : start + chunk]
-                g = vmap(pullback)(cotangents(rows, out.shape))[0]
-                g = g.reshape(len(rows), x.shape[0], -1) @ C_pinv
-                _check_finite(g, "Jacobian", basis.name, b)
-                sums[l][start : start + chunk] += (g * f_hat[None]).square().sum(
-                    1, dtype=torch.float64
-                )
-        n += x.shape[0]
-    if sums is None:
-        raise InputError("data is empty: it yielded no samples")
-    return [(s / n).sqrt() for s in sums]
+            raise InputError("data is empty: it yielded no samples")
+    except Exception as err:  # every rank must learn of it before the next collective
+        error = err
+    distributed.settle(error)
+    return _rms(sums, counts)

@@ -1,9 +1,16 @@
 """Streamed float64 statistics per layer: mean, centered activation Gram G, Jacobian Gram M.
 
 All accumulators merge batch by batch (Chan et al.'s pairwise update for the centered Gram), so
-the result does not depend on how the data are split and memory does not grow with the dataset.
+the result does not depend on how the data are split and memory does not grow with the dataset;
+under ``torch.distributed`` the ranks' accumulators merge the same way (:mod:`.distributed`).
 Per-sample Jacobians are computed with ``torch.func`` (``vjp`` vmapped over chunks of output
 directions) and folded into ``M`` chunk by chunk: all samples' Jacobians are never held at once.
+
+Sequences. An activation of shape (batch, d) is one sample per row. An activation of shape
+(batch, positions, d) counts every position as a sample: ``G`` and the mean are over all
+(sample, position) pairs. A Jacobian couples positions (attention), so for an input position the
+Jacobian rows of *all* output positions are summed in ``M``, with ``J_{q,o} = d out_{q,o}/d f_p``:
+``M = E_{x, p}[sum_{q, o} J_{q,o}^T J_{q,o}]`` (``p`` input position, ``q`` output position).
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import torch
 from torch import Tensor
 from torch.func import vjp, vmap
 
+from . import distributed
 from .chain import Batches, LayerChain
 from .errors import InputError, NonFiniteError
 
@@ -86,6 +94,33 @@ class MomentAccumulator:
         self.mean += delta * (nb / n)
         self.n = n
 
+    def merge(self, other: MomentAccumulator) -> None:
+        """Fold in another accumulator (the same pairwise update as between batches)."""
+        if other.n == 0:
+            return
+        n = self.n + other.n
+        delta = other.mean - self.mean
+        self.scatter += other.scatter + torch.outer(delta, delta) * (self.n * other.n / n)
+        self.mean += delta * (other.n / n)
+        self.n = n
+
+    def all_reduce(self) -> None:
+        """Merge every rank's accumulator, in rank order, on every rank (no-op without a group)."""
+        if not distributed.active():
+            return
+        n = torch.tensor([float(self.n)], dtype=torch.float64, device=self.mean.device)
+        parts = zip(
+            distributed.all_gather(n),
+            distributed.all_gather(self.mean),
+            distributed.all_gather(self.scatter),
+        )
+        merged = MomentAccumulator(self.mean.shape[0], self.mean.device)
+        for n_r, mean_r, scatter_r in parts:
+            other = MomentAccumulator(self.mean.shape[0], self.mean.device)
+            other.n, other.mean, other.scatter = int(n_r.item()), mean_r, scatter_r
+            merged.merge(other)
+        self.n, self.mean, self.scatter = merged.n, merged.mean, merged.scatter
+
     def gram(self) -> Tensor:
         """Centered Gram ``E[(x - mu)(x - mu)^T]`` (population normalisation), symmetrised."""
         g = self.scatter / max(self.n, 1)
@@ -100,36 +135,89 @@ def _check_finite(t: Tensor, what: str, layer: str, batch: int) -> None:
 def _forward(chain: LayerChain, x: Tensor, batch: int, upto: int | None = None) -> list[Tensor]:
     try:
         acts = chain.forward(x, upto)
-    except RuntimeError as err:  # shape mismatch and friends: name the data, keep torch's reason
+    except (RuntimeError, IndexError) as err:  # shape/dtype mismatch: name the data
+        if not x.is_floating_point():
+            raise InputError(
+                f"data batch {batch} holds integer values (dtype {x.dtype}, e.g. token ids) but "
+                f"the model's first stage does not accept them; a model of tokens must start "
+                f"with an embedding (nn.Embedding): {err}"
+            ) from err
         raise InputError(
             f"data batch {batch} of shape {tuple(x.shape)} does not fit the model: {err}"
         ) from err
     for name, f in zip(chain.names, acts):
-        _check_finite(f, "activations", name, batch)
+        if f.ndim not in (2, 3):
+            raise InputError(
+                f"layer {name!r} has activations of shape {tuple(f.shape)}; modgraph reads "
+                "(batch, d) or (batch, positions, d): flatten other shapes (nn.Flatten)"
+            )
+        if f.is_floating_point():
+            _check_finite(f, "activations", name, batch)
     return acts
 
 
-def _flat(f: Tensor) -> Tensor:
-    return f.reshape(f.shape[0], -1)
-
-
-def cotangents(rows: Tensor, out_shape: torch.Size) -> Tensor:
-    """The same output covector for every sample: shape (n_rows, *out_shape).
-
-    Contiguous on purpose: vmapping a pullback over a stride-0 expanded cotangent measured 3x
-    slower (torch 2.13, CPU) than over a materialised copy.
-    """
-    n = out_shape[0]
-    return (
-        rows[:, None, :]
-        .expand(len(rows), n, rows.shape[1])
-        .reshape(len(rows), *out_shape)
-        .contiguous()
-    )
+def rows(f: Tensor) -> Tensor:
+    """Samples as rows: (batch, d) as it is, (batch, positions, d) as (batch * positions, d)."""
+    return f.reshape(-1, f.shape[-1])
 
 
 def _chunk(d_out: int, n_batch: int, width: int, budget: int) -> int:
     return max(1, min(d_out, budget // max(1, n_batch * width)))
+
+
+def _readout_rows(readout: Tensor, out: Tensor, start: int, stop: int) -> tuple[Tensor, Tensor]:
+    """Cotangents for Jacobian rows ``start:stop`` of ``readout`` applied at each output position.
+
+    Row ``r`` is readout row ``r // P`` at output position ``r % P`` (``P = 1`` for (batch, d)
+    outputs), the same for every sample. Returns the readout row index of each cotangent and the
+    cotangents, shape (stop - start, *out.shape). Materialised on purpose: vmapping a pullback over
+    a stride-0 expanded cotangent measured 3x slower (torch 2.13, CPU) than over a copy.
+    """
+    P = out.shape[1] if out.ndim == 3 else 1
+    r = torch.arange(start, stop, device=out.device)
+    idx, pos = r // P, r % P
+    cot = out.new_zeros(len(r), out.shape[0], P, out.shape[-1])
+    cot[torch.arange(len(r), device=out.device), :, pos, :] = readout[idx][:, None, :]
+    return idx, cot.reshape(len(r), *out.shape)
+
+
+def jacobian_rows(
+    pullback,
+    out: Tensor,
+    readout: Tensor,
+    *,
+    width: int,
+    budget: int,
+    probes: int | None = None,
+    generator: torch.Generator | None = None,
+):
+    """Yield ``(row_index, weight, grads)`` chunks of per-sample Jacobian rows of ``readout @ out``.
+
+    ``grads`` is the pullback of each cotangent (a tuple, one per input of the pullback), shape
+    (chunk, *input.shape). Exact rows: every readout row at every output position, weight 1.
+    With ``probes=k``: ``k`` Rademacher probes ``z`` per sample and position in readout space,
+    cotangent ``z @ readout``, weight ``1/k``: then ``sum w g^T g`` is an unbiased estimate of
+    ``J^T R^T R J`` with relative error ~ 1/sqrt(k); ``row_index`` is None.
+    """
+    P = out.shape[1] if out.ndim == 3 else 1
+    n_rows = readout.shape[0] * P
+    if probes is None or probes >= n_rows:
+        chunk = _chunk(n_rows, out.shape[0], width, budget)
+        for start in range(0, n_rows, chunk):
+            idx, cot = _readout_rows(readout, out, start, min(n_rows, start + chunk))
+            yield idx, 1.0, vmap(pullback)(cot)
+        return
+    chunk = _chunk(probes, out.shape[0], width, budget)
+    for start in range(0, probes, chunk):
+        c = min(probes, start + chunk) - start
+        z = (
+            torch.randint(
+                0, 2, (c, *out.shape[:-1], readout.shape[0]), generator=generator, device="cpu"
+            ).to(device=out.device, dtype=out.dtype)
+            * 2
+            - 1
+        )
+        yield None, 1.0 / probes, vmap(pullback)(z @ readout)
 
 
 def activation_statistics(
@@ -138,15 +226,22 @@ def activation_statistics(
     """One pass over the data: mean and centered Gram of every layer (or layers ``0..upto``)."""
     upto = len(chain.stages) if upto is None else upto
     accs: list[MomentAccumulator] | None = None
-    with torch.no_grad():
-        for b, x in enumerate(batches):
-            acts = _forward(chain, x, b, upto)
-            if accs is None:
-                accs = [MomentAccumulator(_flat(f).shape[1], batches.device) for f in acts]
-            for acc, f in zip(accs, acts):
-                acc.update(_flat(f))
-    if accs is None:
-        raise InputError("data is empty: it yielded no samples")
+    error = None
+    try:
+        with torch.no_grad():
+            for b, x in enumerate(batches):
+                acts = _forward(chain, x, b, upto)
+                if accs is None:
+                    accs = [MomentAccumulator(f.shape[-1], batches.device) for f in acts]
+                for acc, f in zip(accs, acts):
+                    acc.update(rows(f))
+        if accs is None:
+            raise InputError("data is empty: it yielded no samples")
+    except Exception as err:  # every rank must learn of it before the next collective
+        error = err
+    distributed.settle(error)
+    for acc in accs:
+        acc.all_reduce()
     return accs
 
 
@@ -156,58 +251,81 @@ def global_statistics(
     batches: Batches,
     *,
     jacobian_budget: int = DEFAULT_JACOBIAN_BUDGET,
+    probes: int | None = None,
+    seed: int = 0,
 ) -> list[LayerStatistics]:
     """One pass: mean, G and the global Jacobian Gram ``M_l = E[J_l^T J_l]``, ``J_l = df_L/df_l``.
 
     All layers' Jacobian rows come from one backward pass per output direction: the chain is run
     with a zero perturbation added to every layer, and the vjp with respect to the perturbations
     is the vjp with respect to the activations. Output directions are vmapped in chunks sized to
-    ``jacobian_budget`` elements.
+    ``jacobian_budget`` elements. ``probes=k`` estimates ``M`` from ``k`` random output probes per
+    sample instead (for large outputs such as a vocabulary; see :func:`jacobian_rows`).
     """
     L = len(chain.stages)
     device = batches.device
+    gen = torch.Generator().manual_seed(seed + distributed.rank())
     accs: list[MomentAccumulator] | None = None
     Ms: list[Tensor] = []
-    for b, x in enumerate(batches):
-        with torch.no_grad():
+    error = None
+    try:
+        for b, x in enumerate(batches):
             acts = _forward(chain, x, b)
+            if accs is None:
+                accs = [MomentAccumulator(f.shape[-1], device) for f in acts]
+                Ms = [
+                    torch.zeros(
+                        a.mean.shape[0], a.mean.shape[0], dtype=torch.float64, device=device
+                    )
+                    for a in accs
+                ]
+            for acc, f in zip(accs, acts):
+                acc.update(rows(f))
+            # layer 0 of a model of tokens is not differentiable: no perturbation there
+            first = 0 if acts[0].is_floating_point() else 1
+            deltas = tuple(torch.zeros_like(f) for f in acts[first:L])
+
+            def perturbed(deltas, x=x, first=first):
+                f = x + deltas[0] if first == 0 else x
+                for l, stage in enumerate(chain.stages):
+                    f = stage(f)
+                    if first <= l + 1 < L:
+                        f = f + deltas[l + 1 - first]
+                return f
+
+            out, pullback = vjp(perturbed, deltas)
+            eye = torch.eye(out.shape[-1], dtype=out.dtype, device=device)
+            width = sum(f.numel() // x.shape[0] for f in acts)
+            for _, weight, (grads,) in jacobian_rows(
+                pullback,
+                out,
+                eye,
+                width=width,
+                budget=jacobian_budget,
+                probes=probes,
+                generator=gen,
+            ):
+                for l, g in zip(range(first, L), grads):
+                    g = g.reshape(-1, g.shape[-1]).to(torch.float64)
+                    _check_finite(g, "Jacobian", chain.names[l], b)
+                    Ms[l] += weight * (g.T @ g)
+            # the output's Jacobian with respect to itself is the identity at every position
+            Ms[L] += (
+                torch.eye(Ms[L].shape[0], dtype=torch.float64, device=device)
+                * rows(acts[L]).shape[0]
+            )
         if accs is None:
-            accs = [MomentAccumulator(_flat(f).shape[1], device) for f in acts]
-            Ms = [
-                torch.zeros(a.mean.shape[0], a.mean.shape[0], dtype=torch.float64, device=device)
-                for a in accs
-            ]
-        for acc, f in zip(accs, acts):
-            acc.update(_flat(f))
-
-        deltas = tuple(torch.zeros_like(f) for f in acts[:L])
-
-        def perturbed(deltas, x=x):
-            f = x + deltas[0] if x.is_floating_point() else x
-            for l, stage in enumerate(chain.stages):
-                f = stage(f)
-                if l + 1 < L:
-                    f = f + deltas[l + 1]
-            return f
-
-        out, pullback = vjp(perturbed, deltas)
-        n_out = _flat(out).shape[1]
-        width = sum(_flat(f).shape[1] for f in acts)
-        chunk = _chunk(n_out, x.shape[0], width, jacobian_budget)
-        eye = torch.eye(n_out, dtype=out.dtype, device=device)
-        for start in range(0, n_out, chunk):
-            rows = eye[start : start + chunk]
-            grads = vmap(pullback)(cotangents(rows, out.shape))[0]
-            for l, g in enumerate(grads):
-                g = g.reshape(-1, Ms[l].shape[0]).to(torch.float64)
-                _check_finite(g, "Jacobian", chain.names[l], b)
-                Ms[l] += g.T @ g
-        # the output layer's Jacobian with respect to itself is the identity
-        Ms[L] += torch.eye(Ms[L].shape[0], dtype=torch.float64, device=device) * x.shape[0]
-    if accs is None:
-        raise InputError("data is empty: it yielded no samples")
-    n = accs[0].n
-    return [LayerStatistics(n, a.mean, a.gram(), _sym(m / n)) for a, m in zip(accs, Ms)]
+            raise InputError("data is empty: it yielded no samples")
+    except Exception as err:  # every rank must learn of it before the next collective
+        error = err
+    distributed.settle(error)
+    out_stats = []
+    for acc, M in zip(accs, Ms):
+        acc.all_reduce()
+        out_stats.append(
+            LayerStatistics(acc.n, acc.mean, acc.gram(), _sym(distributed.all_sum(M) / acc.n))
+        )
+    return out_stats
 
 
 @torch.no_grad()
@@ -218,6 +336,8 @@ def jacobian_gram(
     batches: Batches,
     *,
     jacobian_budget: int = DEFAULT_JACOBIAN_BUDGET,
+    probes: int | None = None,
+    seed: int = 0,
 ) -> Tensor:
     """Local Jacobian Gram ``E[J^T J]`` with ``J = readout @ d g_l(f_l) / d f_l`` (appendix A).
 
@@ -233,26 +353,36 @@ def jacobian_gram(
     """
     stage = chain.stages[layer]
     device, dtype = batches.device, batches.dtype
+    gen = torch.Generator().manual_seed(seed + distributed.rank())
     M = None
     n = 0
     readout = readout.to(device=device, dtype=dtype)
-    for b, x in enumerate(batches):
-        with torch.no_grad():
+    error = None
+    try:
+        for b, x in enumerate(batches):
             f = _forward(chain, x, b, upto=layer)[-1]
-        out, pullback = vjp(stage, f)
-        d_in = _flat(f).shape[1]
+            out, pullback = vjp(stage, f)
+            if M is None:
+                M = torch.zeros(f.shape[-1], f.shape[-1], dtype=torch.float64, device=device)
+            for _, weight, (g,) in jacobian_rows(
+                pullback,
+                out,
+                readout,
+                width=f.numel() // x.shape[0],
+                budget=jacobian_budget,
+                probes=probes,
+                generator=gen,
+            ):
+                g = rows(g).to(torch.float64)
+                _check_finite(g, "Jacobian", chain.names[layer], b)
+                M += weight * (g.T @ g)
+            n += rows(f).shape[0]
         if M is None:
-            M = torch.zeros(d_in, d_in, dtype=torch.float64, device=device)
-        chunk = _chunk(readout.shape[0], x.shape[0], d_in, jacobian_budget)
-        for start in range(0, readout.shape[0], chunk):
-            rows = readout[start : start + chunk]
-            g = vmap(pullback)(cotangents(rows, out.shape))[0].reshape(-1, d_in).to(torch.float64)
-            _check_finite(g, "Jacobian", chain.names[layer], b)
-            M += g.T @ g
-        n += x.shape[0]
-    if M is None:
-        raise InputError("data is empty: it yielded no samples")
-    return _sym(M / n)
+            raise InputError("data is empty: it yielded no samples")
+    except Exception as err:  # every rank must learn of it before the next collective
+        error = err
+    distributed.settle(error)
+    return _sym(distributed.all_sum(M) / distributed.all_sum(torch.tensor(float(n))).item())
 
 
 def _sym(m: Tensor) -> Tensor:
