@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -44,6 +45,9 @@ class LayerChain:
     ----------
     stages : tuple of nn.Module
         ``stages[l]`` maps layer ``l`` to layer ``l + 1``.
+    embed : nn.Module or None
+        Applied to the raw input before layer 0, for inputs that are not a vector space (token
+        ids): layer 0 is then the embedding's output. See :meth:`for_inputs`.
     names : tuple of str
         ``L + 1`` layer names: ``"input"`` first, then the module path of the module whose output
         each later layer is (the final output is named after the model's last module).
@@ -51,6 +55,7 @@ class LayerChain:
 
     stages: tuple[nn.Module, ...]
     names: tuple[str, ...]
+    embed: nn.Module | None = None
 
     def __post_init__(self):
         if len(self.names) != len(self.stages) + 1:
@@ -135,10 +140,25 @@ class LayerChain:
             raise InputError(f"unknown layer name {layer!r}; the layers are {list(self.names)}")
         return self.names.index(layer)
 
+    def for_inputs(self, x: Tensor) -> LayerChain:
+        """The chain to analyse on inputs like ``x``.
+
+        Integer inputs (token ids) have no basis: the first stage becomes the :attr:`embed`
+        prefix, so the analysis starts at its output. A chain that already has one is kept.
+        """
+        if x.is_floating_point() or self.embed is not None:
+            return self
+        if len(self.stages) < 2:
+            raise InputError(
+                f"data holds integer values (dtype {x.dtype}, e.g. token ids); the model needs an "
+                "embedding stage followed by at least one more stage"
+            )
+        return LayerChain(self.stages[1:], self.names[1:], embed=self.stages[0])
+
     def forward(self, x: Tensor, upto: int | None = None) -> list[Tensor]:
         """Activations ``[f_0, ..., f_upto]`` (all layers by default) for a batch of inputs."""
         upto = len(self.stages) if upto is None else upto
-        acts = [x]
+        acts = [x if self.embed is None else self.embed(x)]
         for stage in self.stages[:upto]:
             acts.append(stage(acts[-1]))
         return acts
@@ -150,8 +170,16 @@ class LayerChain:
         return f
 
     def parameters(self) -> Iterator[nn.Parameter]:
-        for stage in self.stages:
+        for stage in ([self.embed] if self.embed is not None else []) + list(self.stages):
             yield from stage.parameters()
+
+    def fingerprint(self) -> tuple:
+        """Layer names and every parameter's shape and sums: equal on equal models."""
+        params = []
+        for p in self.parameters():
+            p64 = p.detach().to(torch.float64)
+            params.append((tuple(p.shape), float(p64.sum()), float(p64.square().sum())))
+        return (self.names, tuple(params))
 
 
 def _has_params(module: nn.Module) -> bool:
@@ -207,12 +235,24 @@ def iter_batches(
             f"data must be a tensor or an iterable of batches, got {type(data).__name__}"
         )
     for i, b in enumerate(batches):
-        if isinstance(b, (tuple, list)):
+        if isinstance(b, (tuple, list)) and b and all(isinstance(t, Tensor) for t in b):
+            if len({len(t) if t.ndim else 0 for t in b}) > 1:  # not (inputs, labels, ...)
+                raise InputError(
+                    f"data batch {i} is a list of tensors of different lengths "
+                    f"{[tuple(t.shape) for t in b][:4]}; modgraph has no padding mask: batch "
+                    "sequences of equal length together (lengths may differ between batches)"
+                )
+            b = b[0]
+        elif isinstance(b, (tuple, list)) and b and isinstance(b[0], (Tensor, np.ndarray)):
             b = b[0]
         if not isinstance(b, Tensor):
-            if not hasattr(b, "__array__"):
-                raise InputError(f"data batch {i} is a {type(b).__name__}, not a tensor")
-            b = torch.as_tensor(b)
+            try:
+                b = torch.as_tensor(np.asarray(b))
+            except (ValueError, TypeError) as err:
+                raise InputError(
+                    f"data batch {i} ({type(b).__name__}) cannot be read as one tensor; ragged "
+                    f"sequences need equal lengths within a batch: {err}"
+                ) from None
         if b.ndim == 0 or len(b) == 0:
             continue
         yield b.to(device=device, dtype=dtype if b.is_floating_point() else None)

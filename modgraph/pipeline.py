@@ -18,12 +18,14 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from . import distributed
 from .atomic import atomic_path
 from .basis import BASES, SCALES, LayerBasis, fit_basis
 from .chain import Batches, LayerChain, LayerSelector
 from .edges import ATTRIBUTIONS, interaction_strengths
 from .errors import InputError
 from .graph import InteractionGraph
+from .rotation import ROTATIONS, sparse_rotation
 from .statistics import (
     DEFAULT_JACOBIAN_BUDGET,
     LayerStatistics,
@@ -196,6 +198,19 @@ def _model_device_dtype(chain: LayerChain, device) -> tuple[torch.device, torch.
     return torch.device(device), dtype
 
 
+def _first_batch(batches: Batches) -> Tensor:
+    """The first batch on this rank (a probe for the input type); every rank must have one."""
+    first, error = None, None
+    try:
+        first = next(iter(batches), None)
+        if first is None:
+            raise InputError("data is empty: it yielded no samples")
+    except Exception as err:  # every rank must learn of it before the next collective
+        error = err
+    distributed.settle(error)
+    return first
+
+
 def versions() -> dict:
     from . import __version__
 
@@ -214,6 +229,7 @@ def analyze(
     variant: str = "global",
     scale: str = "importance",
     basis: str = "interaction",
+    rotation: str = "sparse",
     layers: LayerSelector = None,
     batch_size: int = 256,
     device=None,
@@ -223,6 +239,8 @@ def analyze(
     attribution: str = "gradient",
     n_steps: int = 8,
     rule: str = "gauss-legendre",
+    output_probes: int | None = None,
+    seed: int = 0,
     jacobian_budget: int = DEFAULT_JACOBIAN_BUDGET,
 ) -> Analysis:
     """Convert a model to the interaction basis and build its interaction graph.
@@ -245,6 +263,12 @@ def analyze(
         ``S = Lambda^{1/2}`` (appendix A, default) or ``(Lambda^{1/2})^+`` (sec. 6 text).
     basis : {"interaction", "pca", "neuron"}
         The paper's basis, or a baseline.
+    rotation : {"sparse", "none"}
+        Interaction basis only. ``"sparse"`` (default): pairs of directions whose rotation the data
+        leaves undetermined (angle standard error above 0.1 rad, from the sampling error of ``G``
+        and ``M``) are rotated, within their error, to make the interactions sparse; this keeps
+        planted modules apart where their ``Lambda`` values are close (see
+        :mod:`modgraph.rotation`). ``"none"``: the paper's plain basis.
     layers : None, str, list of str, or callable
         Layer boundaries (see :meth:`LayerChain.from_model`).
     batch_size : int
@@ -260,12 +284,29 @@ def analyze(
     attribution : {"gradient", "integrated"}
         Edge attribution (see :mod:`modgraph.edges`); the latter with ``n_steps`` quadrature
         points of ``rule`` ("gauss-legendre" or "trapezoid").
+    output_probes : int, optional
+        Estimate ``M`` from this many random (Rademacher) probes of the output per sample and
+        position instead of one backward pass per output dimension: unbiased, relative error
+        ~ 1/sqrt(output_probes); for large outputs such as a vocabulary. ``None`` (default):
+        exact. Seeded by ``seed``.
     jacobian_budget : int
         Most Jacobian-row elements held at once; bounds memory.
 
     Returns
     -------
     Analysis
+
+    Notes
+    -----
+    *Sequences*: activations of shape (batch, positions, d) count each position as a sample;
+    Jacobians couple positions, so ``M`` and the edges sum over output positions (see
+    :mod:`modgraph.statistics`). Integer inputs (token ids) start the analysis at the output
+    of the model's first stage, the embedding (:meth:`LayerChain.for_inputs`).
+
+    *Distributed*: when a ``torch.distributed`` process group is initialised, each rank passes
+    its own shard of the data; the statistics and edges are combined over ranks and every rank
+    returns what one process would return for all shards together. Ranks must pass the same
+    model and options (checked: a mismatch raises on every rank instead of hanging).
 
     Examples
     --------
@@ -281,12 +322,26 @@ def analyze(
     _check_choice("variant", variant, VARIANTS)
     _check_choice("scale", scale, SCALES)
     _check_choice("basis", basis, BASES)
+    _check_choice("rotation", rotation, ROTATIONS)
     _check_choice("attribution", attribution, ATTRIBUTIONS)
     chain = LayerChain.from_model(model, layers)
     device, dtype = _model_device_dtype(chain, device)
-    for stage in chain.stages:
-        stage.to(device)
+    for stage in (chain.embed, *chain.stages):
+        if stage is not None:
+            stage.to(device)
     batches = Batches(data, batch_size=batch_size, device=device, dtype=dtype, progress=progress)
+    chain = chain.for_inputs(_first_batch(batches))
+    options = dict(
+        eps=eps,
+        variant=variant,
+        scale=scale,
+        basis=basis,
+        rtol=rtol,
+        attribution=attribution,
+        n_steps=n_steps,
+        output_probes=output_probes,
+    )
+    distributed.check_same("model and options", (chain.fingerprint(), options))
     L = len(chain.stages)
     fit = dict(basis=basis, scale=scale, rtol=rtol, tie_rtol=tie_rtol)
     timings = {}
@@ -294,7 +349,11 @@ def analyze(
     t0 = time.perf_counter()
     if basis == "interaction" and variant == "global":
         stats = global_statistics(
-            chain, batches.labelled("statistics (G, M)"), jacobian_budget=jacobian_budget
+            chain,
+            batches.labelled("statistics (G, M)"),
+            jacobian_budget=jacobian_budget,
+            probes=output_probes,
+            seed=seed,
         )
     else:
         accs = activation_statistics(chain, batches.labelled("statistics (G)"))
@@ -315,10 +374,26 @@ def analyze(
                 bases[l + 1].C,
                 batches.labelled(f"M local {l}/{L}"),
                 jacobian_budget=jacobian_budget,
+                probes=output_probes,
+                seed=seed,
             )
             stats[l] = replace(stats[l], M=M)
         bases[l] = fit_basis(stats[l], name=chain.names[l], position=l, **fit)
     timings["basis"] = time.perf_counter() - t0
+
+    if basis == "interaction" and rotation == "sparse":  # see modgraph.rotation
+        t0 = time.perf_counter()
+        bases = sparse_rotation(
+            chain,
+            bases,
+            batches.labelled("rotation"),
+            n=stats[0].n,
+            variant=variant,
+            scale=scale,
+            tie_rtol=tie_rtol,
+            jacobian_budget=jacobian_budget,
+        )
+        timings["rotation"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     w = interaction_strengths(
@@ -336,12 +411,16 @@ def analyze(
         variant=variant,
         scale=scale,
         basis=basis,
+        rotation=rotation,
         rtol=rtol,
         tie_rtol=tie_rtol,
         attribution=attribution,
         n_steps=n_steps,
         rule=rule,
+        output_probes=output_probes,
+        seed=seed,
         batch_size=batch_size,
+        world_size=distributed.world_size(),
         device=str(device),
         dtype=str(dtype).removeprefix("torch."),
     )

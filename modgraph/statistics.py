@@ -286,7 +286,8 @@ def global_statistics(
             deltas = tuple(torch.zeros_like(f) for f in acts[first:L])
 
             def perturbed(deltas, x=x, first=first):
-                f = x + deltas[0] if first == 0 else x
+                f = x if chain.embed is None else chain.embed(x)
+                f = f + deltas[0] if first == 0 else f
                 for l, stage in enumerate(chain.stages):
                     f = stage(f)
                     if first <= l + 1 < L:
