@@ -42,7 +42,9 @@ from .partition import (
     module_significance,
 )
 from .pipeline import Analysis, analyze, load_analysis
+from .sparsify import BlockGate, SparsifiedLayer, SparsifiedModel, sparsify
 from .statistics import LayerStatistics
+from .transformer import TinyTransformer, transformer_chain
 
 __all__ = [
     "Circuit",
@@ -57,8 +59,11 @@ __all__ = [
     "run_ablated",
     "run_edge_ablated",
     "smallest_circuit",
+    "sparsify",
+    "transformer_chain",
     "Analysis",
     "Batches",
+    "BlockGate",
     "InputError",
     "InteractionGraph",
     "ModuleResult",
@@ -66,6 +71,9 @@ __all__ = [
     "LayerChain",
     "LayerStatistics",
     "NonFiniteError",
+    "SparsifiedLayer",
+    "SparsifiedModel",
+    "TinyTransformer",
     "adjusted_rand_index",
     "analyze",
     "cost_curve",
