@@ -146,6 +146,11 @@ def _flat(f: Tensor) -> Tensor:
 
 
 def _check_width(f: Tensor, basis: LayerBasis, batch: int) -> None:
+    if f.ndim == 3:
+        raise InputError(
+            f"layer {basis.name!r} has activations of shape {tuple(f.shape)} (positions); "
+            "ablations read (batch, d) layers only so far"
+        )
     width = _flat(f).shape[1]
     if width != basis.d:
         raise InputError(

@@ -1,0 +1,44 @@
+"""Run under torchrun by tests/test_distributed.py: each rank analyses its shard of the data.
+
+usage: distributed_analyze.py OUT_DIR MODE   (MODE: "same" or "mismatch")
+Each rank writes OUT_DIR/rank{r}.pt with its results, or OUT_DIR/rank{r}.err with the error.
+"""
+
+import os
+import sys
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+import modgraph as mg
+
+
+def model(seed):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(5, 12), nn.ReLU(), nn.Linear(12, 8), nn.Tanh(),
+                         nn.Linear(8, 3)).double().eval()
+
+
+def data():
+    torch.manual_seed(123)
+    return torch.randn(301, 5, dtype=torch.float64)
+
+
+if __name__ == "__main__":
+    out, mode = sys.argv[1], sys.argv[2]
+    dist.init_process_group("gloo")
+    r, world = dist.get_rank(), dist.get_world_size()
+    shard = data()[r::world]  # uneven shards: 151 and 150 samples
+    net = model(0 if mode == "same" or r == 0 else 1)
+    try:
+        results = {}
+        for variant in ("global", "local"):
+            a = mg.analyze(net, shard, variant=variant, batch_size=37, progress=False)
+            results[variant] = {"C": [l.C for l in a.layers], "lam": [l.eigenvalues for l in a.layers],
+                                "w": list(a.w), "n": a.n_samples}
+        torch.save(results, os.path.join(out, f"rank{r}.pt"))
+    except mg.InputError as err:
+        with open(os.path.join(out, f"rank{r}.err"), "w") as fh:
+            fh.write(str(err))
+    dist.destroy_process_group()
