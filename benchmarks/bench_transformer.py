@@ -1,7 +1,8 @@
 """Benchmark: ``analyze`` on a 1-layer modular-addition transformer (CPU).
 
 Times the statistics + basis and the edge pass on all p^2 inputs (p = 64: 4096 inputs of 3
-tokens), counts the FLOPs of the matmuls actually executed (torch.profiler with_flops) and reports the FLOP rate
+tokens), counts the FLOPs of the matmuls actually executed (torch.profiler with_flops)
+and reports the FLOP rate
 as a ratio to a dense matmul measured in the same run; then the scaling of the time with the
 number of samples (exponent, expected 1) and with the width d_model (exponent), and the peak
 memory for a small and a large dataset, each measured in a fresh process (it should not grow

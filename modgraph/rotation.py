@@ -2,29 +2,38 @@
 
 The interaction basis is defined only up to a rotation inside (near-)degenerate eigenspaces of the
 whitened ``M`` (paper sec. 6.2). At finite data the rotation between two directions ``i, j`` is
-picked by sampling noise in their cross terms of ``G`` and ``M``: to first order the rotation angle
-(in whitened coordinates) is
+picked by sampling noise in their cross terms of ``G`` and ``M``. In importance-scaled basis
+coordinates ``a = f_hat`` (covariance ``Lambda``) with per-sample Jacobian ``B = J C^+`` (Gram
+``I``), how much direction ``j`` leaks into the fitted row ``i`` of ``C`` is, to first order,
 
 .. math::
 
-    \\theta_{ij} = \\frac{\\delta\\tilde M_{ij}
-        + \\tfrac12(\\lambda_i + \\lambda_j)\\,\\delta\\tilde G_{ij}}{\\lambda_i - \\lambda_j},
+    \theta_{ij} = \frac{\\mathbb E_x[\\psi_{ij}]}{\\lambda_i - \\lambda_j}, \\qquad
+    \\psi_{ij} = \\sqrt{\\lambda_j/\\lambda_i}\\; a_i a_j
+        + \\sqrt{\\lambda_i \\lambda_j}\\; (B^T B)_{ij},
 
-so its standard error is ``SE(theta_ij) = sd_x(psi_ij(x)) / (sqrt(n) |lambda_i - lambda_j|)``
-with ``psi_ij`` the per-sample cross term. For two planted modules whose ``Lambda`` values are
-close this is large, the fitted directions mix the modules and carry edges into both.
+whose expectation is zero in the population, so ``SE(theta_ij) = sd_x(psi_ij) / (sqrt(n)
+|lambda_i - lambda_j|)`` (:func:`mixing_error`; for the output's PCA basis ``psi = a_i a_j``). For
+two planted modules whose ``Lambda`` values are close this is large: the fitted directions mix
+the modules and carry edges into both.
 
-:func:`sparse_rotation` treats every pair with ``SE(theta_ij) > tol`` as undetermined by the data
-and chooses its rotation (within ``± z * SE``, at most ``pi/4``) to make the interaction edges
-sparse: Jacobi sweeps over the undetermined pairs, each minimising the summed ``w`` (an L1
-sparsity criterion) of the edges that touch the two directions, on both sides of the layer.
-Pairs the data does determine are left exactly as fitted, so on a network whose ``Lambda`` gaps
-are large compared to their sampling error the basis is unchanged, bit for bit.
+:func:`sparse_rotation` treats every pair with ``SE > tol`` as undetermined by the data and
+chooses its rotation (within ``± z * SE``, at most ``pi/4``) to make the interaction edges sparse:
+Jacobi sweeps over the undetermined pairs, each minimising the summed ``w`` (an L1 sparsity
+criterion) of the edges that touch the two directions. A linear stage makes the transition
+diagonal (appendix A), so a pair is rotated jointly with its images through linear stages (else
+the rotation would only trade the edges it removes for off-diagonal ones). Pairs the data does
+determine are left exactly as fitted: where every ``Lambda`` gap is large compared to its sampling
+error the basis is unchanged, bit for bit.
 
-A rotation by ``Q`` of the whitened coordinates keeps ``C @ C_pinv = I`` exactly and the activation
-covariance ``C G C^T`` diagonal; the new importance is the diagonal of ``Q Lambda Q^T``, so inside
-a rotated pair ``C_pinv^T M C_pinv`` is the identity only up to ``|lambda_i - lambda_j| /
-(lambda_i + lambda_j)``, which the data cannot distinguish from zero.
+What a rotation keeps: ``C @ C_pinv = I`` (to round-off), the kept subspace, descending
+importance, determinism, and invariance to invertible maps of linear layers (everything it reads
+is computed in basis coordinates). For interaction layers the activation covariance ``C G C^T``
+stays exactly diagonal, the new importance being the diagonal of ``Q Lambda Q^T``; ``C_pinv^T M
+C_pinv`` keeps a unit diagonal, but inside a rotated pair its off-diagonal is
+``~ theta |lambda_i - lambda_j| / (lambda_i + lambda_j)``, at most ``z`` sampling errors of that
+cross term: the data cannot tell it from zero. For the output's PCA basis (only ``G``), a rotated
+pair's covariance gets the off-diagonal instead.
 """
 
 from __future__ import annotations
@@ -112,19 +121,17 @@ def mixing_error(a: Tensor, lam: Tensor, n: int, B: Tensor | None = None) -> Ten
     Returns
     -------
     Tensor of shape (k, k)
-        Symmetric, ``inf`` where eigenvalues are exactly tied, 0 on the diagonal.
+        Entry ``(i, j)``: standard error of how much direction ``j`` leaks into the fitted row
+        ``i`` of ``C`` (an angle in whitened coordinates); ``inf`` where eigenvalues are exactly
+        tied, 0 on the diagonal. Checked against the spread over refits on independent data in
+        ``tests/test_rotation.py``.
     """
     li, lj = lam[:, None], lam[None, :]
-    if B is None:
-        num = a[:, :, None] * a[:, None, :]
-    else:
-        g = (li * lj).sqrt()
-        num = g * torch.einsum("noi,noj->nij", B, B) + (li + lj) / (2 * g) * (
-            a[:, :, None] * a[:, None, :]
-        )
+    num = a[:, :, None] * a[:, None, :]
+    if B is not None:
+        num = (lj / li).sqrt() * num + (li * lj).sqrt() * torch.einsum("noi,noj->nij", B, B)
     sd = num.square().mean(0).sqrt()
-    gap = (li - lj).abs()
-    se = sd / (math.sqrt(n) * gap)
+    se = sd / (math.sqrt(n) * (li - lj).abs())
     se.fill_diagonal_(0.0)
     return se
 
@@ -158,12 +165,16 @@ def _pair_moments(p, q, a_prev, J_in, a, J_out):
     return A, E
 
 
-def _rotation_block(theta: Tensor, lam_pq: Tensor, kind: str) -> Tensor:
-    """``R = D' Q D^-1`` on the (p, q) block for each angle: shape (T, 2, 2)."""
+def _rotation_block(theta: Tensor, m: Tensor, kind: str) -> Tensor:
+    """``R = D' Q D^-1`` on the (p, q) block for each angle: shape (T, 2, 2).
+
+    ``m`` is the (p, q) block of ``Q Lambda Q^T`` so far; the new importances are the diagonal
+    of ``Q m Q^T``.
+    """
     c, s = theta.cos(), theta.sin()
-    lp = c**2 * lam_pq[0] + s**2 * lam_pq[1]
-    lq = s**2 * lam_pq[0] + c**2 * lam_pq[1]
-    d = _scale(lam_pq, kind)
+    lp = c**2 * m[0, 0] + 2 * c * s * m[0, 1] + s**2 * m[1, 1]
+    lq = s**2 * m[0, 0] - 2 * c * s * m[0, 1] + c**2 * m[1, 1]
+    d = _scale(m.diagonal(), kind)
     dp, dq = _scale(lp, kind), _scale(lq, kind)
     row_p = torch.stack([dp * c / d[0], dp * s / d[1]], -1)
     row_q = torch.stack([-dq * s / d[0], dq * c / d[1]], -1)
@@ -202,7 +213,7 @@ def _chain_of(l: int, p: int, q: int, maps, L: int):
 
 def _unit_objective(theta: Tensor, unit, Mz, kinds, A, E, middle) -> Tensor:
     """L1 of the edges touching a chain of rotated pairs, for each angle in ``theta``."""
-    rs = [_rotation_block(sign * theta, Mz[l].diagonal()[pq], kinds[l]) for l, pq, sign in unit]
+    rs = [_rotation_block(sign * theta, Mz[l][pq][:, pq], kinds[l]) for l, pq, sign in unit]
     T = theta.shape[0]
     total = torch.zeros_like(theta)
     if A is not None:  # edges into the first pair
@@ -255,7 +266,6 @@ def sparse_rotation(
     max_samples: int = 2048,
     n_sweeps: int = 4,
     tie_rtol: float = 1e-3,
-    jacobian_budget: int | None = None,
 ) -> list[LayerBasis]:
     """Rotate every pair of directions the data leaves undetermined towards sparse interactions.
 
@@ -283,8 +293,12 @@ def sparse_rotation(
         Jacobi sweeps over the undetermined pairs of all layers.
     tie_rtol : float
         Relative gap under which the new eigenvalues are reported as tied.
-    jacobian_budget : int, optional
-        Unused: the per-sample Jacobians of ``max_samples`` samples are held at once.
+
+    Notes
+    -----
+    The per-sample Jacobians of ``max_samples`` samples are held at once (``max_samples * k_{l+1}
+    * k_l`` floats per layer), and only (batch, d) activations are handled. The standard errors
+    use this process's data only (not combined over distributed ranks).
 
     Returns
     -------
@@ -297,6 +311,8 @@ def sparse_rotation(
     if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol >= 0:
         raise InputError(f"tol must be a non-negative float, got {tol!r}")
     L = len(chain.stages)
+    if scale != "importance":  # linear transitions are diagonal but not unit: no joint rotation
+        return list(bases)
     data = _per_sample(chain, bases, batches, max_samples, variant == "global")
     if data is None:
         return list(bases)
@@ -315,6 +331,7 @@ def sparse_rotation(
             n,
             None if l == L else B[l] * (_scale(lam, kinds[l]) / _scale(lam, "importance")),
         )
+        se = torch.maximum(se, se.T)
         bound = (z * se).clamp(max=math.pi / 4)
         bound[se <= tol] = 0.0
         bounds.append(bound)
@@ -365,7 +382,7 @@ def sparse_rotation(
                 for m, pq, sign in unit:
                     tm = t * sign
                     th = torch.tensor([tm], dtype=torch.float64)
-                    r = _rotation_block(th, Mz[m].diagonal()[pq].clone(), kinds[m])[0]
+                    r = _rotation_block(th, Mz[m][pq][:, pq].clone(), kinds[m])[0]
                     c, sn = math.cos(tm), math.sin(tm)
                     Q = torch.tensor([[c, sn], [-sn, c]], dtype=torch.float64)
                     Mz[m][pq] = Q @ Mz[m][pq]

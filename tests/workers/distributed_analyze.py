@@ -16,8 +16,11 @@ import modgraph as mg
 
 def model(seed):
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(5, 12), nn.ReLU(), nn.Linear(12, 8), nn.Tanh(),
-                         nn.Linear(8, 3)).double().eval()
+    return (
+        nn.Sequential(nn.Linear(5, 12), nn.ReLU(), nn.Linear(12, 8), nn.Tanh(), nn.Linear(8, 3))
+        .double()
+        .eval()
+    )
 
 
 def data():
@@ -35,8 +38,12 @@ if __name__ == "__main__":
         results = {}
         for variant in ("global", "local"):
             a = mg.analyze(net, shard, variant=variant, batch_size=37, progress=False)
-            results[variant] = {"C": [l.C for l in a.layers], "lam": [l.eigenvalues for l in a.layers],
-                                "w": list(a.w), "n": a.n_samples}
+            results[variant] = {
+                "C": [l.C for l in a.layers],
+                "lam": [l.eigenvalues for l in a.layers],
+                "w": list(a.w),
+                "n": a.n_samples,
+            }
         torch.save(results, os.path.join(out, f"rank{r}.pt"))
     except mg.InputError as err:
         with open(os.path.join(out, f"rank{r}.err"), "w") as fh:

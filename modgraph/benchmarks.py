@@ -1,0 +1,261 @@
+"""Hidden-modules benchmark: planted modular networks hidden by function-preserving maps.
+
+Every case is ``K`` independent MLP modules side by side,
+
+.. code-block:: text
+
+    x_k (d_in) -> Linear -> ReLU -> Linear (bottleneck b, no nonlinearity) -> Linear -> ReLU
+        -> Linear -> y_k (d_out)
+
+assembled into one block-diagonal ``nn.Sequential`` whose block structure is then hidden:
+
+- ``perm``: the neurons of both ReLU layers are permuted and positively rescaled;
+- ``mix``: the linear bottleneck layer is mixed by a random invertible matrix ``R`` (the next
+  weight gets ``R^-1``), like a residual stream or a bottleneck in a trained network;
+- ``rot``: the inputs are rotated by a random orthogonal matrix (the first weight compensates).
+
+``leak`` adds cross-module weights of that size (before hiding), ``trained`` trains each module on
+its own sub-task (:func:`modgraph.demo._targets` style) instead of drawing random weights. The
+ground truth of a basis direction is the module whose outputs it drives most
+(:func:`modgraph.demo.true_modules`), and a partition is scored by the adjusted Rand index over
+the nodes with edges.
+
+``python -m modgraph.benchmarks`` prints the table for the neuron and PCA baselines, the paper's
+plain interaction basis (``rotation="none"``) and ``rotation="sparse"``, with the time of the
+latter relative to plain ``analyze`` in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+__all__ = ["Case", "CASES", "make_case", "score_analysis", "run_benchmark", "format_table"]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One benchmark network.
+
+    Attributes
+    ----------
+    name : str
+    K : int
+        Number of planted modules.
+    hiding : str
+        ``"+"``-joined subset of ``perm``, ``mix``, ``rot`` (see the module docstring).
+    leak : float
+        Size of the cross-module weights (uniform in ``[-leak, leak]``), 0 for none.
+    trained : bool
+        Modules trained on their own sub-task rather than random.
+    seed : int
+    n_samples : int
+        Samples analysed.
+    """
+
+    name: str
+    K: int
+    hiding: str
+    leak: float = 0.0
+    trained: bool = False
+    seed: int = 0
+    n_samples: int = 1000
+
+
+#: The benchmark. eps = 1e-3 (the default of analyze); the leaks stay well below eps^1/2.
+CASES = (
+    Case("perm", 3, "perm"),
+    Case("mix", 3, "perm+mix"),
+    Case("mix-rot", 3, "perm+mix+rot"),
+    Case("mix-rot-K4", 4, "perm+mix+rot", seed=1),
+    Case("mix-rot-K5", 5, "perm+mix+rot", seed=2),
+    Case("leak", 3, "perm+mix+rot", leak=2e-3, seed=3),
+    Case("leak-K4", 4, "perm+mix+rot", leak=2e-3, seed=4),
+    Case("trained", 3, "perm+mix+rot", trained=True, seed=5),
+    Case("trained-leak", 4, "perm+mix+rot", leak=2e-3, trained=True, seed=6),
+)
+EPS = 1e-3
+D_IN, HIDDEN, BOTTLENECK, D_OUT = 4, 8, 3, 2
+
+
+@dataclass(frozen=True)
+class Planted:
+    """A built case: the hidden model, inputs to analyse and each module's output dimensions."""
+
+    case: Case
+    model: nn.Sequential
+    inputs: Tensor
+    output_groups: tuple[tuple[int, ...], ...]
+
+
+def _module_targets(z: Tensor, k: int) -> Tensor:
+    # a sub-task of one input group; the same family as the demo's tasks
+    y0 = torch.tanh(z[:, 0] * z[:, 1] + 0.5 * z[:, 2])
+    y1 = z[:, 2:].abs().sum(1) - 0.5 * z[:, 0] + 0.3 * k * z[:, 3]
+    return torch.stack([y0, y1], 1)
+
+
+def _random_module(g: torch.Generator) -> list[nn.Linear]:
+    widths = [D_IN, HIDDEN, BOTTLENECK, HIDDEN, D_OUT]
+    layers = []
+    for a, b in zip(widths[:-1], widths[1:]):
+        lin = nn.Linear(a, b).double()
+        with torch.no_grad():
+            lin.weight.copy_(torch.randn(b, a, generator=g, dtype=torch.float64) * (2 / a) ** 0.5)
+            lin.bias.copy_(torch.randn(b, generator=g, dtype=torch.float64) * 0.1)
+        layers.append(lin)
+    return layers
+
+
+def _trained_module(g: torch.Generator, k: int, steps: int = 400) -> list[nn.Linear]:
+    layers = _random_module(g)
+    net = nn.Sequential(layers[0], nn.ReLU(), layers[1], layers[2], nn.ReLU(), layers[3])
+    z = torch.randn(1024, D_IN, generator=g, dtype=torch.float64)
+    y = _module_targets(z, k)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    for _ in range(steps):
+        opt.zero_grad()
+        (net(z) - y).pow(2).mean().backward()
+        opt.step()
+    return layers
+
+
+def make_case(case: Case) -> Planted:
+    """Build the hidden modular network of ``case`` and its analysis inputs (deterministic)."""
+    g = torch.Generator().manual_seed(case.seed)
+    K = case.K
+    mods = [_trained_module(g, k) if case.trained else _random_module(g) for k in range(K)]
+    big = []
+    for i in range(4):
+        W = torch.block_diag(*[m[i].weight.detach() for m in mods])
+        if case.leak:
+            noise = (torch.rand(W.shape, generator=g, dtype=torch.float64) * 2 - 1) * case.leak
+            W = W + noise * (W == 0)
+        lin = nn.Linear(W.shape[1], W.shape[0]).double()
+        with torch.no_grad():
+            lin.weight.copy_(W)
+            lin.bias.copy_(torch.cat([m[i].bias.detach() for m in mods]))
+        big.append(lin)
+    net = nn.Sequential(big[0], nn.ReLU(), big[1], big[2], nn.ReLU(), big[3]).eval()
+    hiding = set(case.hiding.split("+"))
+    with torch.no_grad():
+        if "perm" in hiding:
+            for i in (0, 3):  # the Linear before each ReLU, and the Linear after it
+                lin, nxt = net[i], net[i + 2]
+                n = lin.out_features
+                perm = torch.randperm(n, generator=g)
+                s = torch.rand(n, generator=g, dtype=torch.float64) * 2 + 0.3
+                lin.weight.copy_(s[:, None] * lin.weight[perm])
+                lin.bias.copy_(s * lin.bias[perm])
+                nxt.weight.copy_(nxt.weight[:, perm] / s[None, :])
+        if "mix" in hiding:
+            n = net[2].out_features
+            R = torch.randn(n, n, generator=g, dtype=torch.float64) / n**0.5
+            R = R + torch.eye(n, dtype=torch.float64) * 0.5
+            net[2].weight.copy_(R @ net[2].weight)
+            net[2].bias.copy_(R @ net[2].bias)
+            net[3].weight.copy_(net[3].weight @ torch.linalg.inv(R))
+        z = torch.randn(case.n_samples, K * D_IN, generator=g, dtype=torch.float64)
+        if "rot" in hiding:
+            Q, _ = torch.linalg.qr(
+                torch.randn(K * D_IN, K * D_IN, generator=g, dtype=torch.float64)
+            )
+            net[0].weight.copy_(net[0].weight @ Q.T)
+            z = z @ Q.T
+    groups = tuple(tuple(range(k * D_OUT, (k + 1) * D_OUT)) for k in range(K))
+    return Planted(case, net, z, groups)
+
+
+def score_analysis(planted: Planted, analysis, *, seed: int = 0) -> float:
+    """ARI between Leiden modules and the planted modules, on the nodes with edges.
+
+    Leiden is asked for ``K`` modules (the planted number, the same for every basis): with
+    modularity alone it splits a planted module at its linear bottleneck, where the interaction
+    basis leaves one edge per direction (diagonal transitions), whatever the basis quality.
+    """
+    from .demo import score, true_modules
+    from .partition import find_modules
+
+    g = analysis.graph
+    truth = true_modules(planted.model, analysis, planted.inputs, planted.output_groups)
+    found = find_modules(g, method="leiden", n_modules=planted.case.K, seed=seed)
+    nodes = [n for n, c in zip(g.nodes, g.connected_nodes) if c]
+    return score(truth, found.membership, nodes)
+
+
+#: Columns of the table: (label, keyword arguments of ``analyze``).
+METHODS = (
+    ("neuron", dict(basis="neuron")),
+    ("pca", dict(basis="pca")),
+    ("plain", dict(basis="interaction", rotation="none")),
+    ("sparse", dict(rotation="sparse")),
+)
+
+
+def run_benchmark(cases=CASES, methods=METHODS, *, eps: float = EPS) -> list[dict]:
+    """Analyse and score every case with every method; one row (a dict) per case."""
+    from .pipeline import analyze
+
+    rows = []
+    for i, case in enumerate(cases):
+        planted = make_case(case)
+        if i == 0:  # warm up torch.func/vmap so that the first timing is not an outlier
+            for _, kwargs in methods:
+                analyze(planted.model, planted.inputs[:64], eps=eps, progress=False, **kwargs)
+        row = dict(case=case.name, K=case.K, hiding=case.hiding, leak=case.leak)
+        row["trained"] = case.trained
+        for label, kwargs in methods:
+            t0 = time.perf_counter()
+            a = analyze(planted.model, planted.inputs, eps=eps, progress=False, **kwargs)
+            row[f"t_{label}"] = time.perf_counter() - t0
+            row[label] = score_analysis(planted, a)
+        rows.append(row)
+    return rows
+
+
+def format_table(rows: list[dict], methods=METHODS) -> str:
+    """The benchmark table as Markdown."""
+    labels = [label for label, _ in methods]
+    head = ["case", "K", "hiding", "leak", "trained", *(f"ARI {m}" for m in labels)]
+    if "plain" in labels and "sparse" in labels:
+        head.append("time sparse/plain")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [
+            r["case"],
+            str(r["K"]),
+            r["hiding"],
+            f"{r['leak']:g}",
+            "yes" if r["trained"] else "no",
+        ]
+        cells += [f"{r[m]:.3f}" for m in labels]
+        if "time sparse/plain" in head:
+            cells.append(f"{r['t_sparse'] / r['t_plain']:.2f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    if rows:
+        means = ["**mean**", "", "", "", ""] + [
+            f"{np.mean([r[m] for r in rows]):.3f}" for m in labels
+        ]
+        if "time sparse/plain" in head:
+            ratio = sum(r["t_sparse"] for r in rows) / sum(r["t_plain"] for r in rows)
+            means.append(f"{ratio:.2f}")
+        lines.append("| " + " | ".join(means) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", nargs="*", help="case names (default: all)")
+    args = parser.parse_args(argv)
+    cases = [c for c in CASES if not args.cases or c.name in args.cases]
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    print(format_table(run_benchmark(cases)))
+
+
+if __name__ == "__main__":
+    main()

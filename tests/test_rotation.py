@@ -1,0 +1,137 @@
+"""Sparse rotations of undetermined pairs (modgraph.rotation): gains on planted modules, and the
+basis properties that must survive them."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from conftest import mlp
+
+import modgraph as mg
+from modgraph.benchmarks import EPS, Case, make_case, score_analysis
+from modgraph.chain import Batches, LayerChain
+from modgraph.rotation import _per_sample, mixing_error
+
+# K = 4 random modules, bottleneck mixed, inputs rotated: the plain basis mixes modules here
+HIDDEN = Case("hidden", 4, "perm+mix+rot", seed=1)
+
+
+@pytest.fixture(scope="module")
+def hidden():
+    planted = make_case(HIDDEN)
+    plain = mg.analyze(planted.model, planted.inputs, eps=EPS, rotation="none", progress=False)
+    sparse = mg.analyze(planted.model, planted.inputs, eps=EPS, rotation="sparse", progress=False)
+    return planted, plain, sparse
+
+
+def test_sparse_rotation_recovers_modules_the_plain_basis_mixes(hidden):
+    planted, plain, sparse = hidden
+    assert sparse.config["rotation"] == "sparse" and plain.config["rotation"] == "none"
+    assert (
+        mg.analyze(planted.model, planted.inputs[:50], progress=False).config["rotation"] == "none"
+    )
+    assert score_analysis(planted, plain) < 0.5
+    assert score_analysis(planted, sparse) == 1.0
+    # the mixed directions' edges into other modules are gone
+    assert sparse.graph.n_edges < plain.graph.n_edges
+
+
+def test_rotated_basis_keeps_its_identities(hidden):
+    _, plain, sparse = hidden
+    changed = 0
+    for lp, ls, s in zip(plain.layers, sparse.layers, sparse.statistics):
+        eye = torch.eye(ls.k, dtype=torch.float64)
+        assert ls.k == lp.k
+        assert torch.allclose(ls.C @ ls.C_pinv, eye, atol=1e-10)
+        # activation covariance stays exactly diagonal, with the importance on the diagonal
+        cov = ls.C @ s.G @ ls.C.T
+        assert torch.allclose(cov.diagonal(), ls.eigenvalues)
+        if s.M is not None and ls.position < len(sparse.layers) - 1:
+            assert torch.allclose(cov, torch.diag(ls.eigenvalues), atol=1e-9 * float(cov.max()))
+        else:  # the output's PCA basis: a rotated pair keeps a small correlation
+            corr = cov / torch.outer(cov.diagonal(), cov.diagonal()).sqrt()
+            assert (corr - eye).abs().max() < 0.1
+        assert torch.all(ls.eigenvalues[:-1] >= ls.eigenvalues[1:])
+        # the same subspace is kept: a rotation, not a new basis
+        assert torch.allclose(ls.C_pinv @ ls.C @ lp.C_pinv, lp.C_pinv, atol=1e-9)
+        if s.M is not None and ls.position < len(sparse.layers) - 1:
+            Mh = ls.C_pinv.T @ s.M @ ls.C_pinv
+            # unit Jacobian Gram on the diagonal; off it, only what the data cannot resolve
+            assert torch.allclose(Mh.diagonal(), torch.ones(ls.k, dtype=torch.float64))
+            assert (Mh - eye).abs().max() < 0.25
+        changed += not torch.equal(ls.C, lp.C)
+    assert changed >= 3
+
+
+def test_same_seed_same_basis(hidden):
+    planted, _, sparse = hidden
+    again = mg.analyze(planted.model, planted.inputs, eps=EPS, rotation="sparse", progress=False)
+    for a, b in zip(sparse.layers, again.layers):
+        assert torch.equal(a.C, b.C) and torch.equal(a.eigenvalues, b.eigenvalues)
+
+
+def test_determined_basis_is_left_exactly_as_fitted():
+    # a deep linear net: every pair is determined or already sparse -> bit-identical bases,
+    # so the transitions stay unit-diagonal
+    net = mlp(6, 9, 5, 7, 4, relu_after=())
+    x = torch.randn(400, 6, dtype=torch.float64) @ torch.randn(6, 6, dtype=torch.float64)
+    a = mg.analyze(net, x, rotation="sparse", progress=False)
+    b = mg.analyze(net, x, progress=False)
+    for la, lb in zip(a.layers, b.layers):
+        assert torch.equal(la.C, lb.C) and torch.equal(la.C_pinv, lb.C_pinv)
+
+
+def test_invariant_to_invertible_map_of_the_bottleneck(hidden):
+    planted, _, sparse = hidden
+    net = planted.model
+    R = torch.randn(12, 12, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    R = R + 4 * torch.eye(12, dtype=torch.float64)
+    mixed = copy.deepcopy(net)
+    with torch.no_grad():
+        mixed[2].weight.copy_(R @ net[2].weight)
+        mixed[2].bias.copy_(R @ net[2].bias)
+        mixed[3].weight.copy_(net[3].weight @ torch.linalg.inv(R))
+    b = mg.analyze(mixed, planted.inputs, eps=EPS, rotation="sparse", progress=False)
+    chain_a, chain_b = LayerChain.from_model(net), LayerChain.from_model(mixed)
+    with torch.no_grad():
+        acts_a, acts_b = chain_a.forward(planted.inputs), chain_b.forward(planted.inputs)
+    for la, lb, fa, fb in zip(sparse.layers, b.layers, acts_a, acts_b):
+        ca, cb = la.transform(fa), lb.transform(fb)
+        signs = torch.sign((ca * cb).sum(0))
+        assert float((ca * signs - cb).norm() / cb.norm()) < 1e-6
+
+
+def test_mixing_error_predicts_the_spread_of_fitted_directions():
+    # reference: refit a 2-d input basis on 60 independent data sets; the spread of the angle
+    # between the fitted and the population direction matches the predicted standard error
+    torch.manual_seed(0)
+    net = mlp(2, 6, 2)
+    with torch.no_grad():
+        net[2].weight.mul_(torch.tensor([[1.0], [1.1]], dtype=torch.float64))
+    ref = mg.analyze(
+        net, torch.randn(200_000, 2, dtype=torch.float64), rotation="none", progress=False
+    ).layers[0]
+    angles, predicted = [], []
+    chain = LayerChain.from_model(net)
+    for seed in range(60):
+        x = torch.randn(400, 2, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+        a = mg.analyze(net, x, rotation="none", progress=False)
+        b0 = a.layers[0]
+        # angle of the first fitted direction from the population one, in whitened coordinates
+        u = torch.nn.functional.normalize(b0.C[0] @ ref.C_pinv * ref.eigenvalues.sqrt(), dim=0)
+        angles.append(float(torch.atan2(u[1], u[0].abs())) * float(torch.sign(u[0])))
+        acts, _, B = _per_sample(
+            chain, list(a.layers), Batches(x, batch_size=400, dtype=torch.float64), 400, True
+        )
+        predicted.append(
+            float(mixing_error(acts[0], b0.eigenvalues, 400, B[0])[0, 1])
+        )  # 1 into row 0
+    spread, se = float(np.std(angles)), float(np.median(predicted))
+    assert 0.8 < spread / se < 1.25
+
+
+def test_bad_rotation_option_is_an_input_error():
+    net = mlp(3, 4, 2)
+    with pytest.raises(mg.InputError, match="rotation must be one of"):
+        mg.analyze(net, torch.randn(50, 3, dtype=torch.float64), rotation="varimax", progress=False)
