@@ -348,7 +348,8 @@ def analyze(
         n_steps=n_steps,
         output_probes=output_probes,
     )
-    distributed.check_same("model and options", (chain.fingerprint(), options))
+    if distributed.active():  # the fingerprint reads every parameter: only when it matters
+        distributed.check_same("model and options", (chain.fingerprint(), options))
     L = len(chain.stages)
     fit = dict(basis=basis, scale=scale, rtol=rtol, tie_rtol=tie_rtol)
     timings = {}
