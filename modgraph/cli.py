@@ -45,6 +45,7 @@ def write_report(
     eps: float,
     variant: str = "global",
     scale: str = "importance",
+    rotation: str = "none",
     layers=None,
     batch_size: int = 512,
     seed: int = 0,
@@ -57,6 +58,8 @@ def write_report(
 
     Parameters
     ----------
+    eps, variant, scale, rotation, layers, batch_size :
+        Passed to :func:`modgraph.analyze` (``rotation`` acts on the interaction basis only).
     truth : callable, optional
         Maps the interaction-basis analysis to the planted module of each node; when given, the
         summary scores the found modules against it (adjusted Rand index).
@@ -79,6 +82,7 @@ def write_report(
         eps=eps,
         variant=variant,
         scale=scale,
+        rotation=rotation,
         layers=layers,
         batch_size=batch_size,
         progress=not quiet,
@@ -309,6 +313,7 @@ def _demo(args) -> dict:
         x,
         args.out,
         eps=args.eps,
+        rotation=args.rotation,
         seed=args.seed,
         quiet=args.quiet,
         truth=lambda a: true_modules(problem.model, a, x, problem.output_groups),
@@ -337,6 +342,7 @@ def _analyze(args) -> dict:
         eps=args.eps,
         variant=args.variant,
         scale=args.scale,
+        rotation=args.rotation,
         layers=layers,
         batch_size=args.batch_size,
         seed=args.seed,
@@ -391,6 +397,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common(d)
     d.add_argument("--eps", type=float, default=1e-4, help="noise scale eps (default 1e-4)")
+    d.add_argument(
+        "--rotation",
+        choices=["sparse", "none"],
+        default="sparse",
+        help="rotate statistically undetermined pairs of interaction directions "
+        "towards sparse edges (default here: sparse; 'none' is the paper's basis)",
+    )
     d.set_defaults(run=_demo)
 
     a = sub.add_parser(
@@ -405,6 +418,13 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--eps", type=float, default=1e-3, help="noise scale eps (default 1e-3)")
     a.add_argument("--variant", choices=["global", "local"], default="global")
     a.add_argument("--scale", choices=["importance", "whitened"], default="importance")
+    a.add_argument(
+        "--rotation",
+        choices=["none", "sparse"],
+        default="none",
+        help="'sparse': rotate statistically undetermined pairs of interaction "
+        "directions towards sparse edges (small models; default: none)",
+    )
     a.add_argument("--layers", help="comma-separated layer names (module paths)")
     a.add_argument("--batch-size", type=int, default=512)
     a.set_defaults(run=_analyze)
