@@ -319,8 +319,8 @@ def plot_graph(
     for side in ("top", "right", "left"):
         ax.spines[side].set_visible(False)
     ax.set_xlabel("layer")
-    order = "module, then importance" if modules is not None else "importance"
-    ax.set_ylabel(f"direction within layer (by {order}, descending)")
+    order = "module, importance" if modules is not None else "importance"
+    ax.set_ylabel(f"basis direction (sorted by {order})")
     shown = "all" if len(keep) == n_total else f"strongest {len(keep)} of"
     title = (
         f"Interaction graph, eps={graph.eps:g}: {graph.n_nodes} directions, "
