@@ -53,6 +53,8 @@ from .errors import InputError
 __all__ = ["ROTATIONS", "sparse_rotation", "mixing_error"]
 
 ROTATIONS = ("sparse", "none")
+#: Fewest samples the standard errors are estimated from.
+MIN_SAMPLES = 256
 #: Angles tried per pair (on a symmetric grid, 0 included) before two finer grids.
 N_ANGLES = 41
 
@@ -266,6 +268,7 @@ def sparse_rotation(
     max_samples: int = 2048,
     n_sweeps: int = 4,
     tie_rtol: float = 1e-3,
+    memory_budget: int = 2**27,
 ) -> list[LayerBasis]:
     """Rotate every pair of directions the data leaves undetermined towards sparse interactions.
 
@@ -293,6 +296,10 @@ def sparse_rotation(
         Jacobi sweeps over the undetermined pairs of all layers.
     tie_rtol : float
         Relative gap under which the new eigenvalues are reported as tied.
+    memory_budget : int
+        Most float64 elements of per-sample Jacobians held at once (default 1 GiB): fewer than
+        ``max_samples`` samples are read when the layers are wide, and the basis is left as
+        fitted when fewer than ``MIN_SAMPLES`` would fit.
 
     Notes
     -----
@@ -312,6 +319,16 @@ def sparse_rotation(
         raise InputError(f"tol must be a non-negative float, got {tol!r}")
     L = len(chain.stages)
     if scale != "importance":  # linear transitions are diagonal but not unit: no joint rotation
+        return list(bases)
+    # the per-sample Jacobians are held at once: cap their number to a memory budget
+    with torch.no_grad():
+        d_out = chain.forward(next(iter(batches))[:1])[-1].shape[-1]
+    per_sample = sum(b.k for b in bases) + sum(
+        bases[l + 1].k * bases[l].k + (d_out * bases[l].k if variant == "global" else 0)
+        for l in range(L)
+    )
+    max_samples = min(max_samples, max(1, memory_budget // per_sample))
+    if max_samples < MIN_SAMPLES:  # too few for a standard error: leave the basis as fitted
         return list(bases)
     data = _per_sample(chain, bases, batches, max_samples, variant == "global")
     if data is None:
