@@ -35,7 +35,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Case", "CASES", "make_case", "score_analysis", "run_benchmark", "format_table"]
+__all__ = [
+    "Case",
+    "CASES",
+    "hide_relu_neurons",
+    "make_case",
+    "score_analysis",
+    "run_benchmark",
+    "format_table",
+]
 
 
 @dataclass(frozen=True)
@@ -125,6 +133,22 @@ def _trained_module(g: torch.Generator, k: int, steps: int = 400) -> list[nn.Lin
     return layers
 
 
+@torch.no_grad()
+def hide_relu_neurons(lin: nn.Linear, nxt: nn.Linear, generator: torch.Generator) -> Tensor:
+    """Permute and positively rescale the ReLU neurons between ``lin`` and ``nxt``, in place.
+
+    The network computes the same function (ReLU commutes with both). Returns the permutation:
+    new neuron ``i`` is old neuron ``perm[i]``.
+    """
+    n = lin.out_features
+    perm = torch.randperm(n, generator=generator)
+    s = torch.rand(n, generator=generator, dtype=lin.weight.dtype) * 2 + 0.3
+    lin.weight.copy_(s[:, None] * lin.weight[perm])
+    lin.bias.copy_(s * lin.bias[perm])
+    nxt.weight.copy_(nxt.weight[:, perm] / s[None, :])
+    return perm
+
+
 def make_case(case: Case) -> Planted:
     """Build the hidden modular network of ``case`` and its analysis inputs (deterministic)."""
     g = torch.Generator().manual_seed(case.seed)
@@ -146,13 +170,7 @@ def make_case(case: Case) -> Planted:
     with torch.no_grad():
         if "perm" in hiding:
             for i in (0, 3):  # the Linear before each ReLU, and the Linear after it
-                lin, nxt = net[i], net[i + 2]
-                n = lin.out_features
-                perm = torch.randperm(n, generator=g)
-                s = torch.rand(n, generator=g, dtype=torch.float64) * 2 + 0.3
-                lin.weight.copy_(s[:, None] * lin.weight[perm])
-                lin.bias.copy_(s * lin.bias[perm])
-                nxt.weight.copy_(nxt.weight[:, perm] / s[None, :])
+                hide_relu_neurons(net[i], net[i + 2], g)
         if "mix" in hiding:
             n = net[2].out_features
             R = torch.randn(n, n, generator=g, dtype=torch.float64) / n**0.5

@@ -7,6 +7,7 @@ edges) only ever calls the stages, so any model that can be cut into such a chai
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -306,14 +307,9 @@ class Batches:
 
     def labelled(self, desc: str) -> Batches:
         """The same batches, with the progress bar labelled ``desc``."""
-        return Batches(
-            self.data,
-            batch_size=self.batch_size,
-            device=self.device,
-            dtype=self.dtype,
-            progress=self.progress,
-            desc=desc,
-        )
+        other = copy.copy(self)
+        other.desc = desc
+        return other
 
     def __iter__(self) -> Iterator[Tensor]:
         it = iter_batches(

@@ -236,7 +236,6 @@ def _publish(tmp: Path, out: Path) -> None:
     if not out.exists():
         os.chmod(tmp, default_mode(directory=True))
         os.replace(tmp, out)
-        tmp.mkdir()  # so the caller's cleanup has something to remove
         return
     for entry in tmp.iterdir():
         target = out / entry.name

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from .chain import Batches, LayerChain
 from .edges import output_attribution
+from .partition import adjusted_rand_index
 from .pipeline import Analysis
 
 __all__ = ["DemoProblem", "make_demo", "true_modules"]
@@ -159,8 +160,6 @@ def true_modules(
 
 def score(truth: dict[str, int], membership: dict[str, int], nodes) -> float:
     """Adjusted Rand index between planted and found modules over ``nodes``."""
-    from .partition import adjusted_rand_index
-
     nodes = list(nodes)
     return float(
         adjusted_rand_index(

@@ -38,9 +38,12 @@ def world_size() -> int:
 
 
 def _transport(t: Tensor) -> tuple[Tensor, torch.device]:
-    # gloo reduces CPU tensors only; NCCL needs them on the rank's GPU
-    if dist.get_backend() == "gloo" and t.device.type != "cpu":
+    # gloo reduces CPU tensors only; NCCL needs them on the rank's GPU (counts are made on CPU)
+    backend = dist.get_backend()
+    if backend == "gloo" and t.device.type != "cpu":
         return t.cpu(), t.device
+    if backend == "nccl" and t.device.type != "cuda":
+        return t.to(torch.device("cuda", torch.cuda.current_device())), t.device
     return t, t.device
 
 

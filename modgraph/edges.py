@@ -112,8 +112,11 @@ def interaction_strengths(
                 # faster than float64 here); their squares are summed in float64
                 f_hat = src.transform(f).to(f.dtype)
                 C_pinv = src.C_pinv.to(f.dtype)
-                along = f_hat @ C_pinv.T  # basis part of f - mean; the rest stays fixed
-                paths = [vjp(stage, f if a == 1.0 else f - (1.0 - a) * along) for a in alphas]
+                if attribution == "integrated":  # basis part of f - mean; the rest stays fixed
+                    along = f_hat @ C_pinv.T
+                    paths = [vjp(stage, f - (1.0 - a) * along) for a in alphas]
+                else:
+                    paths = [vjp(stage, f)]
                 for rows_idx, grad in _path_jacobians(
                     paths,
                     weights,

@@ -338,18 +338,26 @@ def analyze(
             stage.to(device)
     batches = Batches(data, batch_size=batch_size, device=device, dtype=dtype, progress=progress)
     chain = chain.for_inputs(_first_batch(batches))
-    options = dict(
-        eps=eps,
+    config = dict(
         variant=variant,
         scale=scale,
         basis=basis,
+        rotation=rotation,
         rtol=rtol,
+        tie_rtol=tie_rtol,
         attribution=attribution,
         n_steps=n_steps,
+        rule=rule,
         output_probes=output_probes,
+        seed=seed,
+        batch_size=batch_size,
+        world_size=distributed.world_size(),
+        device=str(device),
+        dtype=str(dtype).removeprefix("torch."),
     )
     if distributed.active():  # the fingerprint reads every parameter: only when it matters
-        distributed.check_same("model and options", (chain.fingerprint(), options))
+        same = {k: v for k, v in config.items() if k != "device"}  # cuda:0, cuda:1, ...
+        distributed.check_same("model and options", (chain.fingerprint(), eps, same))
     L = len(chain.stages)
     fit = dict(basis=basis, scale=scale, rtol=rtol, tie_rtol=tie_rtol)
     timings = {}
@@ -413,22 +421,4 @@ def analyze(
         jacobian_budget=jacobian_budget,
     )
     timings["edges"] = time.perf_counter() - t0
-
-    config = dict(
-        variant=variant,
-        scale=scale,
-        basis=basis,
-        rotation=rotation,
-        rtol=rtol,
-        tie_rtol=tie_rtol,
-        attribution=attribution,
-        n_steps=n_steps,
-        rule=rule,
-        output_probes=output_probes,
-        seed=seed,
-        batch_size=batch_size,
-        world_size=distributed.world_size(),
-        device=str(device),
-        dtype=str(dtype).removeprefix("torch."),
-    )
     return Analysis(tuple(bases), tuple(w), tuple(stats), eps, config, timings, versions())

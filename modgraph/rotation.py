@@ -321,8 +321,7 @@ def sparse_rotation(
     if scale != "importance":  # linear transitions are diagonal but not unit: no joint rotation
         return list(bases)
     # the per-sample Jacobians are held at once: cap their number to a memory budget
-    with torch.no_grad():
-        d_out = chain.forward(next(iter(batches))[:1])[-1].shape[-1]
+    d_out = bases[L].d
     per_sample = sum(b.k for b in bases) + sum(
         bases[l + 1].k * bases[l].k + (d_out * bases[l].k if variant == "global" else 0)
         for l in range(L)

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 import modgraph as mg
+from modgraph.benchmarks import hide_relu_neurons
 
 
 def planted_network(K=3, d_in=3, hidden=8, d_out=2, leak=0.0, seed=0):
@@ -33,13 +34,7 @@ def planted_network(K=3, d_in=3, hidden=8, d_out=2, leak=0.0, seed=0):
     # hide the blocks: permute and rescale the neurons of every hidden ReLU layer
     with torch.no_grad():
         for i, o in ((0, 1), (2, 2)):
-            lin, nxt = net[i], net[i + 2]
-            n = lin.out_features
-            perm = torch.randperm(n, generator=g)
-            s = torch.rand(n, generator=g, dtype=torch.float64) * 2 + 0.3
-            lin.weight.copy_(s[:, None] * lin.weight[perm])
-            lin.bias.copy_(s * lin.bias[perm])
-            nxt.weight.copy_(nxt.weight[:, perm] / s[None, :])
+            perm = hide_relu_neurons(net[i], net[i + 2], g)
             owners[o] = owners[o][perm.numpy()]
     return net, owners
 
@@ -62,8 +57,9 @@ def test_neuron_basis_recovers_planted_modules(method, leak):
 
 def test_save_and_load_round_trip(tmp_path):
     net, _ = planted_network()
-    a = mg.analyze(net, torch.randn(300, 9, dtype=torch.float64), eps=1e-3, variant="local",
-                   progress=False)
+    a = mg.analyze(
+        net, torch.randn(300, 9, dtype=torch.float64), eps=1e-3, variant="local", progress=False
+    )
     path = a.save(tmp_path / "analysis")
     b = mg.load_analysis(path)
     assert b.eps == a.eps and b.config == a.config and b.layer_names == a.layer_names
