@@ -45,7 +45,7 @@ def write_report(
     eps: float,
     variant: str = "global",
     scale: str = "importance",
-    rotation: str = "none",
+    rotation: str = "sparse",
     layers=None,
     batch_size: int = 512,
     seed: int = 0,
@@ -401,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["sparse", "none"],
         default="sparse",
         help="rotate statistically undetermined pairs of interaction directions "
-        "towards sparse edges (default here: sparse; 'none' is the paper's basis)",
+        "towards sparse edges (default: sparse; 'none' is the paper's plain basis)",
     )
     d.set_defaults(run=_demo)
 
@@ -419,10 +419,10 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--scale", choices=["importance", "whitened"], default="importance")
     a.add_argument(
         "--rotation",
-        choices=["none", "sparse"],
-        default="none",
-        help="'sparse': rotate statistically undetermined pairs of interaction "
-        "directions towards sparse edges (small models; default: none)",
+        choices=["sparse", "none"],
+        default="sparse",
+        help="rotate statistically undetermined pairs of interaction directions "
+        "towards sparse edges (default: sparse; 'none' is the paper's plain basis)",
     )
     a.add_argument("--layers", help="comma-separated layer names (module paths)")
     a.add_argument("--batch-size", type=int, default=512)

@@ -39,24 +39,30 @@ pair's covariance gets the off-diagonal instead.
 from __future__ import annotations
 
 import math
-from dataclasses import replace
-from functools import partial
+import warnings
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
-from torch.func import vjp, vmap
+from torch.func import vjp
 
+from . import distributed
 from .basis import LayerBasis, _fix_signs, _ties
 from .chain import Batches, LayerChain
 from .errors import InputError
+from .statistics import DEFAULT_JACOBIAN_BUDGET, jacobian_rows, rows
 
 __all__ = ["ROTATIONS", "sparse_rotation", "mixing_error"]
 
 ROTATIONS = ("sparse", "none")
-#: Fewest samples the standard errors are estimated from.
+#: Fewest data samples the standard errors and the sparsity criterion are estimated from.
 MIN_SAMPLES = 256
 #: Angles tried per pair (on a symmetric grid, 0 included) before two finer grids.
 N_ANGLES = 41
+#: Float64 elements of per-pair intermediates evaluated at once (512 MiB).
+CHUNK_ELEMENTS = 2**26
+#: Sweeps stop once one decreases the objective by less than this fraction of the first's.
+CONVERGED = 0.05
 
 
 def _check_positive(name, value) -> float:
@@ -65,44 +71,47 @@ def _check_positive(name, value) -> float:
     return float(value)
 
 
-@torch.no_grad()
-def _per_sample(chain: LayerChain, bases, batches: Batches, max_samples: int, global_: bool):
-    """Basis coordinates ``a[l]`` (n, k_l), local Jacobians ``J[l]`` (n, k_{l+1}, k_l) in basis
-    coordinates and, for the error of ``theta``, the Jacobian the layer's ``M`` was built from
-    (``B[l]``: (n, d_out, k_l) for the global variant, ``J[l]`` for the local one)."""
-    L = len(chain.stages)
-    a = [[] for _ in range(L + 1)]
-    J = [[] for _ in range(L)]
-    B = [[] for _ in range(L)]
-    n = 0
-    for x in batches:
-        if n >= max_samples:
-            break
-        x = x[: max_samples - n]
-        acts = chain.forward(x)
-        if any(f.ndim != 2 or not f.is_floating_point() for f in acts):
-            return None
-        for l in range(L + 1):
-            a[l].append(bases[l].transform(acts[l]))
-        for l, stage in enumerate(chain.stages):
-            f = acts[l]
-            C_pinv = bases[l].C_pinv.to(f.dtype)
-            _, pullback = vjp(stage, f)
-            rows = bases[l + 1].C.to(f.dtype)
-            cot = rows[:, None, :].expand(-1, f.shape[0], -1).contiguous()
-            g = vmap(pullback)(cot)[0] @ C_pinv  # (k_{l+1}, n, k_l)
-            J[l].append(g.permute(1, 0, 2).double())
-            if global_:
-                out, pullback = vjp(lambda f, l=l: chain.run_from(l, f), f)
-                eye = torch.eye(out.shape[1], dtype=f.dtype, device=f.device)
-                cot = eye[:, None, :].expand(-1, f.shape[0], -1).contiguous()
-                g = vmap(pullback)(cot)[0] @ C_pinv  # (d_out, n, k_l)
-                B[l].append(g.permute(1, 0, 2).double())
-        n += x.shape[0]
-    a = [torch.cat(t) for t in a]
-    J = [torch.cat(t) for t in J]
-    B = [torch.cat(t) for t in B] if global_ else J
-    return a, J, B
+def _positions(f: Tensor) -> int:
+    return f.shape[1] if f.ndim == 3 else 1
+
+
+def _jacobian(f: Tensor, fn, readout: Tensor, C_pinv: Tensor, budget: int) -> Tensor:
+    """Per-row Jacobian of ``readout @ fn(f)`` in the basis coordinates of ``f``.
+
+    Rows are samples (positions of sequences as samples): shape (rows, P_out, r, k) with
+    ``P_out`` the output's positions (1 for (batch, d) outputs) and ``r`` readout rows.
+    """
+    out, pullback = vjp(fn, f)
+    P_out, r = _positions(out), readout.shape[0]
+    width = f.numel() // f.shape[0]
+    parts = [
+        g @ C_pinv
+        for _, _, (g,) in jacobian_rows(pullback, out, readout, width=width, budget=budget)
+    ]
+    g = torch.cat(parts).reshape(r, P_out, f.shape[0], _positions(f), C_pinv.shape[1])
+    return g.permute(2, 3, 1, 0, 4).reshape(-1, P_out, r, C_pinv.shape[1])
+
+
+def _psi_square_sum(a: Tensor, lam: Tensor, B: Tensor | None) -> Tensor:
+    """``sum_x psi_ij(x)^2`` over the rows of ``a`` (see :func:`mixing_error`), chunked."""
+    k = a.shape[1]
+    li, lj = lam[:, None], lam[None, :]
+    total = a.new_zeros(k, k)
+    step = max(1, CHUNK_ELEMENTS // max(1, k * k))
+    for s in range(0, a.shape[0], step):
+        ac = a[s : s + step].double()
+        psi = ac[:, :, None] * ac[:, None, :]
+        if B is not None:
+            bc = B[s : s + step].double()
+            psi = (lj / li).sqrt() * psi + (li * lj).sqrt() * torch.einsum("noi,noj->nij", bc, bc)
+        total += psi.square().sum(0)
+    return total
+
+
+def _standard_error(psi2_mean: Tensor, lam: Tensor, n: int) -> Tensor:
+    se = psi2_mean.sqrt() / (math.sqrt(n) * (lam[:, None] - lam[None, :]).abs())
+    se.fill_diagonal_(0.0)
+    return se
 
 
 def mixing_error(a: Tensor, lam: Tensor, n: int, B: Tensor | None = None) -> Tensor:
@@ -111,7 +120,8 @@ def mixing_error(a: Tensor, lam: Tensor, n: int, B: Tensor | None = None) -> Ten
     Parameters
     ----------
     a : Tensor of shape (n_sub, k)
-        Importance-scaled basis coordinates of (a subsample of) the data.
+        Basis coordinates of (a subsample of) the data: importance-scaled interaction
+        coordinates (covariance ``Lambda``), or PCA coordinates (covariance the eigenvalues).
     lam : Tensor of shape (k,)
         The directions' eigenvalues (``Lambda``, or the variance for a PCA basis).
     n : int
@@ -128,131 +138,306 @@ def mixing_error(a: Tensor, lam: Tensor, n: int, B: Tensor | None = None) -> Ten
         tied, 0 on the diagonal. Checked against the spread over refits on independent data in
         ``tests/test_rotation.py``.
     """
-    li, lj = lam[:, None], lam[None, :]
-    num = a[:, :, None] * a[:, None, :]
-    if B is not None:
-        num = (lj / li).sqrt() * num + (li * lj).sqrt() * torch.einsum("noi,noj->nij", B, B)
-    sd = num.square().mean(0).sqrt()
-    se = sd / (math.sqrt(n) * (li - lj).abs())
-    se.fill_diagonal_(0.0)
-    return se
+    return _standard_error(_psi_square_sum(a, lam, B) / a.shape[0], lam, n)
+
+
+@dataclass
+class _Samples:
+    """Per-sample data of every layer, in the current basis coordinates (updated by rotations).
+
+    ``a[l]``: (rows_l, k_l) coordinates; ``J[l]``: (rows_l, P_{l+1}, k_{l+1}, k_l) Jacobians of
+    the next layer's coordinates (``P_{l+1}`` its positions); ``count[l]``: rows over all ranks;
+    ``psi2[l]``: the mean ``psi^2`` of :func:`mixing_error` over all ranks.
+    """
+
+    a: list[Tensor]
+    J: list[Tensor]
+    count: list[int]
+    psi2: list[Tensor]
+
+
+@torch.no_grad()
+def _read(chain, bases, batches, max_samples, global_, memory_budget, budget) -> _Samples | str:
+    """Read up to ``max_samples`` samples per rank, or say why the rotation cannot run."""
+    L = len(chain.stages)
+    a, J = [[] for _ in range(L + 1)], [[] for _ in range(L)]
+    psi2 = [torch.zeros(b.k, b.k, dtype=torch.float64, device=b.C.device) for b in bases]
+    lams = [b.eigenvalues.double() for b in bases]
+    n, cap = 0, None
+    for x in batches:
+        acts = chain.forward(x)
+        if any(not f.is_floating_point() for f in acts):
+            return "a layer's activations are not floating point"
+        if cap is None:  # bytes held per data sample
+            per = acts[0].element_size() * sum(
+                _positions(acts[l])
+                * (
+                    bases[l].k
+                    + (_positions(acts[l + 1]) * bases[l + 1].k * bases[l].k if l < L else 0)
+                )
+                for l in range(L + 1)
+            )
+            # samples are rows: positions of sequences count as samples
+            cap = min(max_samples // _positions(acts[0]), memory_budget // max(1, per))
+        if n >= cap:
+            break
+        x = x[: cap - n]
+        acts = [f[: cap - n] for f in acts]
+        coords = [rows(b.transform(f)).to(f.dtype) for b, f in zip(bases, acts)]
+        for l in range(L + 1):
+            a[l].append(coords[l])
+            if l == L:
+                psi2[l] += _psi_square_sum(coords[l], lams[l], None)
+                continue
+            f = acts[l]
+            C_pinv = bases[l].C_pinv.to(f.dtype)
+            Jl = _jacobian(f, chain.stages[l], bases[l + 1].C.to(f.dtype), C_pinv, budget)
+            J[l].append(Jl)
+            if global_:
+                eye = torch.eye(bases[L].d, dtype=f.dtype, device=f.device)
+                Bl = _jacobian(f, lambda f, l=l: chain.run_from(l, f), eye, C_pinv, budget)
+            else:
+                Bl = Jl
+            psi2[l] += _psi_square_sum(coords[l], lams[l], Bl.flatten(1, 2))
+        n += x.shape[0]
+    a = [torch.cat(t) for t in a]
+    total = int(distributed.all_sum(torch.tensor(float(a[0].shape[0]), dtype=torch.float64)))
+    if total < MIN_SAMPLES:
+        return (
+            f"{total} samples fit the memory budget and max_samples (at least {MIN_SAMPLES} are "
+            "needed; raise memory_budget or use fewer directions)"
+        )
+    count = [
+        int(distributed.all_sum(torch.tensor(float(t.shape[0]), dtype=torch.float64)).item())
+        for t in a
+    ]
+    psi2 = [distributed.all_sum(p) / c for p, c in zip(psi2, count)]
+    return _Samples(a, [torch.cat(t) for t in J], count, psi2)
+
+
+def _mean(t: Tensor, count: int) -> Tensor:
+    """Mean over all ranks of a local sum."""
+    return distributed.all_sum(t) / count
+
+
+def _monomial_map(J: Tensor, count: int):
+    """A *linear* transition that maps directions one-to-one: ``({j: (i, sign)}, T)``.
+
+    The interaction basis makes a linear stage's transition diagonal up to order and sign (paper
+    appendix A), so a rotation of two directions must be matched by the same rotation of their
+    images, or the transition stops being diagonal. ``T`` is the transition (mean over samples,
+    the same on every rank). Empty when the Jacobian varies over samples; for sequences each
+    output position's block must be either ``T`` or zero (a position-wise linear map).
+    """
+    rtol = max(1e-8, 1e3 * torch.finfo(J.dtype).eps)  # float32 Jacobians: 1.2e-4
+    T = _mean(J.sum((0, 1), dtype=torch.float64), count)
+    scale = float(T.abs().max())
+    # every (sample, output position) block is T or zero, and each sample's blocks sum to T
+    Tj = T.to(J.dtype)
+    dev = torch.minimum((J - Tj).abs().amax((2, 3)), J.abs().amax((2, 3))).amax()
+    varies = (J.sum(1) - Tj).abs().amax()
+    bad = (torch.maximum(dev, varies) > rtol * scale).double()
+    if scale == 0 or float(distributed.all_sum(bad)) > 0:
+        return {}, None
+    big = T.abs() > rtol**0.5 * scale
+    out = {}
+    for j in range(T.shape[1]):
+        rows_j = torch.nonzero(big[:, j]).flatten().tolist()
+        if len(rows_j) == 1 and int(big[rows_j[0]].sum()) == 1:
+            out[j] = (rows_j[0], 1.0 if T[rows_j[0], j] > 0 else -1.0)
+    return out, T
 
 
 def _scale(lam: Tensor, kind: str) -> Tensor:
     # f_hat = D z with z the coordinates the rotation is orthogonal in
-    if kind == "importance":
-        return lam.sqrt()
-    if kind == "whitened":
-        return lam.rsqrt()
-    return torch.ones_like(lam)  # PCA / output: orthonormal directions
+    return lam.sqrt() if kind == "importance" else torch.ones_like(lam)
 
 
-def _pair_moments(p, q, a_prev, J_in, a, J_out):
-    """The data moments the edges touching directions p, q depend on, for any rotation of them.
-
-    An edge into the pair is ``w^2 = E[(a_prev_i (R J_in)_{alpha i})^2]``, a quadratic form in the
-    rows of ``R``; an edge out of it is ``E[(R a)_alpha^2 (J_out R^-1)_{j alpha}^2]``, quartic.
-    Precomputing the moments makes every trial angle cost O(k) instead of O(n k).
-    """
-    A = E = None
-    if J_in is not None:  # A[(a, b), i] = E[a_prev_i^2 J_in[a, i] J_in[b, i]]
-        X = J_in[:, [p, q], :] * a_prev[:, None, :].abs()
-        A = (X[:, :, None, :] * X[:, None, :, :]).mean(0).reshape(4, -1)
-    if J_out is not None:  # E[(a, c, b, d), j] = E[u_a u_c J_out[j, b] J_out[j, d]]
-        n = a.shape[0]
-        u, Y = a[:, [p, q]], J_out[:, :, [p, q]]
-        uu = (u[:, :, None] * u[:, None, :]).reshape(n, 4)
-        YY = (Y[:, :, :, None] * Y[:, :, None, :]).reshape(n, -1, 4).transpose(1, 2)
-        E = (uu.T @ YY.reshape(n, -1) / n).reshape(16, -1)
-    return A, E
-
-
-def _rotation_block(theta: Tensor, m: Tensor, kind: str) -> Tensor:
-    """``R = D' Q D^-1`` on the (p, q) block for each angle: shape (T, 2, 2).
-
-    ``m`` is the (p, q) block of ``Q Lambda Q^T`` so far; the new importances are the diagonal
-    of ``Q m Q^T``.
-    """
+def _rotation_blocks(theta: Tensor, m: Tensor, kind: str) -> Tensor:
+    """``R = D' Q D^-1`` on each unit's pair for each angle: theta (U, T), m (U, 2, 2) -> (U, T,
+    2, 2). ``m`` is the pair's block of ``Q Lambda Q^T`` so far; the new importances are the
+    diagonal of ``Q m Q^T``."""
     c, s = theta.cos(), theta.sin()
-    lp = c**2 * m[0, 0] + 2 * c * s * m[0, 1] + s**2 * m[1, 1]
-    lq = s**2 * m[0, 0] - 2 * c * s * m[0, 1] + c**2 * m[1, 1]
-    d = _scale(m.diagonal(), kind)
+    m00, m01, m11 = m[:, 0, 0, None], m[:, 0, 1, None], m[:, 1, 1, None]
+    lp = c**2 * m00 + 2 * c * s * m01 + s**2 * m11
+    lq = s**2 * m00 - 2 * c * s * m01 + c**2 * m11
+    d0, d1 = _scale(m00, kind), _scale(m11, kind)
     dp, dq = _scale(lp, kind), _scale(lq, kind)
-    row_p = torch.stack([dp * c / d[0], dp * s / d[1]], -1)
-    row_q = torch.stack([-dq * s / d[0], dq * c / d[1]], -1)
+    row_p = torch.stack([dp * c / d0, dp * s / d1], -1)
+    row_q = torch.stack([-dq * s / d0, dq * c / d1], -1)
     return torch.stack([row_p, row_q], -2)
 
 
-def _monomial_map(J: Tensor, rtol: float = 1e-8) -> dict[int, tuple[int, float]]:
-    """Directions a *linear* transition maps one-to-one: ``{j: (i, sign)}``.
+def _outer(r: Tensor) -> Tensor:
+    """(..., 2, 2) -> (..., 2, 4): row ``alpha`` holds ``r[alpha, a] r[alpha, b]``."""
+    return (r[..., :, :, None] * r[..., :, None, :]).flatten(-2)
 
-    The interaction basis makes a linear stage's transition diagonal up to order and sign (paper
-    appendix A), so a rotation of two directions must be matched by the same rotation of their
-    images, or the transition stops being diagonal. Empty when the Jacobian varies over samples.
-    """
-    T = J.mean(0)
-    scale = T.abs().max()
-    if scale == 0 or (J - T).abs().max() > rtol * scale:
-        return {}
-    big = T.abs() > rtol**0.5 * scale
-    out = {}
-    for j in range(T.shape[1]):
-        rows = torch.nonzero(big[:, j]).flatten().tolist()
-        if len(rows) == 1 and int(big[rows[0]].sum()) == 1:
-            out[j] = (rows[0], 1.0 if T[rows[0], j] > 0 else -1.0)
+
+@dataclass
+class _Level:
+    layer: int
+    pairs: Tensor  # (U, 2) direction indices
+    sign: Tensor  # (U,) angle sign relative to the first level
+
+
+def _chains(l, pairs, maps, L) -> list[list[tuple[int, tuple[int, int], float]]]:
+    """For each pair of layer ``l``: the layers, pairs and angle signs its rotation carries."""
+    out = []
+    for p, q in pairs:
+        unit, m, sign = [(l, (p, q), 1.0)], l, 1.0
+        while m < L and p in maps[m] and q in maps[m]:
+            (p, sp), (q, sq) = maps[m][p], maps[m][q]
+            m, sign = m + 1, sign * sp * sq
+            unit.append((m, (p, q), sign))
+        out.append(unit)
     return out
 
 
-def _chain_of(l: int, p: int, q: int, maps, L: int):
-    """Layers, pairs and angle signs a rotation of (p, q) in layer ``l`` carries along."""
-    unit = [(l, [p, q], 1.0)]
-    while l < L and p in maps[l] and q in maps[l]:
-        (p, sp), (q, sq) = maps[l][p], maps[l][q]
-        l += 1
-        unit.append((l, [p, q], unit[-1][2] * sp * sq))
-    return unit
+def _limit_partners(pairs: list[tuple[int, int]], max_partners: int) -> list[tuple[int, int]]:
+    """The pairs, in the given order, skipping those whose directions have ``max_partners``."""
+    count: dict[int, int] = {}
+    out = []
+    for p, q in pairs:
+        if count.get(p, 0) < max_partners and count.get(q, 0) < max_partners:
+            out.append((p, q))
+            count[p], count[q] = count.get(p, 0) + 1, count.get(q, 0) + 1
+    return out
 
 
-def _unit_objective(theta: Tensor, unit, Mz, kinds, A, E, middle) -> Tensor:
-    """L1 of the edges touching a chain of rotated pairs, for each angle in ``theta``."""
-    rs = [_rotation_block(sign * theta, Mz[l][pq][:, pq], kinds[l]) for l, pq, sign in unit]
-    T = theta.shape[0]
+def _rounds(pairs: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
+    """Split pairs into rounds of disjoint pairs (greedy edge colouring, in the given order).
+
+    Rotations of disjoint pairs of one layer change disjoint rows and columns, so a round is
+    evaluated and applied at once (parallel Jacobi ordering)."""
+    rounds, used = [], []
+    for p, q in pairs:
+        for r, u in zip(rounds, used):
+            if p not in u and q not in u:
+                r.append((p, q))
+                u.update((p, q))
+                break
+        else:
+            rounds.append([(p, q)])
+            used.append({p, q})
+    return rounds
+
+
+def _moments(data: _Samples, trans, levels: list[_Level], sl: slice, L: int):
+    """The data moments the edges touching a chunk of units depend on, for any rotation.
+
+    An edge into a pair is ``w^2 = E[(a_prev_i (R J_in)_{alpha i})^2]``, a quadratic form in the
+    rows of ``R`` (``A``: (U, 4, k_prev)); an edge out of it is ``E[(R a)_alpha^2 (J_out
+    R^-1)_{j alpha}^2]``, quartic (``E``: (U, 16, k_next)); between pairs joined by a constant
+    transition the edges need that transition's block and the pair's second moment. Sequences
+    sum the squared attributions of all output positions. Means over all ranks.
+    """
+    first, last = levels[0], levels[-1]
+    A = E = None
+    if first.layer > 0:
+        l = first.layer - 1
+        w = data.a[l].abs()[:, None, None, :]
+        x0 = data.J[l][:, :, first.pairs[sl, 0]] * w  # (rows, P, U, k_prev)
+        x1 = data.J[l][:, :, first.pairs[sl, 1]] * w
+        f64 = torch.float64
+        sums = [(x0 * x0).sum((0, 1), dtype=f64), (x0 * x1).sum((0, 1), dtype=f64)]
+        A = torch.stack([*sums, (x1 * x1).sum((0, 1), dtype=f64)], 1)
+        A = _mean(A, data.count[l])[:, [0, 1, 1, 2]]  # (U, 4, k_prev): (a, b) = pp, pq, qp, qq
+    if last.layer < L:
+        m, idx = last.layer, last.pairs[sl]
+        u0, u1 = data.a[m][:, idx[:, 0]], data.a[m][:, idx[:, 1]]  # (rows, U)
+        y0, y1 = data.J[m][..., idx[:, 0]], data.J[m][..., idx[:, 1]]  # (rows, P, k_next, U)
+        YY = torch.stack([(y0 * y0).sum(1), (y0 * y1).sum(1), (y1 * y1).sum(1)], -1)
+        YY = YY.permute(2, 0, 1, 3).flatten(2)  # (U, rows, k_next * 3)
+        uu = torch.stack([u0 * u0, u0 * u1, u1 * u1], -1).permute(1, 2, 0)  # (U, 3, rows)
+        E = (uu @ YY).double().unflatten(2, (-1, 3)).transpose(2, 3)  # (U, 3, 3, k_next)
+        u4 = [0, 1, 1, 2]  # (a, c) and (b, d) = pp, pq, qp, qq
+        E = _mean(E[:, u4][:, :, u4].flatten(1, 2), data.count[m])  # (U, 16, k_next)
+    middle = []
+    for lev0, lev1 in zip(levels[:-1], levels[1:]):
+        p0, p1 = lev0.pairs[sl], lev1.pairs[sl]
+        Jb = trans[lev0.layer][p1[:, :, None], p0[:, None, :]]
+        u = data.a[lev0.layer][:, p0]
+        Sigma = torch.einsum("nua,nub->uab", u, u).double()
+        middle.append((Jb, _mean(Sigma, data.count[lev0.layer])))
+    return A, E, middle
+
+
+def _objective(theta: Tensor, ms, levels, kinds, A, E, middle) -> Tensor:
+    """L1 of the edges touching each unit's chain of rotated pairs: theta (U, T) -> (U, T)."""
+    rs = [
+        _rotation_blocks(theta * lev.sign[:, None], m, kinds[lev.layer])
+        for lev, m in zip(levels, ms)
+    ]
     total = torch.zeros_like(theta)
     if A is not None:  # edges into the first pair
-        r = rs[0]
-        rr = (r[:, :, :, None] * r[:, :, None, :]).reshape(T, 2, 4)
-        total = total + (rr @ A).clamp_min(0).sqrt().sum((1, 2))
-    for i, (Jb, Sigma) in enumerate(middle):  # constant Jacobians between the pairs
-        r0, r1 = rs[i], rs[i + 1]
-        Jr = r1 @ Jb @ torch.linalg.inv(r0)
-        var = torch.einsum("tab,bc,tac->ta", r0, Sigma, r0)
-        total = total + (Jr.square() * var[:, None, :]).sqrt().sum((1, 2))
+        total += (_outer(rs[0]) @ A[:, None]).clamp_min(0).sqrt().sum((2, 3))
+    for r0, r1, (Jb, Sigma) in zip(rs[:-1], rs[1:], middle):  # constant transitions
+        Jr = r1 @ Jb[:, None] @ torch.linalg.inv(r0)
+        var = torch.einsum("utab,ubc,utac->uta", r0, Sigma, r0)
+        total += (Jr.square() * var[:, :, None, :]).sqrt().sum((2, 3))
     if E is not None:  # edges out of the last pair
         r = rs[-1]
-        rr = (r[:, :, :, None] * r[:, :, None, :]).reshape(T, 2, 4)
-        r_inv = torch.linalg.inv(r).transpose(1, 2)
-        ss = (r_inv[:, :, :, None] * r_inv[:, :, None, :]).reshape(T, 2, 4)
-        k4 = (rr[:, :, :, None] * ss[:, :, None, :]).reshape(T, 2, 16)
-        total = total + (k4 @ E).clamp_min(0).sqrt().sum((1, 2))
+        s = torch.linalg.inv(r).transpose(-1, -2)
+        k4 = (_outer(r)[..., :, :, None] * _outer(s)[..., :, None, :]).flatten(-2)
+        total += (k4 @ E[:, None]).clamp_min(0).sqrt().sum((2, 3))
     return total
 
 
-def _best_angle(lim: float, objective) -> float:
-    """Grid search on [-lim, lim] (0 included), refined twice on finer grids around the best."""
-    theta = torch.linspace(-lim, lim, N_ANGLES, dtype=torch.float64)
+def _best_angles(lim: Tensor, objective) -> Tensor:
+    """Per unit: grid search on [-lim, lim] (0 included), refined twice around the best; 0 unless
+    the best is a real (not round-off) improvement on the fitted basis. Returns the angles and
+    the decrease of the objective they bring."""
+    grid = torch.linspace(-1.0, 1.0, N_ANGLES, dtype=torch.float64)
+    grid[N_ANGLES // 2] = 0.0
+    theta = lim[:, None] * grid
     obj = objective(theta)
-    at_zero = float(obj[N_ANGLES // 2])
-    best, step = float(theta[int(obj.argmin())]), 2 * lim / (N_ANGLES - 1)
-    value = float(obj.min())
+    at_zero = obj[:, N_ANGLES // 2]
+    value, i = obj.min(1)
+    best = theta.gather(1, i[:, None])[:, 0]
+    step = 2 * lim / (N_ANGLES - 1)
+    fine = torch.linspace(-1.0, 1.0, 11, dtype=torch.float64)
     for _ in range(2):
-        theta = torch.linspace(best - step, best + step, 11, dtype=torch.float64).clamp(-lim, lim)
-        obj = objective(theta)
-        i = int(obj.argmin())
-        if float(obj[i]) < value:
-            best, value = float(theta[i]), float(obj[i])
+        theta = torch.maximum(
+            torch.minimum(best[:, None] + step[:, None] * fine, lim[:, None]), -lim[:, None]
+        )
+        v, i = objective(theta).min(1)
+        better = v < value
+        best = torch.where(better, theta.gather(1, i[:, None])[:, 0], best)
+        value = torch.where(better, v, value)
         step = step / 5
-    # keep the fitted basis unless the rotation is a real (not round-off) improvement
-    return best if value < at_zero * (1 - 1e-9) else 0.0
+    better = value < at_zero * (1 - 1e-9)
+    return torch.where(better, best, 0.0), torch.where(better, at_zero - value, 0.0)
+
+
+def _apply(data: _Samples, trans, Mz, R_tot, levels, t: Tensor, kinds, L: int) -> None:
+    """Rotate every level's pairs by its angle (disjoint pairs: one batched update per level)."""
+    for lev in levels:
+        m, idx = lev.layer, lev.pairs
+        th = t * lev.sign
+        block = Mz[m][idx[:, :, None], idx[:, None, :]]
+        r = _rotation_blocks(th[:, None], block, kinds[m])[:, 0]
+        r_inv = torch.linalg.inv(r)
+        rd, r_invd = r.to(data.a[m].dtype), r_inv.to(data.a[m].dtype)  # the data's dtype
+        c, s = th.cos(), th.sin()
+        Q = torch.stack([torch.stack([c, s], -1), torch.stack([-s, c], -1)], -2)
+        Mz[m][idx] = Q @ Mz[m][idx]
+        Mz[m][:, idx] = torch.einsum("kub,uab->kua", Mz[m][:, idx], Q)
+        data.a[m][:, idx] = torch.einsum("uab,nub->nua", rd, data.a[m][:, idx])
+        p, q = idx[:, 0], idx[:, 1]
+        if m > 0:  # rows of the Jacobian into the layer: R J
+            x0, x1 = data.J[m - 1][:, :, p], data.J[m - 1][:, :, q]  # (rows, P, U, k_prev)
+            rr = rd[:, :, :, None]
+            data.J[m - 1][:, :, p] = rr[:, 0, 0] * x0 + rr[:, 0, 1] * x1
+            data.J[m - 1][:, :, q] = rr[:, 1, 0] * x0 + rr[:, 1, 1] * x1
+            if trans[m - 1] is not None:
+                trans[m - 1][idx] = r @ trans[m - 1][idx]
+        if m < L:  # columns of the Jacobian out of it: J R^-1
+            y0, y1 = data.J[m][..., p], data.J[m][..., q]  # (rows, P, k_next, U)
+            data.J[m][..., p] = y0 * r_invd[:, 0, 0] + y1 * r_invd[:, 1, 0]
+            data.J[m][..., q] = y0 * r_invd[:, 0, 1] + y1 * r_invd[:, 1, 1]
+            if trans[m] is not None:
+                trans[m][:, idx] = torch.einsum("jub,uba->jua", trans[m][:, idx], r_inv)
+        R_tot[m][idx] = r @ R_tot[m][idx]
 
 
 def sparse_rotation(
@@ -265,10 +450,12 @@ def sparse_rotation(
     scale: str = "importance",
     tol: float = 0.1,
     z: float = 3.0,
-    max_samples: int = 2048,
-    n_sweeps: int = 4,
+    max_samples: int = 256,
+    n_sweeps: int = 2,
+    max_partners: int = 4,
     tie_rtol: float = 1e-3,
-    memory_budget: int = 2**27,
+    memory_budget: int = 2**30,
+    jacobian_budget: int = DEFAULT_JACOBIAN_BUDGET,
 ) -> list[LayerBasis]:
     """Rotate every pair of directions the data leaves undetermined towards sparse interactions.
 
@@ -278,13 +465,14 @@ def sparse_rotation(
     bases : list of LayerBasis
         The fitted interaction bases (the last one the output's PCA rotation).
     batches : Batches
-        The data; at most ``max_samples`` samples are read.
+        The data; at most ``max_samples`` samples are read (per rank under torch.distributed).
     n : int
         Number of samples the statistics were estimated from (sets the standard errors).
     variant : {"global", "local"}
         Which Jacobian ``M`` was built from (for the standard errors).
     scale : {"importance", "whitened"}
-        The scaling of the bases.
+        The scaling of the bases; ``"whitened"`` bases are returned unchanged (their linear
+        transitions are diagonal but not unit, so pairs cannot be rotated jointly through them).
     tol : float
         A pair is undetermined, and may be rotated, when the standard error of its angle exceeds
         ``tol`` radians.
@@ -293,125 +481,106 @@ def sparse_rotation(
     max_samples : int
         Samples used for the standard errors and the sparsity criterion.
     n_sweeps : int
-        Jacobi sweeps over the undetermined pairs of all layers.
+        Most Jacobi sweeps over the undetermined pairs of all layers (fewer once a sweep gains
+        less than ``CONVERGED`` of the first sweep's decrease of the objective).
+    max_partners : int
+        Each direction is paired with at most this many others, its most undetermined ones.
+        Bounds the work on wide layers, where a direction's eigenvalue can be close to many
+        others': the number of rounds per sweep is at most ``2 * max_partners - 1``.
     tie_rtol : float
         Relative gap under which the new eigenvalues are reported as tied.
     memory_budget : int
-        Most float64 elements of per-sample Jacobians held at once (default 1 GiB): fewer than
-        ``max_samples`` samples are read when the layers are wide, and the basis is left as
-        fitted when fewer than ``MIN_SAMPLES`` would fit.
+        Most bytes of per-sample coordinates and Jacobians held at once (default 1 GiB; they
+        are held in the model's dtype): fewer than ``max_samples`` samples are read when the
+        layers are wide, and the basis is left as fitted, with a warning, when fewer than
+        ``MIN_SAMPLES`` would fit.
+    jacobian_budget : int
+        Elements per vmapped chunk of Jacobian rows (as in :func:`modgraph.analyze`).
 
     Notes
     -----
-    The per-sample Jacobians of ``max_samples`` samples are held at once (``max_samples * k_{l+1}
-    * k_l`` floats per layer), and only (batch, d) activations are handled. The standard errors
-    use this process's data only (not combined over distributed ranks).
+    Sequences count each position as a sample and sum the edges over output positions, as the
+    statistics and edges do. Under torch.distributed every rank reads its own samples and all
+    means (standard errors, moments) are summed over ranks, so all ranks rotate alike.
 
     Returns
     -------
     list of LayerBasis
         New bases (the input ones where nothing is undetermined), directions in descending
-        importance, signs fixed as :func:`modgraph.basis.fit_basis` fixes them. Layers with
-        (batch, positions, d) activations are returned unchanged.
+        importance, signs fixed as :func:`modgraph.basis.fit_basis` fixes them.
     """
     z = _check_positive("z", z)
     if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol >= 0:
         raise InputError(f"tol must be a non-negative float, got {tol!r}")
+    if scale != "importance":
+        return list(bases)
     L = len(chain.stages)
-    if scale != "importance":  # linear transitions are diagonal but not unit: no joint rotation
-        return list(bases)
-    # the per-sample Jacobians are held at once: cap their number to a memory budget
-    d_out = bases[L].d
-    per_sample = sum(b.k for b in bases) + sum(
-        bases[l + 1].k * bases[l].k + (d_out * bases[l].k if variant == "global" else 0)
-        for l in range(L)
+    data = _read(
+        chain, bases, batches, max_samples, variant == "global", memory_budget, jacobian_budget
     )
-    max_samples = min(max_samples, max(1, memory_budget // per_sample))
-    if max_samples < MIN_SAMPLES:  # too few for a standard error: leave the basis as fitted
+    if isinstance(data, str):
+        warnings.warn(f"rotation='sparse' left the basis as fitted: {data}", stacklevel=3)
         return list(bases)
-    data = _per_sample(chain, bases, batches, max_samples, variant == "global")
-    if data is None:
-        return list(bases)
-    a, J, B = data
-    kinds = [scale] * L + ["pca"]
-    # the pairs each layer may rotate, and how far
-    bounds = []
-    for l in range(L + 1):
-        lam = bases[l].eigenvalues.double()
-        if bases[l].k < 2:
-            bounds.append(None)
-            continue
-        se = mixing_error(
-            a[l] * (_scale(lam, "importance") / _scale(lam, kinds[l])),
-            lam,
-            n,
-            None if l == L else B[l] * (_scale(lam, kinds[l]) / _scale(lam, "importance")),
-        )
-        se = torch.maximum(se, se.T)
-        bound = (z * se).clamp(max=math.pi / 4)
-        bound[se <= tol] = 0.0
+    kinds = ["importance"] * L + ["pca"]
+    se, bounds = [], []
+    for l, basis in enumerate(bases):
+        s = _standard_error(data.psi2[l], basis.eigenvalues.double(), n)
+        s = torch.maximum(s, s.T)
+        bound = (z * s).clamp(max=math.pi / 4)
+        bound[s <= tol] = 0.0
+        se.append(s)
         bounds.append(bound)
-    if all(b is None or not (b > 0).any() for b in bounds):
+    if not any(bool((b > 0).any()) for b in bounds):
         return list(bases)
 
-    lams = [b.eigenvalues.double().clone() for b in bases]
-    Mz = [torch.diag(lam) for lam in lams]  # the rotated importance matrix, Q Lambda Q^T
+    maps, trans = zip(*(_monomial_map(data.J[l], data.count[l]) for l in range(L)))
+    maps, trans = list(maps) + [{}], list(trans) + [None]
+    Mz = [torch.diag(b.eigenvalues.double()) for b in bases]  # Q Lambda Q^T so far
     R_tot = [torch.eye(b.k, dtype=torch.float64) for b in bases]  # f_hat' = R_tot f_hat
-    maps = [_monomial_map(J[l]) for l in range(L)]
+    candidates = [torch.nonzero(torch.triu(b > 0, 1)).tolist() for b in bounds]
     images = [set() for _ in range(L + 1)]  # pairs moved along with a pair of an earlier layer
     for l in range(L):
-        if bounds[l] is None:
-            continue
-        for p, q in torch.nonzero(torch.triu(bounds[l] > 0, 1)).tolist():
-            for m, pq, _ in _chain_of(l, p, q, maps, L)[1:]:
+        for unit in _chains(l, candidates[l], maps, L):
+            for m, pq, _ in unit[1:]:
                 images[m].add(tuple(sorted(pq)))
+    plans = []  # per layer: groups of disjoint units with chains of equal length
+    for l in range(L + 1):
+        pairs = [tuple(pq) for pq in candidates[l] if tuple(pq) not in images[l]]
+        pairs.sort(key=lambda pq: -float(se[l][pq]))  # most undetermined first
+        pairs = _limit_partners(pairs, max_partners)
+        groups = []
+        for round_ in _rounds(pairs):
+            by_length = {}
+            for unit in _chains(l, round_, maps, L):
+                by_length.setdefault(len(unit), []).append(unit)
+            for units in by_length.values():
+                levels = [
+                    _Level(
+                        units[0][i][0],
+                        torch.tensor([u[i][1] for u in units]),
+                        torch.tensor([u[i][2] for u in units], dtype=torch.float64),
+                    )
+                    for i in range(len(units[0]))
+                ]
+                lim = torch.stack([bounds[l][u[0][1]] for u in units])
+                groups.append((levels, lim))
+        plans.append(groups)
+
+    first_gain = None
     for _ in range(n_sweeps):
-        changed = False
-        for l in range(L + 1):
-            if bounds[l] is None:
-                continue
-            for p, q in torch.nonzero(torch.triu(bounds[l] > 0, 1)).tolist():
-                if (p, q) in images[l]:
-                    continue
-                unit = _chain_of(l, p, q, maps, L)
-                first, last = unit[0], unit[-1]
-                A, _ = _pair_moments(
-                    *first[1],
-                    a[l - 1] if l > 0 else None,
-                    J[l - 1] if l > 0 else None,
-                    a[l],
-                    None,
-                )
-                m = last[0]
-                _, E = _pair_moments(*last[1], None, None, a[m], J[m] if m < L else None)
-                middle = []
-                for (l0, pq0, _), (_, pq1, _) in zip(unit[:-1], unit[1:]):
-                    Jb = J[l0][0][pq1][:, pq0]
-                    u = a[l0][:, pq0]
-                    middle.append((Jb, u.T @ u / u.shape[0]))
-                objective = partial(
-                    _unit_objective, unit=unit, Mz=Mz, kinds=kinds, A=A, E=E, middle=middle
-                )
-                t = _best_angle(float(bounds[l][p, q]), objective)
-                if t == 0.0:
-                    continue
-                for m, pq, sign in unit:
-                    tm = t * sign
-                    th = torch.tensor([tm], dtype=torch.float64)
-                    r = _rotation_block(th, Mz[m][pq][:, pq].clone(), kinds[m])[0]
-                    c, sn = math.cos(tm), math.sin(tm)
-                    Q = torch.tensor([[c, sn], [-sn, c]], dtype=torch.float64)
-                    Mz[m][pq] = Q @ Mz[m][pq]
-                    Mz[m][:, pq] = Mz[m][:, pq] @ Q.T
-                    # f_hat' = R f_hat with R the identity outside the (p, q) block
-                    a[m][:, pq] = a[m][:, pq] @ r.T
-                    if m > 0:
-                        J[m - 1][:, pq, :] = torch.einsum("ab,nbk->nak", r, J[m - 1][:, pq, :])
-                    if m < L:
-                        J[m][:, :, pq] = J[m][:, :, pq] @ torch.linalg.inv(r)
-                    R_tot[m][pq] = r @ R_tot[m][pq]
-                changed = True
-        if not changed:
+        gain = 0.0
+        for groups in plans:
+            for levels, lim in groups:
+                t, g = _sweep_group(data, trans, Mz, levels, lim, kinds, L)
+                keep = t != 0
+                if keep.any():
+                    kept = [
+                        replace(lev, pairs=lev.pairs[keep], sign=lev.sign[keep]) for lev in levels
+                    ]
+                    _apply(data, trans, Mz, R_tot, kept, t[keep], kinds, L)
+                    gain += float(g[keep].sum())
+        first_gain = gain if first_gain is None else first_gain
+        if gain <= CONVERGED * first_gain:  # Jacobi sweeps converge about geometrically
             break
 
     out = []
@@ -428,3 +597,31 @@ def sparse_rotation(
         lam = lam[order]
         out.append(replace(basis, C=C, C_pinv=C_pinv, eigenvalues=lam, ties=_ties(lam, tie_rtol)))
     return out
+
+
+def _sweep_group(data, trans, Mz, levels, lim, kinds, L) -> Tensor:
+    """Best angle, and objective decrease, of every unit in a group (in chunks that bound
+    memory)."""
+    # per unit, the moments' intermediates hold ~ rows * positions * 4 * width elements; the
+    # global row counts (not this rank's) keep the number of collectives equal on all ranks
+    first, m = levels[0].layer, levels[-1].layer
+    per_unit = (
+        [4 * data.count[first - 1] * data.J[first - 1].shape[1] * data.a[first - 1].shape[1]]
+        if first > 0
+        else [1]
+    )
+    if m < L:
+        per_unit.append(4 * data.count[m] * data.J[m].shape[1] * data.J[m].shape[2])
+    step = max(1, CHUNK_ELEMENTS // max(per_unit))
+    out = []
+    for s in range(0, len(lim), step):
+        sl = slice(s, s + step)
+        A, E, middle = _moments(data, trans, levels, sl, L)
+        ms = [Mz[lev.layer][lev.pairs[sl, :, None], lev.pairs[sl, None, :]] for lev in levels]
+        sub = [replace(lev, pairs=lev.pairs[sl], sign=lev.sign[sl]) for lev in levels]
+
+        def objective(theta, ms=ms, sub=sub, A=A, E=E, middle=middle):
+            return _objective(theta, ms, sub, kinds, A, E, middle)
+
+        out.append(_best_angles(lim[sl], objective))
+    return torch.cat([t for t, _ in out]), torch.cat([g for _, g in out])

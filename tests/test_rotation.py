@@ -2,6 +2,7 @@
 basis properties that must survive them."""
 
 import copy
+from functools import partial
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from conftest import mlp
 import modgraph as mg
 from modgraph.benchmarks import EPS, Case, make_case, score_analysis
 from modgraph.chain import Batches, LayerChain
-from modgraph.rotation import _per_sample, mixing_error
+from modgraph.rotation import _jacobian, mixing_error, sparse_rotation
 
 # K = 4 random modules, bottleneck mixed, inputs rotated: the plain basis mixes modules here
 HIDDEN = Case("hidden", 4, "perm+mix+rot", seed=1)
@@ -28,9 +29,12 @@ def hidden():
 def test_sparse_rotation_recovers_modules_the_plain_basis_mixes(hidden):
     planted, plain, sparse = hidden
     assert sparse.config["rotation"] == "sparse" and plain.config["rotation"] == "none"
-    assert (
-        mg.analyze(planted.model, planted.inputs[:50], progress=False).config["rotation"] == "none"
-    )
+    # the default; on too few samples for standard errors it warns and keeps the plain basis
+    with pytest.warns(UserWarning, match="at least 256 are needed"):
+        few = mg.analyze(planted.model, planted.inputs[:50], progress=False)
+    assert few.config["rotation"] == "sparse"
+    few_plain = mg.analyze(planted.model, planted.inputs[:50], rotation="none", progress=False)
+    assert all(torch.equal(a.C, b.C) for a, b in zip(few.layers, few_plain.layers))
     assert score_analysis(planted, plain) < 0.5
     assert score_analysis(planted, sparse) == 1.0
     # the mixed directions' edges into other modules are gone
@@ -121,12 +125,11 @@ def test_mixing_error_predicts_the_spread_of_fitted_directions():
         # angle of the first fitted direction from the population one, in whitened coordinates
         u = torch.nn.functional.normalize(b0.C[0] @ ref.C_pinv * ref.eigenvalues.sqrt(), dim=0)
         angles.append(float(torch.atan2(u[1], u[0].abs())) * float(torch.sign(u[0])))
-        acts, _, B = _per_sample(
-            chain, list(a.layers), Batches(x, batch_size=400, dtype=torch.float64), 400, True
+        B = _jacobian(
+            x, partial(chain.run_from, 0), torch.eye(2, dtype=torch.float64), b0.C_pinv, 2**21
         )
-        predicted.append(
-            float(mixing_error(acts[0], b0.eigenvalues, 400, B[0])[0, 1])
-        )  # 1 into row 0
+        coords = b0.transform(x)
+        predicted.append(float(mixing_error(coords, b0.eigenvalues, 400, B[:, 0])[0, 1]))
     spread, se = float(np.std(angles)), float(np.median(predicted))
     assert 0.8 < spread / se < 1.25
 
@@ -135,3 +138,34 @@ def test_bad_rotation_option_is_an_input_error():
     net = mlp(3, 4, 2)
     with pytest.raises(mg.InputError, match="rotation must be one of"):
         mg.analyze(net, torch.randn(50, 3, dtype=torch.float64), rotation="varimax", progress=False)
+
+
+def test_sequences_rotate_like_their_positions_as_samples(hidden):
+    # the hidden network applied position-wise to (batch, 2, d) inputs: positions are samples
+    # and the Jacobian couples no positions, so the analysis must equal the flattened one
+    planted, _, sparse = hidden
+    x = planted.inputs.reshape(-1, 2, planted.inputs.shape[1])
+    seq = mg.analyze(planted.model, x, eps=EPS, batch_size=128, progress=False)
+    assert seq.config["rotation"] == "sparse" and seq.n_samples == planted.inputs.shape[0]
+    for ls, lf in zip(seq.layers, sparse.layers):
+        assert torch.allclose(ls.C, lf.C, atol=1e-8) and torch.allclose(
+            ls.eigenvalues, lf.eigenvalues
+        )
+    for ws, wf in zip(seq.w, sparse.w):
+        assert torch.allclose(ws, wf, atol=1e-8)
+
+
+def test_rotation_reads_no_more_than_its_memory_budget_allows():
+    net = mlp(6, 16, 3)
+    x = torch.randn(600, 6, dtype=torch.float64)
+    chain = LayerChain.from_model(net)
+    a = mg.analyze(net, x, rotation="none", progress=False)
+    with pytest.warns(UserWarning, match="samples fit the memory budget"):
+        out = sparse_rotation(
+            chain,
+            list(a.layers),
+            Batches(x, batch_size=100, dtype=torch.float64),
+            n=600,
+            memory_budget=200 * 50,
+        )
+    assert all(o is l for o, l in zip(out, a.layers))  # left as fitted

@@ -36,9 +36,11 @@ if __name__ == "__main__":
     net = model(0 if mode == "same" or r == 0 else 1)
     try:
         results = {}
-        for variant in ("global", "local"):
-            a = mg.analyze(net, shard, variant=variant, batch_size=37, progress=False)
-            results[variant] = {
+        for variant, rotation in (("global", "none"), ("local", "none"), ("global", "sparse")):
+            a = mg.analyze(
+                net, shard, variant=variant, rotation=rotation, batch_size=37, progress=False
+            )
+            results[variant if rotation == "none" else rotation] = {
                 "C": [l.C for l in a.layers],
                 "lam": [l.eigenvalues for l in a.layers],
                 "w": list(a.w),
