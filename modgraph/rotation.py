@@ -203,9 +203,11 @@ def _read(chain, bases, batches, max_samples, global_, memory_budget, budget) ->
     a = [torch.cat(t) for t in a]
     total = int(distributed.all_sum(torch.tensor(float(a[0].shape[0]), dtype=torch.float64)))
     if total < MIN_SAMPLES:
+        if n < cap:  # the data ran out
+            return f"the data has {total} samples, fewer than the {MIN_SAMPLES} it needs"
         return (
-            f"{total} samples fit the memory budget and max_samples (at least {MIN_SAMPLES} are "
-            "needed; raise memory_budget or use fewer directions)"
+            f"{total} samples fit the memory budget (at least {MIN_SAMPLES} are needed; raise "
+            "memory_budget or use fewer directions)"
         )
     count = [
         int(distributed.all_sum(torch.tensor(float(t.shape[0]), dtype=torch.float64)).item())

@@ -10,6 +10,8 @@ import torch
 from conftest import relative
 
 import modgraph as mg
+from modgraph.chain import Batches, LayerChain
+from modgraph.rotation import sparse_rotation
 
 WORKER = Path(__file__).parent / "workers" / "distributed_analyze.py"
 sys.path.insert(0, str(WORKER.parent))
@@ -37,23 +39,35 @@ def _torchrun(tmp_path, mode):
 def test_two_ranks_equal_one_process(tmp_path):
     _torchrun(tmp_path, "same")
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
-    for key, variant, rotation in (
-        ("global", "global", "none"),
-        ("local", "local", "none"),
-        ("sparse", "global", "sparse"),  # sums its moments over ranks: the same rotations
-    ):
-        single = mg.analyze(model(0), data(), variant=variant, rotation=rotation, progress=False)
+    for variant in ("global", "local"):
+        single = mg.analyze(model(0), data(), variant=variant, rotation="none", progress=False)
         for res in ranks:
-            assert res[key]["n"] == 301
-            for layer, C, lam in zip(single.layers, res[key]["C"], res[key]["lam"]):
+            assert res[variant]["n"] == 301
+            for layer, C, lam in zip(single.layers, res[variant]["C"], res[variant]["lam"]):
                 assert relative(C, layer.C) < 1e-10
                 assert relative(lam, layer.eigenvalues) < 1e-10
-            for w1, w2 in zip(single.w, res[key]["w"]):
+            for w1, w2 in zip(single.w, res[variant]["w"]):
                 assert relative(w2, w1) < 1e-10
-    # the rotation did act on this model (else the comparison above would prove nothing)
-    assert any(
-        relative(a, b) > 1e-3 for a, b in zip(ranks[0]["sparse"]["C"], ranks[0]["global"]["C"])
+    # the sparse rotation sums its standard errors and moments over ranks: the same rotations
+    plain = mg.analyze(model(0), data(), rotation="none", progress=False)
+    single = sparse_rotation(
+        LayerChain.from_model(model(0)),
+        list(plain.layers),
+        Batches(data(), batch_size=64, dtype=torch.float64),
+        n=301,
+        max_samples=512,
     )
+    assert any(not torch.equal(a.C, b.C) for a, b in zip(single, plain.layers))  # it acted
+    for res in ranks:
+        for layer, C, lam in zip(single, res["sparse"]["C"], res["sparse"]["lam"]):
+            assert relative(C, layer.C) < 1e-10
+            assert relative(lam, layer.eigenvalues) < 1e-10
+    # the default analysis (rotation="sparse", per-rank samples) is the same on both ranks
+    for a, b in zip(
+        ranks[0]["default"]["C"] + ranks[0]["default"]["w"],
+        ranks[1]["default"]["C"] + ranks[1]["default"]["w"],
+    ):
+        assert torch.equal(a, b)
 
 
 @pytest.mark.slow

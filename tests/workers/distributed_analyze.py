@@ -12,6 +12,8 @@ import torch.distributed as dist
 from torch import nn
 
 import modgraph as mg
+from modgraph.chain import Batches, LayerChain
+from modgraph.rotation import sparse_rotation
 
 
 def model(seed):
@@ -40,12 +42,22 @@ if __name__ == "__main__":
             a = mg.analyze(
                 net, shard, variant=variant, rotation=rotation, batch_size=37, progress=False
             )
-            results[variant if rotation == "none" else rotation] = {
+            results[variant if rotation == "none" else "default"] = {
                 "C": [l.C for l in a.layers],
                 "lam": [l.eigenvalues for l in a.layers],
                 "w": list(a.w),
                 "n": a.n_samples,
             }
+        # the rotation on all 301 samples (analyze reads at most 256 per rank)
+        plain = mg.analyze(net, shard, rotation="none", batch_size=37, progress=False)
+        rotated = sparse_rotation(
+            LayerChain.from_model(net),
+            list(plain.layers),
+            Batches(shard, batch_size=37, dtype=torch.float64),
+            n=plain.n_samples,
+            max_samples=512,
+        )
+        results["sparse"] = {"C": [l.C for l in rotated], "lam": [l.eigenvalues for l in rotated]}
         torch.save(results, os.path.join(out, f"rank{r}.pt"))
     except mg.InputError as err:
         with open(os.path.join(out, f"rank{r}.err"), "w") as fh:
