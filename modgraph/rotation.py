@@ -178,7 +178,7 @@ def _read(chain, bases, batches, max_samples, global_, memory_budget, budget) ->
                 for l in range(L + 1)
             )
             # samples are rows: positions of sequences count as samples
-            cap = min(max_samples // _positions(acts[0]), memory_budget // max(1, per))
+            cap = min(-(-max_samples // _positions(acts[0])), memory_budget // max(1, per))
         if n >= cap:
             break
         x = x[: cap - n]
@@ -206,8 +206,8 @@ def _read(chain, bases, batches, max_samples, global_, memory_budget, budget) ->
         if n < cap:  # the data ran out
             return f"the data has {total} samples, fewer than the {MIN_SAMPLES} it needs"
         return (
-            f"{total} samples fit the memory budget (at least {MIN_SAMPLES} are needed; raise "
-            "memory_budget or use fewer directions)"
+            f"only {total} samples fit max_samples and memory_budget (at least {MIN_SAMPLES} "
+            "are needed; raise memory_budget or keep fewer directions)"
         )
     count = [
         int(distributed.all_sum(torch.tensor(float(t.shape[0]), dtype=torch.float64)).item())

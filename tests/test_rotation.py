@@ -30,7 +30,7 @@ def test_sparse_rotation_recovers_modules_the_plain_basis_mixes(hidden):
     planted, plain, sparse = hidden
     assert sparse.config["rotation"] == "sparse" and plain.config["rotation"] == "none"
     # the default; on too few samples for standard errors it warns and keeps the plain basis
-    with pytest.warns(UserWarning, match="at least 256 are needed"):
+    with pytest.warns(UserWarning, match="the data has 50 samples, fewer than the 256"):
         few = mg.analyze(planted.model, planted.inputs[:50], progress=False)
     assert few.config["rotation"] == "sparse"
     few_plain = mg.analyze(planted.model, planted.inputs[:50], rotation="none", progress=False)
@@ -160,7 +160,7 @@ def test_rotation_reads_no_more_than_its_memory_budget_allows():
     x = torch.randn(600, 6, dtype=torch.float64)
     chain = LayerChain.from_model(net)
     a = mg.analyze(net, x, rotation="none", progress=False)
-    with pytest.warns(UserWarning, match="samples fit the memory budget"):
+    with pytest.warns(UserWarning, match="samples fit max_samples and memory_budget"):
         out = sparse_rotation(
             chain,
             list(a.layers),

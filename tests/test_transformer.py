@@ -11,7 +11,7 @@ from torch.autograd.functional import jacobian
 import modgraph as mg
 from modgraph.chain import Batches
 from modgraph.statistics import global_statistics
-from modgraph.transformer import TinyTransformer, modular_addition_data, transformer_chain
+from modgraph.transformer import TinyTransformer, transformer_chain
 
 
 def tiny(seed=0, **kw):
@@ -59,18 +59,23 @@ def _rotate_residual_stream(model, R):
     return m
 
 
-@pytest.mark.parametrize("variant", ["global", "local"])
-def test_residual_basis_is_invariant_to_rotating_the_stream(variant):
+@pytest.mark.parametrize(
+    "variant, rotation", [("global", "none"), ("local", "none"), ("global", "sparse")]
+)
+def test_residual_basis_is_invariant_to_rotating_the_stream(variant, rotation):
     model = tiny(n_layers=2)
     R = _rotation_fixing_ones(16)
     rotated = _rotate_residual_stream(model, R)
-    tokens, _ = modular_addition_data(7)
+    tokens = torch.randint(0, 8, (300, 3), generator=torch.Generator().manual_seed(0))
     chain_a = transformer_chain(model, split="sublayer")
     chain_b = transformer_chain(rotated, split="sublayer")
     with torch.no_grad():
         assert relative(chain_b.forward(tokens)[-1], chain_a.forward(tokens)[-1]) < 1e-12
-    a = mg.analyze(chain_a, tokens, variant=variant, progress=False)
-    b = mg.analyze(chain_b, tokens, variant=variant, progress=False)
+    a = mg.analyze(chain_a, tokens, variant=variant, rotation=rotation, progress=False)
+    b = mg.analyze(chain_b, tokens, variant=variant, rotation=rotation, progress=False)
+    if rotation == "sparse":  # attention couples positions; the rotation acts on every layer
+        plain = mg.analyze(chain_a, tokens, variant=variant, rotation="none", progress=False)
+        assert all(not torch.equal(x.C, y.C) for x, y in zip(a.layers, plain.layers))
     with torch.no_grad():
         acts_a, acts_b = chain_a.forward(tokens), chain_b.forward(tokens)
     for la, lb, fa, fb in zip(a.layers, b.layers, acts_a, acts_b):
