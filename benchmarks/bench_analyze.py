@@ -4,7 +4,7 @@ Prints samples/s for the statistics pass and the edge pass, the time of the basi
 resident memory, and the achieved FLOP rate of each pass as a ratio to a dense matmul measured in
 the same run (these machines are noisy: compare ratios, not seconds).
 
-Run: ``python benchmarks/bench_analyze.py [--samples 10000] [--variant global]``
+Run: ``python benchmarks/bench_analyze.py [--samples 10000] [--variant global] [--rotation none]``
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=10_000)
     p.add_argument("--variant", default="global", choices=["global", "local"])
     p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--rotation", default="sparse", choices=["sparse", "none"])
     args = p.parse_args()
     torch.manual_seed(0)
     widths = [784, 512, 512, 10]
@@ -57,7 +58,8 @@ def main() -> None:
 
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
-    a = mg.analyze(net, x, batch_size=args.batch_size, variant=args.variant, progress=False)
+    a = mg.analyze(net, x, batch_size=args.batch_size, variant=args.variant,
+                   rotation=args.rotation, progress=False)
     total = time.perf_counter() - t0
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     ref32, ref64 = matmul_flops(torch.float32), matmul_flops(torch.float64)
@@ -65,6 +67,7 @@ def main() -> None:
     kept = [layer.k for layer in a.layers]
     flops = count_flops(widths, kept, args.samples)
     print(f"MLP {'-'.join(map(str, widths))}, {args.samples} samples, variant={args.variant}, "
+          f"rotation={args.rotation}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"kept directions per layer: {kept}")
     print(f"dense matmul reference: float32 {ref32 / 1e9:.1f} GFLOP/s, "
@@ -77,6 +80,9 @@ def main() -> None:
             line += (f"  {args.samples / sec:9.0f} samples/s  {rate / 1e9:6.1f} GFLOP/s  "
                      f"= {rate / ref32:.2f}x float32 matmul, {rate / ref64:.2f}x float64 matmul")
         print(line)
+    if "rotation" in a.timings:  # reads a fixed number of samples: compare with the edge pass
+        sec = a.timings["rotation"]
+        print(f"rotation    {sec:7.2f} s  = {sec / a.timings['edges']:.2f}x the edge pass")
     print(f"total {total:.2f} s; peak RSS {peak_mib:.0f} MiB (before: {rss0 / 1024:.0f} MiB)")
 
 

@@ -26,6 +26,19 @@ the rotation would only trade the edges it removes for off-diagonal ones). Pairs
 determine are left exactly as fitted: where every ``Lambda`` gap is large compared to its sampling
 error the basis is unchanged, bit for bit.
 
+Cost. Every quantity the criterion needs is a moment over samples of basis coordinates and
+per-sample Jacobians (:func:`_moments`), held for up to ``max_samples`` samples. On a wide layer
+a direction's eigenvalue can be within sampling error of dozens of others' (a random MLP
+784-512-512-10 at 3000 samples has 19,300 undetermined pairs), so each direction keeps only its
+``max_partners`` most undetermined partners, and the pairs of a layer are split into rounds of
+disjoint pairs (greedy edge colouring) that are evaluated and rotated together: rotations of
+disjoint pairs touch disjoint rows and columns (parallel Jacobi ordering). One pair at a time took
+over 10 minutes on that MLP; rounds take 30 s (``benchmarks/bench_analyze.py``).
+
+Sequences count positions as samples and sum the squared attributions over output positions, as
+:mod:`modgraph.statistics` and :mod:`modgraph.edges` do. Under ``torch.distributed`` every mean is
+summed over ranks (with rank-independent chunking), so every rank takes the same decisions.
+
 What a rotation keeps: ``C @ C_pinv = I`` (to round-off), the kept subspace, descending
 importance, determinism, and invariance to invertible maps of linear layers (everything it reads
 is computed in basis coordinates). For interaction layers the activation covariance ``C G C^T``
@@ -59,8 +72,8 @@ ROTATIONS = ("sparse", "none")
 MIN_SAMPLES = 256
 #: Angles tried per pair (on a symmetric grid, 0 included) before two finer grids.
 N_ANGLES = 41
-#: Float64 elements of per-pair intermediates evaluated at once (512 MiB).
-CHUNK_ELEMENTS = 2**26
+#: Float64 elements of per-pair intermediates evaluated at once (128 MiB).
+CHUNK_ELEMENTS = 2**24
 #: Sweeps stop once one decreases the objective by less than this fraction of the first's.
 CONVERGED = 0.05
 
