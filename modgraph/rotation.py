@@ -554,15 +554,14 @@ def sparse_rotation(
     R_tot = [torch.eye(b.k, dtype=torch.float64) for b in bases]  # f_hat' = R_tot f_hat
     candidates = [torch.nonzero(torch.triu(b > 0, 1)).tolist() for b in bounds]
     images = [set() for _ in range(L + 1)]  # pairs moved along with a pair of an earlier layer
-    for l in range(L):
-        for unit in _chains(l, candidates[l], maps, L):
-            for m, pq, _ in unit[1:]:
-                images[m].add(tuple(sorted(pq)))
     plans = []  # per layer: groups of disjoint units with chains of equal length
     for l in range(L + 1):
         pairs = [tuple(pq) for pq in candidates[l] if tuple(pq) not in images[l]]
         pairs.sort(key=lambda pq: -float(se[l][pq]))  # most undetermined first
         pairs = _limit_partners(pairs, max_partners)
+        for unit in _chains(l, pairs, maps, L):
+            for m, pq, _ in unit[1:]:
+                images[m].add(tuple(sorted(pq)))
         groups = []
         for round_ in _rounds(pairs):
             by_length = {}
