@@ -295,6 +295,11 @@ class _Level:
     sign: Tensor  # (U,) angle sign relative to the first level
 
 
+def _select(levels: list[_Level], which) -> list[_Level]:
+    """The same units' levels restricted to ``which`` (a slice or a boolean mask)."""
+    return [replace(lev, pairs=lev.pairs[which], sign=lev.sign[which]) for lev in levels]
+
+
 def _chains(l, pairs, maps, L) -> list[list[tuple[int, tuple[int, int], float]]]:
     """For each pair of layer ``l``: the layers, pairs and angle signs its rotation carries."""
     out = []
@@ -588,10 +593,7 @@ def sparse_rotation(
                 t, g = _sweep_group(data, trans, Mz, levels, lim, kinds, L)
                 keep = t != 0
                 if keep.any():
-                    kept = [
-                        replace(lev, pairs=lev.pairs[keep], sign=lev.sign[keep]) for lev in levels
-                    ]
-                    _apply(data, trans, Mz, R_tot, kept, t[keep], kinds, L)
+                    _apply(data, trans, Mz, R_tot, _select(levels, keep), t[keep], kinds, L)
                     gain += float(g[keep].sum())
         first_gain = gain if first_gain is None else first_gain
         if gain <= CONVERGED * first_gain:  # Jacobi sweeps converge about geometrically
@@ -632,7 +634,7 @@ def _sweep_group(data, trans, Mz, levels, lim, kinds, L) -> Tensor:
         sl = slice(s, s + step)
         A, E, middle = _moments(data, trans, levels, sl, L)
         ms = [Mz[lev.layer][lev.pairs[sl, :, None], lev.pairs[sl, None, :]] for lev in levels]
-        sub = [replace(lev, pairs=lev.pairs[sl], sign=lev.sign[sl]) for lev in levels]
+        sub = _select(levels, sl)
 
         def objective(theta, ms=ms, sub=sub, A=A, E=E, middle=middle):
             return _objective(theta, ms, sub, kinds, A, E, middle)

@@ -155,7 +155,7 @@ def test_sequences_rotate_like_their_positions_as_samples(hidden):
         assert torch.allclose(ws, wf, atol=1e-8)
 
 
-def test_rotation_reads_no_more_than_its_memory_budget_allows():
+def test_rotation_warns_and_keeps_the_basis_when_too_few_samples_fit_its_budget():
     net = mlp(6, 16, 3)
     x = torch.randn(600, 6, dtype=torch.float64)
     chain = LayerChain.from_model(net)
