@@ -34,12 +34,22 @@ def count_flops(widths: list[int], kept: list[int], n: int) -> dict[str, float]:
     """Leading-order FLOPs of the global-variant passes (matmuls only)."""
     fwd = sum(2 * a * b for a, b in zip(widths[:-1], widths[1:]))
     d_out = widths[-1]
-    stats = n * (fwd  # forward
-                 + d_out * fwd  # one vjp per output direction
-                 + sum(2 * d_out * d * d for d in widths)  # M += J^T J
-                 + sum(2 * d * d for d in widths))  # centered Gram
-    edges = n * (fwd + sum(k1 * (2 * a * b + 2 * a * k0)  # vjp per next-layer direction, @ C^+
-                           for a, b, k0, k1 in zip(widths[:-1], widths[1:], kept[:-1], kept[1:])))
+    stats = n * (
+        fwd  # forward
+        + d_out * fwd  # one vjp per output direction
+        + sum(2 * d_out * d * d for d in widths)  # M += J^T J
+        + sum(2 * d * d for d in widths)
+    )  # centered Gram
+    edges = (
+        n
+        * (
+            fwd
+            + sum(
+                k1 * (2 * a * b + 2 * a * k0)  # vjp per next-layer direction, @ C^+
+                for a, b, k0, k1 in zip(widths[:-1], widths[1:], kept[:-1], kept[1:])
+            )
+        )
+    )
     return {"statistics": stats, "edges": edges}
 
 
@@ -52,33 +62,46 @@ def main() -> None:
     args = p.parse_args()
     torch.manual_seed(0)
     widths = [784, 512, 512, 10]
-    net = nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(),
-                        nn.Linear(512, 10)).eval()
+    net = nn.Sequential(
+        nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10)
+    ).eval()
     x = torch.randn(args.samples, 784)
 
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
-    a = mg.analyze(net, x, batch_size=args.batch_size, variant=args.variant,
-                   rotation=args.rotation, progress=False)
+    a = mg.analyze(
+        net,
+        x,
+        batch_size=args.batch_size,
+        variant=args.variant,
+        rotation=args.rotation,
+        progress=False,
+    )
     total = time.perf_counter() - t0
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     ref32, ref64 = matmul_flops(torch.float32), matmul_flops(torch.float64)
 
     kept = [layer.k for layer in a.layers]
     flops = count_flops(widths, kept, args.samples)
-    print(f"MLP {'-'.join(map(str, widths))}, {args.samples} samples, variant={args.variant}, "
-          f"rotation={args.rotation}, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(
+        f"MLP {'-'.join(map(str, widths))}, {args.samples} samples, variant={args.variant}, "
+        f"rotation={args.rotation}, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
     print(f"kept directions per layer: {kept}")
-    print(f"dense matmul reference: float32 {ref32 / 1e9:.1f} GFLOP/s, "
-          f"float64 {ref64 / 1e9:.1f} GFLOP/s")
+    print(
+        f"dense matmul reference: float32 {ref32 / 1e9:.1f} GFLOP/s, "
+        f"float64 {ref64 / 1e9:.1f} GFLOP/s"
+    )
     for stage in ("statistics", "basis", "edges"):
         sec = a.timings[stage]
         line = f"{stage:<11} {sec:7.2f} s"
         if stage in flops:
             rate = flops[stage] / sec
-            line += (f"  {args.samples / sec:9.0f} samples/s  {rate / 1e9:6.1f} GFLOP/s  "
-                     f"= {rate / ref32:.2f}x float32 matmul, {rate / ref64:.2f}x float64 matmul")
+            line += (
+                f"  {args.samples / sec:9.0f} samples/s  {rate / 1e9:6.1f} GFLOP/s  "
+                f"= {rate / ref32:.2f}x float32 matmul, {rate / ref64:.2f}x float64 matmul"
+            )
         print(line)
     if "rotation" in a.timings:  # reads a fixed number of samples: compare with the edge pass
         sec = a.timings["rotation"]

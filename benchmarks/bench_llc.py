@@ -13,7 +13,7 @@ import time
 import torch
 from torch import nn
 
-from modgraph.llc import effective_parameter_count
+from modgraph.diagnostics import effective_parameter_count
 
 
 def main() -> None:
@@ -43,7 +43,7 @@ def main() -> None:
 
     t0 = time.perf_counter()
     res = effective_parameter_count(
-        model, x, eps=1e-3, method="llc", num_chains=args.chains, num_steps=args.steps,
+        model, x, eps=1e-3, method="llc", n_chains=args.chains, n_steps=args.steps,
         minibatch_size=args.batch, seed=0,
     )  # fmt: skip
     total = time.perf_counter() - t0

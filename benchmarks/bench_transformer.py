@@ -25,7 +25,8 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 import modgraph as mg
-from modgraph.transformer import TinyTransformer, modular_addition_data, transformer_chain
+from modgraph.adapters import transformer_chain
+from modgraph.toys import TinyTransformer, modular_addition_data
 
 
 def matmul_rate(dtype=torch.float32, n=1024, repeat=20) -> float:

@@ -49,7 +49,7 @@ D_IN, HIDDEN, D_OUT = 2, 5, 1  # per module; the last hidden neuron is the spare
 N = 512
 EPS = 1e-4
 WS = np.logspace(-4, 0, 9)  # interaction strengths
-LLC = dict(num_chains=4, num_steps=2000, gamma=100.0, minibatch_size=None)
+LLC = dict(n_chains=4, n_steps=2000, gamma=100.0, minibatch_size=None)
 OUT = Path(__file__).resolve().parent.parent / "figures"
 OKABE_ITO = {"hessian": "#0072B2", "llc": "#D55E00", "volume": "#009E73", "law": "#000000"}
 

@@ -23,10 +23,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ._linalg import eigh_desc, n_above
 from .errors import InputError
 from .statistics import LayerStatistics
 
-__all__ = ["LayerBasis", "fit_basis", "BASES", "SCALES"]
+__all__ = ["fix_signs", "tie_groups", "LayerBasis", "fit_basis", "BASES", "SCALES"]
 
 BASES = ("interaction", "pca", "neuron")
 SCALES = ("importance", "whitened")
@@ -91,19 +92,7 @@ class LayerBasis:
         return (f.to(self.C) - self.mean) @ self.C.T
 
 
-def _eigh_desc(a: Tensor) -> tuple[Tensor, Tensor]:
-    # eigh returns ascending eigenvalues and eigenvectors as *columns*
-    vals, vecs = torch.linalg.eigh((a + a.T) / 2)
-    return vals.flip(0), vecs.flip(1)
-
-
-def _n_kept(vals: Tensor, rtol: float) -> int:
-    if vals.numel() == 0 or vals[0] <= 0:
-        return 0
-    return int((vals > rtol * vals[0]).sum())
-
-
-def _fix_signs(C: Tensor, C_pinv: Tensor) -> tuple[Tensor, Tensor]:
+def fix_signs(C: Tensor, C_pinv: Tensor) -> tuple[Tensor, Tensor]:
     """Make each direction's largest-magnitude entry positive, so the basis is reproducible."""
     if C.shape[0] == 0:
         return C, C_pinv
@@ -113,7 +102,7 @@ def _fix_signs(C: Tensor, C_pinv: Tensor) -> tuple[Tensor, Tensor]:
     return C * s[:, None], C_pinv * s[None, :]
 
 
-def _ties(vals: Tensor, tie_rtol: float) -> tuple[tuple[int, ...], ...]:
+def tie_groups(vals: Tensor, tie_rtol: float) -> tuple[tuple[int, ...], ...]:
     groups, cur = [], [0] if len(vals) else []
     for i in range(1, len(vals)):
         if vals[i - 1] - vals[i] <= tie_rtol * abs(vals[i - 1]):
@@ -170,9 +159,9 @@ def fit_basis(
         raise InputError(f"scale must be one of {SCALES}, got {scale!r}")
     G = stats.G.to(torch.float64)
     d = G.shape[0]
-    dG, Q = _eigh_desc(G)
+    dG, Q = eigh_desc(G)
     dG = dG.clamp_min(0)
-    kG = _n_kept(dG, rtol)
+    kG = n_above(dG, rtol)
     U = Q[:, :kG].T
     empty = dG.new_zeros(0)
 
@@ -182,21 +171,23 @@ def fit_basis(
             name, position, eye, eye.clone(), stats.mean, G.diagonal().clone(), dG, empty
         )
     if basis == "pca" or is_output:
-        C, C_pinv = _fix_signs(U, U.T)
+        C, C_pinv = fix_signs(U, U.T)
         return LayerBasis(
-            name, position, C, C_pinv, stats.mean, dG[:kG], dG, empty, _ties(dG[:kG], tie_rtol)
+            name, position, C, C_pinv, stats.mean, dG[:kG], dG, empty, tie_groups(dG[:kG], tie_rtol)
         )
 
     if stats.M is None:
         raise InputError(f"layer {name!r} has no Jacobian Gram M; the interaction basis needs it")
     s = dG[:kG].sqrt()
     M_white = s[:, None] * (U @ stats.M.to(torch.float64) @ U.T) * s[None, :]
-    lam, V = _eigh_desc(M_white)
+    lam, V = eigh_desc(M_white)
     lam = lam.clamp_min(0)
-    k = _n_kept(lam, rtol)
+    k = n_above(lam, rtol)
     lam_k, V_k = lam[:k], V[:, :k]
     S = lam_k.sqrt() if scale == "importance" else lam_k.rsqrt()
     C = (S[:, None] * V_k.T / s[None, :]) @ U
     C_pinv = U.T @ (s[:, None] * V_k / S[None, :])
-    C, C_pinv = _fix_signs(C, C_pinv)
-    return LayerBasis(name, position, C, C_pinv, stats.mean, lam_k, dG, lam, _ties(lam_k, tie_rtol))
+    C, C_pinv = fix_signs(C, C_pinv)
+    return LayerBasis(
+        name, position, C, C_pinv, stats.mean, lam_k, dG, lam, tie_groups(lam_k, tie_rtol)
+    )

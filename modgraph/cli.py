@@ -9,27 +9,25 @@ never leaves a half-written output. Bad input exits with status 2 and a one-line
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import shutil
 import sys
-import tempfile
 import time
 import warnings
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from . import __version__
-from .atomic import default_mode
+from ._deprecation import moved_names
+from ._version import __version__
 from .errors import InputError
-from .partition import cost_curve, cross_module_cost, find_modules, module_significance
-from .pipeline import Analysis, analyze
+from .pipeline import analyze
+from .report import write_report
 
-__all__ = ["main", "write_report"]
+__all__ = ["main", "build_parser", "load_model", "load_data"]
+
+#: ``write_report`` moved to the API (:mod:`modgraph.report`), with another signature.
+__getattr__ = moved_names("modgraph.cli", {"write_report": "modgraph.report:write_report"})
 
 
 def _log(quiet: bool, *msg) -> None:
@@ -37,211 +35,37 @@ def _log(quiet: bool, *msg) -> None:
         print(*msg, file=sys.stderr, flush=True)
 
 
-def write_report(
-    model,
-    data,
-    out: str | os.PathLike,
-    *,
-    eps: float,
-    variant: str = "global",
-    scale: str = "importance",
-    rotation: str = "sparse",
-    layers=None,
-    batch_size: int = 512,
-    seed: int = 0,
-    n_null: int = 20,
-    quiet: bool = False,
-    truth: Callable[[Analysis], dict[str, int]] | None = None,
-    extra: dict | None = None,
-) -> dict:
-    """Run the pipeline on ``model`` and ``data`` and write every output into ``out``.
+def _run(model, data, args, *, truth=None, extra: dict | None = None, **options) -> dict:
+    """The whole pipeline: the interaction basis and the neuron and PCA baselines, then the report.
 
-    Parameters
-    ----------
-    eps, variant, scale, rotation, layers, batch_size :
-        Passed to :func:`modgraph.analyze` (``rotation`` acts on the interaction basis only).
-    truth : callable, optional
-        Maps the interaction-basis analysis to the planted module of each node; when given, the
-        summary scores the found modules against it (adjusted Rand index).
-    extra : dict, optional
-        Added to ``summary.json`` (e.g. training losses of the demo model).
-
-    Returns
-    -------
-    dict
-        The summary that was written to ``summary.json``.
+    ``options`` go to :func:`modgraph.analyze` (``rotation`` acts on the interaction basis only).
     """
-    from . import report
-    from .demo import score
-
-    out = Path(out)
-    if out.exists() and not out.is_dir():
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():  # before hours of work, not after
         raise InputError(f"--out {str(out)!r} exists and is not a directory")
-    t_start = time.perf_counter()
-    common = dict(
-        eps=eps,
-        variant=variant,
-        scale=scale,
-        rotation=rotation,
-        layers=layers,
-        batch_size=batch_size,
-        progress=not quiet,
-    )
-    _log(quiet, "analysing: interaction basis, then the neuron and PCA baselines ...")
+    _log(args.quiet, "analysing: interaction basis, then the neuron and PCA baselines ...")
+    t0 = time.perf_counter()
+    common = dict(eps=args.eps, rotation=args.rotation, progress=not args.quiet, **options)
     analyses = {
         b: analyze(model, data, basis=b, **common) for b in ("interaction", "neuron", "pca")
     }
-    a = analyses["interaction"]
-    graph = a.graph
-    if graph.n_edges == 0:
+    a = analyses.pop("interaction")
+    if a.graph.n_edges == 0:
         raise InputError(
-            f"no interaction is stronger than eps^1/2 = {eps**0.5:g}: lower --eps (got {eps:g})"
+            f"no interaction is stronger than eps^1/2 = {args.eps**0.5:g}: lower --eps "
+            f"(got {args.eps:g})"
         )
-
-    _log(quiet, f"finding modules in {graph.n_nodes} nodes, {graph.n_edges} edges ...")
-    t0 = time.perf_counter()
-    leiden = find_modules(graph, method="leiden", seed=seed)
-    spectral = find_modules(graph, method="spectral", n_modules=leiden.n_modules, seed=seed)
-    significance = [
-        module_significance(graph, r, n_null=n_null, seed=seed) for r in (leiden, spectral)
-    ]
-    curves = [
-        cost_curve(graph, method="leiden", seed=seed),
-        cost_curve(graph, method="spectral", seed=seed),
-    ]
-    baseline_modules = {
-        b: find_modules(x.graph, method="leiden", seed=seed)
-        for b, x in analyses.items()
-        if x.graph.n_edges
-    }
-    t_modules = time.perf_counter() - t0
-
-    summary = {
-        "layers": [
-            {"name": l.name, "width": l.d, "kept": l.k, "ties": len(l.ties)} for l in a.layers
-        ],
-        "eps": eps,
-        "config": a.config,
-        "graph": {
-            "nodes": graph.n_nodes,
-            "edges": graph.n_edges,
-            "connected_nodes": int(graph.connected_nodes.sum()),
-        },
-        "modules": {
-            "leiden": _modules_json(leiden),
-            "spectral": _modules_json(spectral),
-            "significance": {
-                name: {
-                    "z": _finite(sig.z),
-                    "p_value": sig.p_value,
-                    "n_null": n_null,
-                    "null_cost_mean": float(np.mean(sig.null_costs)),
-                }
-                for name, sig in zip(("leiden", "spectral"), significance)
-            },
-        },
-        "bases": {
-            b: {
-                "edges": x.graph.n_edges,
-                "total_strength": float(x.graph.edges.strength.sum()),
-                "kept": [l.k for l in x.layers],
-                "leiden_cost": baseline_modules[b].cost if b in baseline_modules else None,
-                "leiden_modules": baseline_modules[b].n_modules if b in baseline_modules else None,
-            }
-            for b, x in analyses.items()
-        },
-    }
-    if truth is not None:
-        planted = truth(a)
-        connected = [n for n, c in zip(graph.nodes, graph.connected_nodes) if c]
-        n_planted = len(set(planted.values()))
-        # the automatic choice of the number of modules is the hard part; also score the
-        # partitions at the planted number, which isolates how well the graph encodes the tasks
-        at_k = {
-            m: find_modules(graph, method=m, n_modules=n_planted, seed=seed)
-            for m in ("leiden", "spectral")
-        }
-        summary["planted"] = {
-            "n_planted": n_planted,
-            "planted_cost": cross_module_cost(graph, planted),
-            "adjusted_rand_index": {
-                "leiden": score(planted, leiden.membership, connected),
-                "spectral": score(planted, spectral.membership, connected),
-                **{
-                    f"{m}_k={n_planted}": score(planted, r.membership, connected)
-                    for m, r in at_k.items()
-                },
-            },
-            "cost_at_planted_k": {m: r.cost for m, r in at_k.items()},
-        }
-    if extra:
-        summary.update(extra)
-
-    _log(quiet, "drawing figures ...")
-    t0 = time.perf_counter()
-    figures = {
-        "graph": report.plot_graph(a, leiden),
-        "spectra": report.plot_spectra(a),
-        "cost_curve": report.plot_cost_curve(
-            curves, chosen=[leiden, spectral], significance=significance
-        ),
-        "module_heatmap": report.plot_module_heatmap(a, leiden),
-        "basis_comparison": report.plot_basis_comparison(
-            {"neuron": analyses["neuron"], "PCA": analyses["pca"], "interaction": a},
-            modules={
-                "neuron": baseline_modules.get("neuron"),
-                "PCA": baseline_modules.get("pca"),
-                "interaction": leiden,
-            },
-        ),
-    }
-    t_figures = time.perf_counter() - t0
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        written = []
-        for name, fig in figures.items():
-            written += report.save_figure(fig, tmp / name)
-        graph.to_graphml(tmp / "interaction_graph.graphml")
-        a.save(tmp / "analysis")
-        summary["timings"] = {
-            **{f"analyze_{k}": v for k, v in a.timings.items()},
-            "modules": t_modules,
-            "figures": t_figures,
-            "total": time.perf_counter() - t_start,
-        }
-        summary["versions"] = a.versions
-        summary["files"] = sorted(
-            [p.name for p in written] + ["interaction_graph.graphml", "analysis", "summary.json"]
-        )
-        (tmp / "summary.json").write_text(json.dumps(summary, indent=2))
-        _publish(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return summary
-
-
-def _finite(x: float) -> float | None:
-    return float(x) if np.isfinite(x) else None
-
-
-def _modules_json(r) -> dict:
-    sizes = sorted((len(m) for m in r.modules), reverse=True)
-    return {"n_modules": r.n_modules, "cost": r.cost, "sizes": sizes, "membership": r.membership}
-
-
-def _publish(tmp: Path, out: Path) -> None:
-    """Move the finished outputs from ``tmp`` into ``out`` (each entry replaced atomically)."""
-    if not out.exists():
-        os.chmod(tmp, default_mode(directory=True))
-        os.replace(tmp, out)
-        return
-    for entry in tmp.iterdir():
-        target = out / entry.name
-        if target.is_dir() and entry.is_dir():
-            shutil.rmtree(target)
-        os.replace(entry, target)
+    extra = dict(extra or {})
+    extra["timings"] = {**extra.get("timings", {}), "analyze_all": time.perf_counter() - t0}
+    return write_report(
+        a,
+        out,
+        baselines=analyses,
+        seed=args.seed,
+        truth=truth,
+        extra=extra,
+        log=lambda line: _log(args.quiet, line),
+    )
 
 
 # ---------------------------------------------------------------------------- loading
@@ -299,7 +123,7 @@ def load_data(path: str) -> torch.Tensor:
 
 # ---------------------------------------------------------------------------- commands
 def _demo(args) -> dict:
-    from .demo import make_demo, true_modules
+    from .toys.demo import make_demo, true_modules
 
     _log(args.quiet, f"training the demo MLP on {3} independent sub-tasks (seed {args.seed}) ...")
     t0 = time.perf_counter()
@@ -307,14 +131,11 @@ def _demo(args) -> dict:
     problem = make_demo(args.seed)
     t_train = time.perf_counter() - t0
     x = problem.analysis_inputs
-    summary = write_report(
+    return _run(
         problem.model,
         x,
-        args.out,
-        eps=args.eps,
-        rotation=args.rotation,
-        seed=args.seed,
-        quiet=args.quiet,
+        args,
+        batch_size=512,
         truth=lambda a: true_modules(problem.model, a, x, problem.output_groups),
         extra={
             "demo": {
@@ -327,25 +148,20 @@ def _demo(args) -> dict:
             }
         },
     )
-    return summary
 
 
 def _analyze(args) -> dict:
     model = load_model(args.model)
     data = load_data(args.data)
     layers = args.layers.split(",") if args.layers else None
-    return write_report(
+    return _run(
         model,
         data,
-        args.out,
-        eps=args.eps,
+        args,
         variant=args.variant,
         scale=args.scale,
-        rotation=args.rotation,
         layers=layers,
         batch_size=args.batch_size,
-        seed=args.seed,
-        quiet=args.quiet,
     )
 
 

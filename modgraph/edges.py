@@ -23,9 +23,10 @@ from torch.func import vjp
 
 from . import distributed
 from .basis import LayerBasis
-from .chain import Batches, LayerChain
+from .chain import LayerChain
+from .data import Batches
 from .errors import InputError
-from .statistics import DEFAULT_JACOBIAN_BUDGET, _check_finite, _forward, jacobian_rows, rows
+from .statistics import DEFAULT_JACOBIAN_BUDGET, check_finite, checked_forward, jacobian_rows, rows
 
 __all__ = ["interaction_strengths", "output_attribution", "quadrature", "ATTRIBUTIONS"]
 
@@ -103,7 +104,7 @@ def interaction_strengths(
     try:
         for b, x in enumerate(batches):
             seen = True
-            acts = _forward(chain, x, b)
+            acts = checked_forward(chain, x, b)
             for l, stage in enumerate(chain.stages):
                 src, dst, f = bases[l], bases[l + 1], acts[l]
                 if src.k == 0 or dst.k == 0 or not f.is_floating_point():
@@ -160,7 +161,7 @@ def _path_jacobians(paths, weights, readout, width, budget, layer, batch):
     for parts in zip(*chunks):
         grad = 0.0
         for (_, _, (g,)), wq in zip(parts, weights):
-            _check_finite(g, "Jacobian", layer, batch)
+            check_finite(g, "Jacobian", layer, batch)
             grad = grad + float(wq) * g
         yield parts[0][0], grad
 
@@ -191,7 +192,7 @@ def output_attribution(
     error = None
     try:
         for b, x in enumerate(batches):
-            acts = _forward(chain, x, b)
+            acts = checked_forward(chain, x, b)
             d_out = acts[-1].shape[-1]
             if sums is None:
                 sums = [

@@ -60,8 +60,9 @@ from torch import Tensor
 from torch.func import vjp
 
 from . import distributed
-from .basis import LayerBasis, _fix_signs, _ties
-from .chain import Batches, LayerChain
+from .basis import LayerBasis, fix_signs, tie_groups
+from .chain import LayerChain
+from .data import Batches
 from .errors import InputError
 from .statistics import DEFAULT_JACOBIAN_BUDGET, jacobian_rows, rows
 
@@ -609,9 +610,11 @@ def sparse_rotation(
         R = R_tot[l][order]
         C = R @ basis.C
         C_pinv = basis.C_pinv @ torch.linalg.inv(R)
-        C, C_pinv = _fix_signs(C, C_pinv)
+        C, C_pinv = fix_signs(C, C_pinv)
         lam = lam[order]
-        out.append(replace(basis, C=C, C_pinv=C_pinv, eigenvalues=lam, ties=_ties(lam, tie_rtol)))
+        out.append(
+            replace(basis, C=C, C_pinv=C_pinv, eigenvalues=lam, ties=tie_groups(lam, tie_rtol))
+        )
     return out
 
 

@@ -22,7 +22,9 @@ from torch import Tensor
 from torch.func import vjp, vmap
 
 from . import distributed
-from .chain import Batches, LayerChain
+from ._linalg import symmetrize
+from .chain import LayerChain
+from .data import Batches
 from .errors import InputError, NonFiniteError
 
 __all__ = [
@@ -130,12 +132,14 @@ class MomentAccumulator:
         return (g + g.T) / 2
 
 
-def _check_finite(t: Tensor, what: str, layer: str, batch: int) -> None:
+def check_finite(t: Tensor, what: str, layer: str, batch: int) -> None:
     if not torch.isfinite(t).all():
         raise NonFiniteError(f"non-finite {what} at layer {layer!r} in data batch {batch}")
 
 
-def _forward(chain: LayerChain, x: Tensor, batch: int, upto: int | None = None) -> list[Tensor]:
+def checked_forward(
+    chain: LayerChain, x: Tensor, batch: int, upto: int | None = None
+) -> list[Tensor]:
     try:
         acts = chain.forward(x, upto)
     except (RuntimeError, IndexError) as err:  # shape/dtype mismatch: name the data
@@ -155,7 +159,7 @@ def _forward(chain: LayerChain, x: Tensor, batch: int, upto: int | None = None) 
                 "(batch, d) or (batch, positions, d): flatten other shapes (nn.Flatten)"
             )
         if f.is_floating_point():
-            _check_finite(f, "activations", name, batch)
+            check_finite(f, "activations", name, batch)
     return acts
 
 
@@ -168,7 +172,7 @@ def _chunk(d_out: int, n_batch: int, width: int, budget: int) -> int:
     return max(1, min(d_out, budget // max(1, n_batch * width)))
 
 
-def _readout_rows(readout: Tensor, out: Tensor, start: int, stop: int) -> tuple[Tensor, Tensor]:
+def readout_rows(readout: Tensor, out: Tensor, start: int, stop: int) -> tuple[Tensor, Tensor]:
     """Cotangents for Jacobian rows ``start:stop`` of ``readout`` applied at each output position.
 
     Row ``r`` is readout row ``r // P`` at output position ``r % P`` (``P = 1`` for (batch, d)
@@ -207,7 +211,7 @@ def jacobian_rows(
     if probes is None or probes >= n_rows:
         chunk = _chunk(n_rows, out.shape[0], width, budget)
         for start in range(0, n_rows, chunk):
-            idx, cot = _readout_rows(readout, out, start, min(n_rows, start + chunk))
+            idx, cot = readout_rows(readout, out, start, min(n_rows, start + chunk))
             yield idx, 1.0, vmap(pullback)(cot)
         return
     chunk = _chunk(probes, out.shape[0], width, budget)
@@ -233,7 +237,7 @@ def activation_statistics(
     try:
         with torch.no_grad():
             for b, x in enumerate(batches):
-                acts = _forward(chain, x, b, upto)
+                acts = checked_forward(chain, x, b, upto)
                 if accs is None:
                     accs = [MomentAccumulator(f.shape[-1], batches.device) for f in acts]
                 for acc, f in zip(accs, acts):
@@ -273,7 +277,7 @@ def global_statistics(
     error = None
     try:
         for b, x in enumerate(batches):
-            acts = _forward(chain, x, b)
+            acts = checked_forward(chain, x, b)
             if accs is None:
                 accs = [MomentAccumulator(f.shape[-1], device) for f in acts]
                 Ms = [
@@ -311,7 +315,7 @@ def global_statistics(
             ):
                 for l, g in zip(range(first, L), grads):
                     g = g.reshape(-1, g.shape[-1]).to(torch.float64)
-                    _check_finite(g, "Jacobian", chain.names[l], b)
+                    check_finite(g, "Jacobian", chain.names[l], b)
                     Ms[l] += weight * (g.T @ g)
             # the output's Jacobian with respect to itself is the identity at every position
             Ms[L] += (
@@ -327,7 +331,7 @@ def global_statistics(
     for acc, M in zip(accs, Ms):
         acc.all_reduce()
         out_stats.append(
-            LayerStatistics(acc.n, acc.mean, acc.gram(), _sym(distributed.all_sum(M) / acc.n))
+            LayerStatistics(acc.n, acc.mean, acc.gram(), symmetrize(distributed.all_sum(M) / acc.n))
         )
     return out_stats
 
@@ -364,7 +368,7 @@ def jacobian_gram(
     error = None
     try:
         for b, x in enumerate(batches):
-            f = _forward(chain, x, b, upto=layer)[-1]
+            f = checked_forward(chain, x, b, upto=layer)[-1]
             out, pullback = vjp(stage, f)
             if M is None:
                 M = torch.zeros(f.shape[-1], f.shape[-1], dtype=torch.float64, device=device)
@@ -378,7 +382,7 @@ def jacobian_gram(
                 generator=gen,
             ):
                 g = rows(g).to(torch.float64)
-                _check_finite(g, "Jacobian", chain.names[layer], b)
+                check_finite(g, "Jacobian", chain.names[layer], b)
                 M += weight * (g.T @ g)
             n += rows(f).shape[0]
         if M is None:
@@ -386,8 +390,4 @@ def jacobian_gram(
     except Exception as err:  # every rank must learn of it before the next collective
         error = err
     distributed.settle(error)
-    return _sym(distributed.all_sum(M) / distributed.all_sum(torch.tensor(float(n))).item())
-
-
-def _sym(m: Tensor) -> Tensor:
-    return (m + m.T) / 2
+    return symmetrize(distributed.all_sum(M) / distributed.all_sum(torch.tensor(float(n))).item())

@@ -14,8 +14,9 @@ from conftest import mlp
 from torch import nn
 
 import modgraph as mg
-from modgraph import ablation as ab
+from modgraph import circuits as ab
 from modgraph.chain import LayerChain
+from modgraph.circuits import faithfulness
 from modgraph.errors import InputError
 
 BLOCK_IN = (2, 3, 2)  # input dims of the planted modules
@@ -130,7 +131,7 @@ def test_ablating_a_whole_layer_runs_the_model_on_its_mean():
         assert (y - chain.run_from(l, basis.mean + r)).abs().max() < 1e-12
         # the dropped part's effect, against the model run on the plain layer mean
         on_mean = chain.run_from(l, basis.mean.expand_as(f))
-        assert ab.behavioural_loss(y, on_mean) < a.eps
+        assert mg.behavioral_loss(y, on_mean) < a.eps
         if l == 2:  # the test has teeth: the basis did drop a varying direction here
             assert basis.k < basis.d and r.norm(dim=1).max() > 0.1
 
@@ -294,7 +295,7 @@ def test_module_tools_on_planted_modules(planted, monkeypatch):
     circuit = ab.smallest_circuit(net, a, x, membership, output=[1, 2], eps=1e-8)
     assert circuit.modules == ("1",) and circuit.search == "exhaustive"
     assert circuit.loss < 1e-20
-    monkeypatch.setattr(ab, "EXHAUSTIVE_MAX_MODULES", 0)
+    monkeypatch.setattr(faithfulness, "EXHAUSTIVE_MAX_MODULES", 0)
     greedy = ab.smallest_circuit(net, a, x, membership, output=[1, 2], eps=1e-8)
     assert greedy.modules == ("1",) and greedy.search == "greedy"
 
@@ -321,12 +322,11 @@ def test_plot_faithfulness(planted):
     matplotlib.use("Agg")
     net, _, x, analyses = planted
     curves = {b: ab.faithfulness_curve(net, a, x[::4], n_points=3) for b, a in analyses.items()}
-    fig = ab.plot_faithfulness(curves)
-    ax = fig.axes[0]
+    ax = mg.plot_faithfulness(curves)
     assert ax.get_yscale() == "log" and ax.get_xlabel() and ax.get_ylabel()
     assert len(ax.get_legend().get_texts()) == 2
     with pytest.raises(InputError, match="curves"):
-        ab.plot_faithfulness({})
+        mg.plot_faithfulness({})
 
 
 # ---------------------------------------------------------------------------- bad input
@@ -343,7 +343,9 @@ def test_bad_input_is_reported(small):
         ab.run_ablated(net, a, x, "1:0")
     with pytest.raises(InputError, match="edges: .*adjacent layers"):
         ab.run_edge_ablated(net, a, x, [("0:0", "2:0")])
-    with pytest.raises(InputError, match="mode must be one of.*'median'"):
+    with pytest.raises(
+        InputError, match="'mode' parameter of run_ablated must be one of.*'median'"
+    ):
         ab.run_ablated(net, a, x, ["1:0"], mode="median")
     with pytest.raises(InputError, match="mode='resample'.*data batch 0 has 1 sample"):
         ab.run_ablated(net, a, x[:5], ["3:0"], mode="resample", batch_size=1)
@@ -357,5 +359,5 @@ def test_mismatched_model_and_analysis(small):
     wider = mlp(4, 9, 6, 3)
     with pytest.raises(InputError, match="model does not match analysis: layer '1' has 9.*on 7"):
         ab.run_ablated(wider, a, x, ["1:0"])
-    with pytest.raises(InputError, match="analysis must be an Analysis"):
+    with pytest.raises(InputError, match="'analysis' parameter of run_ablated must be an Analysis"):
         ab.run_ablated(net, None, x, ["1:0"])

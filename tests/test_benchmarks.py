@@ -4,7 +4,7 @@ import dataclasses
 
 import torch
 
-from modgraph.benchmarks import CASES, D_IN, D_OUT, Case, format_table, make_case, run_benchmark
+from modgraph.toys.planted import CASES, D_IN, D_OUT, Case, format_table, make_case, run_benchmark
 
 
 def test_cases_are_modular_functions_of_their_input_groups():

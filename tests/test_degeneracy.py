@@ -22,9 +22,14 @@ import torch
 from scipy import integrate
 from torch import nn
 
-from modgraph.chain import InputError
-from modgraph.degeneracy import layer_ranks, plot_degeneracy, synchronized_blocks
-from modgraph.llc import effective_parameter_count, llc_estimate
+from modgraph.diagnostics import (
+    effective_parameter_count,
+    layer_ranks,
+    llc_estimate,
+    synchronized_blocks,
+)
+from modgraph.errors import InputError
+from modgraph.plotting import plot_degeneracy
 
 F64 = torch.float64
 
@@ -61,25 +66,38 @@ def _inputs(n=512, d=6, seed=0):
 @pytest.mark.parametrize("eps", [0.0, -0.1, float("nan"), float("inf"), "1e-3", True])
 def test_eps_must_be_positive_finite(eps):
     net, x = _regular(), _inputs()
-    for call in (
-        lambda: layer_ranks(net, x, eps=eps),
-        lambda: effective_parameter_count(net, x, eps=eps),
-        lambda: llc_estimate(lambda w: (w**2).sum(), torch.zeros(2), eps=eps),
+    for call, name in (
+        (lambda: layer_ranks(net, x, threshold=eps), "'threshold' parameter of layer_ranks"),
+        (
+            lambda: effective_parameter_count(net, x, eps=eps),
+            "'eps' parameter of effective_parameter_count",
+        ),
+        (
+            lambda: llc_estimate(lambda w: (w**2).sum(), torch.zeros(2), eps=eps),
+            "'eps' parameter of llc_estimate",
+        ),
     ):
-        with pytest.raises(InputError, match=r"eps must be a positive finite float, got") as err:
+        with pytest.raises(
+            InputError, match=rf"{name} must be a positive finite float. Got"
+        ) as err:
             call()
         assert repr(eps) in str(err.value)
 
 
 def test_method_and_temperature_arguments_checked():
-    with pytest.raises(InputError, match="method must be 'hessian' or 'llc', got 'fisher'"):
+    with pytest.raises(
+        InputError,
+        match="'method' parameter of effective_parameter_count must be one of .*Got 'fisher'",
+    ):
         effective_parameter_count(_regular(), _inputs(), eps=1e-3, method="fisher")
     with pytest.raises(InputError, match="either eps .* or beta"):
         llc_estimate(lambda w: (w**2).sum(), torch.zeros(2), eps=1e-3, beta=0.5)
     with pytest.raises(InputError, match="needs eps"):
         llc_estimate(lambda w: (w**2).sum(), torch.zeros(2))
-    with pytest.raises(InputError, match="num_burnin must be smaller than num_steps=10, got 10"):
-        llc_estimate(lambda w: (w**2).sum(), torch.zeros(2), eps=1.0, num_steps=10, num_burnin=10)
+    with pytest.raises(
+        InputError, match=r"'n_burnin' parameter of llc_estimate .* \[0, 9\]. Got 10"
+    ):
+        llc_estimate(lambda w: (w**2).sum(), torch.zeros(2), eps=1.0, n_steps=10, n_burnin=10)
 
 
 def test_synchronized_blocks_refuses_a_layer_without_relu():
@@ -96,7 +114,7 @@ def test_grams_match_brute_force():
     torch.manual_seed(3)
     net = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3)).double().eval()
     x = _inputs(40, 4)
-    res = layer_ranks(net, x, eps=1e-12, batch_size=7)  # uneven batches: streamed == one-shot
+    res = layer_ranks(net, x, threshold=1e-12, batch_size=7)  # uneven batches: streamed == one-shot
     h = net[1](net[0](x)).detach()
     g_ref = np.cov(h.numpy().T, bias=True)
     np.testing.assert_allclose(
@@ -120,7 +138,7 @@ def test_planted_rank_drops_free_the_right_parameters():
     net = nn.Sequential(nn.Linear(5, 6), nn.Linear(6, 2)).double().eval()
     z = _inputs(300, 3)
     x = z @ torch.randn(3, 5, dtype=F64)
-    res = layer_ranks(net, x, eps=1e-9)
+    res = layer_ranks(net, x, threshold=1e-9)
     inp, hid, out = res.layers
     assert (inp.activation_rank, hid.activation_rank, hid.jacobian_rank) == (3, 3, 2)
     assert inp.freed_by_activations == (5 - 3) * 6  # d_{l+1} per dropped activation dimension
@@ -144,7 +162,7 @@ def test_preactivation_jacobian_sees_dead_relus():
     net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)).double().eval()
     with torch.no_grad():
         net[0].bias[:2] = -100.0  # two dead neurons
-    res = layer_ranks(net, _inputs(200, 3), eps=1e-9)
+    res = layer_ranks(net, _inputs(200, 3), threshold=1e-9)
     hidden = res.layers[1]
     assert hidden.activation_rank == 2 and hidden.preactivation_rank == 2
     assert hidden.freed_by_jacobians == 2 * (3 + 1)  # the dead neurons' incoming weights
@@ -209,7 +227,7 @@ def _quadrature_lambda(loss, nbeta, gamma, bound):
 def test_llc_regular_quadratic():
     est = llc_estimate(
         lambda W: (W**2).sum(1), torch.zeros(3, dtype=F64), eps=1e-2, gamma=0.0, vectorized=True,
-        num_chains=8, num_steps=3000, seed=0,
+        n_chains=8, n_steps=3000, seed=0,
     )  # fmt: skip
     assert est.ok and est.converged
     assert est.value == pytest.approx(1.5, rel=0.05)
@@ -222,7 +240,7 @@ def test_llc_quartic_crossover(eps, known):
     step = 1e-3 if eps > 1e-4 else None  # auto step uses the Hessian 2c^2 at w* = 0
     est = llc_estimate(
         lambda W: c**2 * W[:, 0] ** 2 + W[:, 0] ** 4, torch.zeros(1, dtype=F64), eps=eps,
-        gamma=0.01, step_size=step, vectorized=True, num_chains=32, num_steps=6000, seed=0,
+        gamma=0.01, step_size=step, vectorized=True, n_chains=32, n_steps=6000, seed=0,
     )  # fmt: skip
     assert est.ok
     assert est.value == pytest.approx(known, rel=0.15)
@@ -242,7 +260,7 @@ def test_llc_w1w2_matches_tempered_posterior():
     assert 0.28 < ref < 0.30  # far below 1/2 at this scale: the multiplicity-2 log correction
     est = llc_estimate(
         lambda W: W[:, 0] ** 2 * W[:, 1] ** 2, torch.zeros(2, dtype=F64), eps=1 / nbeta,
-        gamma=gamma, step_size=5e-5, vectorized=True, num_chains=32, num_steps=20000, seed=0,
+        gamma=gamma, step_size=5e-5, vectorized=True, n_chains=32, n_steps=20000, seed=0,
     )  # fmt: skip
     assert est.ok and est.rhat < 1.1
     assert est.value == pytest.approx(ref, rel=0.10)
@@ -251,7 +269,7 @@ def test_llc_w1w2_matches_tempered_posterior():
 def test_llc_devinterp_temperature_and_vmap_path():
     # Without eps: n beta = n / log n. loss_fn not vectorized: vmap(grad_and_value) path.
     est = llc_estimate(
-        lambda w: (w**2).sum(), torch.zeros(2, dtype=F64), n=1000, gamma=0.0, num_steps=800, seed=0
+        lambda w: (w**2).sum(), torch.zeros(2, dtype=F64), n=1000, gamma=0.0, n_steps=800, seed=0
     )
     assert est.nbeta == pytest.approx(1000 / math.log(1000))
     assert math.isnan(est.eps)
@@ -259,7 +277,7 @@ def test_llc_devinterp_temperature_and_vmap_path():
 
 
 def test_llc_is_deterministic_given_seed():
-    kw = dict(eps=1e-2, gamma=0.0, num_steps=200, vectorized=True)
+    kw = dict(eps=1e-2, gamma=0.0, n_steps=200, vectorized=True)
     a = llc_estimate(lambda W: (W**2).sum(1), torch.zeros(2, dtype=F64), seed=3, **kw)
     b = llc_estimate(lambda W: (W**2).sum(1), torch.zeros(2, dtype=F64), seed=3, **kw)
     np.testing.assert_array_equal(a.loss_trace, b.loss_trace)
@@ -268,13 +286,13 @@ def test_llc_is_deterministic_given_seed():
 def test_diverging_chains_give_nan_not_a_number():
     est = llc_estimate(
         lambda W: (W**2).sum(1), torch.zeros(2, dtype=F64), eps=1e-2, step_size=1.0,
-        vectorized=True, num_steps=400,
+        vectorized=True, n_steps=400,
     )  # fmt: skip
     assert not est.ok and math.isnan(est.value) and not est.converged
     assert "diverged" in est.reason and "step_size" in est.reason
     assert est.loss_trace.shape == (4, 400) and np.isfinite(est.loss_trace[:, 0]).all()
     res = effective_parameter_count(
-        _regular(), _inputs(), eps=1e-3, method="llc", step_size=1.0, num_steps=200
+        _regular(), _inputs(), eps=1e-3, method="llc", step_size=1.0, n_steps=200
     )
     assert not res.ok and math.isnan(res.value) and res.llc.loss_trace.shape == (4, 200)
 
@@ -285,7 +303,7 @@ def test_diverging_chains_give_nan_not_a_number():
 def test_llc_linear_models_within_15_percent(which):
     net = _regular() if which == "regular" else _deep_linear()
     known = 21 if which == "regular" else 2 * (6 + 5) - 4
-    res = effective_parameter_count(net, _inputs(), eps=1e-3, method="llc", num_steps=1500, seed=0)
+    res = effective_parameter_count(net, _inputs(), eps=1e-3, method="llc", n_steps=1500, seed=0)
     assert res.ok and res.llc.rhat < 1.1
     assert res.value == pytest.approx(known, rel=0.15)
     assert res.llc.init_loss == 0.0  # behavioural loss at theta*
@@ -348,8 +366,8 @@ def test_approximate_synchronization_with_tol():
 # ------------------------------------------------------------------------------ figure
 def test_plot_degeneracy(tmp_path):
     net, x = _planted_sync(torch.arange(9))
-    ranks = layer_ranks(net, x, eps=1e-9)
-    llc = effective_parameter_count(_regular(), _inputs(), eps=1e-3, method="llc", num_steps=200)
+    ranks = layer_ranks(net, x, threshold=1e-9)
+    llc = effective_parameter_count(_regular(), _inputs(), eps=1e-3, method="llc", n_steps=200)
     fig = plot_degeneracy(ranks, llc)
     a, b = fig.axes[:2]
     assert a.get_title() and a.get_ylabel() and a.get_legend() is not None

@@ -10,7 +10,8 @@ import torch
 from conftest import relative
 
 import modgraph as mg
-from modgraph.chain import Batches, LayerChain
+from modgraph.chain import LayerChain
+from modgraph.data import Batches
 from modgraph.rotation import sparse_rotation
 
 WORKER = Path(__file__).parent / "workers" / "distributed_analyze.py"

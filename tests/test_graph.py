@@ -9,7 +9,7 @@ import networkx as nx
 import numpy as np
 import pytest
 
-from modgraph.chain import InputError
+from modgraph.errors import InputError
 from modgraph.graph import InteractionGraph
 
 EPS = 0.25  # sqrt(EPS) = 0.5 exactly, so the threshold test compares against an exact float

@@ -8,18 +8,18 @@ import networkx as nx
 import numpy as np
 import pytest
 
-from modgraph.chain import InputError
+from modgraph.errors import InputError
 from modgraph.graph import InteractionGraph
 from modgraph.partition import (
     ModuleResult,
-    _Connected,
-    _refine,
     adjusted_rand_index,
     cost_curve,
     cross_module_cost,
     find_modules,
     module_significance,
 )
+from modgraph.partition.objective import ConnectedGraph
+from modgraph.partition.spectral import refine_moves
 
 EPS = 0.01  # sqrt(EPS) = 0.1
 THR = 0.1
@@ -170,7 +170,7 @@ def test_cpm_default_resolution_finds_planted_modules():
     r = find_modules(g, method="leiden", quality="cpm")
     kept = truth >= 0
     assert adjusted_rand_index(r.membership_array[kept], truth[kept]) == 1.0
-    assert r.info["resolution_used"] == pytest.approx(_Connected(g).density)
+    assert r.info["resolution_used"] == pytest.approx(ConnectedGraph(g).density)
 
 
 def test_spectral_with_more_modules_than_planted_covers_every_node_once():
@@ -197,10 +197,10 @@ def test_fewer_modules_than_components_merges_components_at_no_cost(method):
 
 def test_refinement_reaches_a_local_optimum_without_emptying_modules():
     g, _ = planted(noise=0.2, seed=5)
-    sub = _Connected(g)
+    sub = ConnectedGraph(g)
     rng = np.random.default_rng(0)
     start = rng.integers(0, 4, sub.n)
-    labels, n_moves = _refine(sub.A, start)
+    labels, n_moves = refine_moves(sub.A, start)
     assert n_moves > 0 and sub.cost(labels) < sub.cost(start)
     assert np.all(np.bincount(labels, minlength=4) > 0)
     # Brute force: no single move of one node to another module lowers the cost further.
@@ -240,20 +240,53 @@ def test_result_repeats_from_params_and_serialises():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"method": "louvain"}, "method must be one of .*'louvain'"),
-        ({"quality": "surprise"}, "quality must be one of .*'surprise'"),
-        ({"n_modules": 0}, "n_modules must be between 1 and 66, got 0"),
-        ({"n_modules": 73}, "n_modules must be between 1 and 66, got 73"),
-        ({"n_modules": 2.0}, "n_modules must be an int, got 2.0"),
-        ({"n_modules": True}, "n_modules must be an int, got True"),
-        ({"resolution": -1.0}, "resolution must be a positive finite float, got -1.0"),
-        ({"resolution": math.nan}, "resolution must be a positive finite float, got nan"),
-        ({"resolution": math.inf, "quality": "cpm"}, "resolution must be .*inf"),
-        ({"method": "spectral", "resolution": 1.0}, "resolution is only used by method='leiden'"),
-        ({"seed": -1}, "seed must be >= 0, got -1"),
-        ({"seed": None}, "seed must be an int, got None"),
-        ({"n_iterations": 0}, "n_iterations must be positive or negative"),
-        ({"refine": "yes"}, "refine must be True or False, got 'yes'"),
+        (
+            {"method": "louvain"},
+            r"'method' parameter of find_modules must be one of .*Got 'louvain'",
+        ),
+        (
+            {"quality": "surprise"},
+            r"'quality' parameter of find_modules must be one of .*Got 'surprise'",
+        ),
+        (
+            {"n_modules": 0},
+            r"'n_modules' parameter of find_modules must be an int in \[1, 66\]. Got 0 ",
+        ),
+        (
+            {"n_modules": 73},
+            r"'n_modules' parameter of find_modules must be an int in \[1, 66\]. Got 73 ",
+        ),
+        ({"n_modules": 2.0}, r"'n_modules' parameter of find_modules must be an int.*Got 2.0 "),
+        ({"n_modules": True}, r"'n_modules' parameter of find_modules must be an int.*Got True "),
+        (
+            {"resolution": -1.0},
+            r"'resolution' parameter of find_modules must be a positive finite float. Got -1.0 ",
+        ),
+        (
+            {"resolution": math.nan},
+            r"'resolution' parameter of find_modules must be a positive finite float. Got nan ",
+        ),
+        (
+            {"resolution": math.inf, "quality": "cpm"},
+            r"'resolution' parameter of find_modules must be .*Got inf ",
+        ),
+        (
+            {"method": "spectral", "resolution": 1.0},
+            r"'resolution' parameter of find_modules must be None with method='spectral'",
+        ),
+        (
+            {"seed": -1},
+            r"'seed' parameter of find_modules must be an int in \[0, 2147483647\]. Got -1 ",
+        ),
+        ({"seed": None}, r"'seed' parameter of find_modules must be an int.*Got None "),
+        (
+            {"n_iterations": 0},
+            r"'n_iterations' parameter of find_modules must be positive, or negative",
+        ),
+        (
+            {"refine": "yes"},
+            r"'refine' parameter of find_modules must be True or False. Got 'yes' ",
+        ),
     ],
 )
 def test_find_modules_rejects_bad_arguments(kwargs, match):
@@ -269,7 +302,9 @@ def test_graph_without_edges_is_an_input_error():
     for method in ("leiden", "spectral"):
         with pytest.raises(InputError, match="graph has no edges.*eps"):
             find_modules(g, method=method)
-    with pytest.raises(InputError, match="graph must be an InteractionGraph"):
+    with pytest.raises(
+        InputError, match="'graph' parameter of find_modules must be an InteractionGraph"
+    ):
         find_modules(nx.Graph())
 
 
@@ -296,9 +331,13 @@ def test_leiden_cost_curve_spans_one_module_per_component_to_singletons():
     assert curve.n_modules[-1] == 66 and curve.cost[-1] == pytest.approx(g.edges.strength.sum())
     # More modules never come with a lower cost than the planted 3 here.
     assert np.all(curve.cost[curve.n_modules > 3] > curve.cost[curve.n_modules == 3].min())
-    with pytest.raises(InputError, match="ks is only used by method='spectral'"):
+    with pytest.raises(
+        InputError, match="'ks' parameter of cost_curve must be None with method='leiden'"
+    ):
         cost_curve(g, method="leiden", ks=[2])
-    with pytest.raises(InputError, match=r"resolutions\[...\] must be a positive"):
+    with pytest.raises(
+        InputError, match=r"'resolutions\[...\]' parameter of cost_curve must be a positive"
+    ):
         cost_curve(g, method="leiden", resolutions=[0.1, -1.0])
 
 
@@ -332,7 +371,11 @@ def test_graph_without_modules_is_not_significant():
 def test_significance_rejects_bad_arguments():
     g, _ = planted(noise=0.05)
     r = find_modules(g)
-    with pytest.raises(InputError, match="n_null must be >= 2, got 1"):
+    with pytest.raises(
+        InputError, match="'n_null' parameter of module_significance must be an int >= 2. Got 1 "
+    ):
         module_significance(g, r, n_null=1)
-    with pytest.raises(InputError, match="result must be a ModuleResult"):
+    with pytest.raises(
+        InputError, match="'result' parameter of module_significance must be a ModuleResult"
+    ):
         module_significance(g, r.membership)

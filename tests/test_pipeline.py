@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 import modgraph as mg
-from modgraph.benchmarks import hide_relu_neurons
+from modgraph.toys.planted import hide_relu_neurons
 
 
 def planted_network(K=3, d_in=3, hidden=8, d_out=2, leak=0.0, seed=0):

@@ -12,10 +12,8 @@ from matplotlib.figure import Figure
 
 import modgraph as mg
 from modgraph.errors import InputError
-from modgraph.partition import cost_curve, module_significance
-from modgraph.report import (
-    MAX_LEGEND_MODULES,
-    module_interactions,
+from modgraph.partition import cost_curve, module_interactions, module_significance
+from modgraph.plotting import (
     plot_basis_comparison,
     plot_cost_curve,
     plot_graph,
@@ -23,6 +21,7 @@ from modgraph.report import (
     plot_spectra,
     save_figure,
 )
+from modgraph.plotting.style import MAX_LEGEND_MODULES
 
 matplotlib.use("Agg")
 
@@ -68,9 +67,8 @@ def drawn_edges(ax) -> int:
 
 def test_plot_graph_draws_every_node_and_edge(a, modules):
     g = a.graph
-    fig = plot_graph(a, modules)
-    check_labelled(fig)
-    ax = fig.axes[0]
+    ax = plot_graph(a, modules)
+    check_labelled(ax.figure)
     assert drawn_nodes(ax) == g.n_nodes
     assert drawn_edges(ax) == g.n_edges > 0
     assert f"all {g.n_edges} edges" in ax.get_title()
@@ -79,8 +77,7 @@ def test_plot_graph_draws_every_node_and_edge(a, modules):
 
 def test_plot_graph_caps_edges_at_the_strongest(a):
     g = a.graph
-    fig = plot_graph(g, max_edges=5)  # a bare graph works too
-    ax = fig.axes[0]
+    ax = plot_graph(g, max_edges=5)  # a bare graph works too
     (lines,) = [c for c in ax.collections if isinstance(c, LineCollection)]
     assert len(lines.get_segments()) == 5
     assert f"strongest 5 of {g.n_edges}" in ax.get_title()
@@ -92,7 +89,7 @@ def test_plot_graph_caps_edges_at_the_strongest(a):
 
 def test_plot_graph_nodes_are_placed_by_layer_then_module_then_importance(a, modules):
     g = a.graph
-    ax = plot_graph(a, modules).axes[0]
+    ax = plot_graph(a, modules)
     labels = np.where(g.connected_nodes, modules.membership_array, -1)
     scatters = [c for c in ax.collections if isinstance(c, PathCollection)]
     present = np.unique(labels)  # one scatter per module, in label order, nodes in node order
@@ -111,7 +108,7 @@ def test_plot_graph_nodes_are_placed_by_layer_then_module_then_importance(a, mod
 def test_plot_graph_legend_is_capped(a):
     n = min(a.graph.connected_nodes.sum(), MAX_LEGEND_MODULES + 3)
     many = mg.find_modules(a.graph, method="spectral", n_modules=int(n))
-    ax = plot_graph(a, many).axes[0]
+    ax = plot_graph(a, many)
     texts = [t.get_text() for t in ax.get_legend().get_texts()]
     module_entries = [t for t in texts if t.startswith("module ")]
     assert len(module_entries) == min(many.n_modules, MAX_LEGEND_MODULES)
@@ -122,7 +119,7 @@ def test_plot_graph_legend_is_capped(a):
 def test_plot_graph_into_given_axes(a):
     fig = Figure()
     ax = fig.subplots()
-    assert plot_graph(a, ax=ax) is fig
+    assert plot_graph(a, ax=ax) is ax and ax.figure is fig
     assert drawn_nodes(ax) == a.graph.n_nodes
 
 
@@ -163,9 +160,8 @@ def test_plot_cost_curve_with_null_band(a, modules):
     cs = cost_curve(a.graph, method="spectral", ks=range(1, 5))
     cl = cost_curve(a.graph, method="leiden", resolutions=np.geomspace(0.01, 3, 6))
     sig = module_significance(a.graph, modules, n_null=5)
-    fig = plot_cost_curve([cs, cl], chosen=modules, significance=sig)
-    check_labelled(fig)
-    ax = fig.axes[0]
+    ax = plot_cost_curve([cs, cl], chosen=modules, significance=sig)
+    check_labelled(ax.figure)
     texts = [t.get_text() for t in ax.get_legend().get_texts()]
     assert any("chosen" in t for t in texts) and any("null" in t for t in texts)
     (band,) = [c for c in ax.collections if not isinstance(c, LineCollection)]
@@ -272,7 +268,7 @@ def test_modules_for_a_different_graph_are_rejected(a, analyses, modules):
 
 # ---------------------------------------------------------------------------- saving
 def test_save_figure_writes_every_format_atomically(tmp_path, a):
-    fig = plot_graph(a)
+    fig = plot_graph(a).figure
     paths = save_figure(fig, tmp_path / "sub" / "graph.v2")
     assert [p.name for p in paths] == ["graph.v2.png", "graph.v2.svg"]
     assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -281,7 +277,7 @@ def test_save_figure_writes_every_format_atomically(tmp_path, a):
 
 
 def test_save_figure_rejects_bad_input_and_leaves_no_temp_file(tmp_path, a):
-    fig = plot_graph(a)
+    fig = plot_graph(a).figure
     with pytest.raises(InputError, match="formats"):
         save_figure(fig, tmp_path / "x", formats=("png", "docx"))
     with pytest.raises(InputError, match="formats"):

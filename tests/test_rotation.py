@@ -10,9 +10,10 @@ import torch
 from conftest import mlp
 
 import modgraph as mg
-from modgraph.benchmarks import EPS, Case, make_case, score_analysis
-from modgraph.chain import Batches, LayerChain
+from modgraph.chain import LayerChain
+from modgraph.data import Batches
 from modgraph.rotation import _jacobian, mixing_error, sparse_rotation
+from modgraph.toys.planted import EPS, Case, make_case, score_analysis
 
 # K = 4 random modules, bottleneck mixed, inputs rotated: the plain basis mixes modules here
 HIDDEN = Case("hidden", 4, "perm+mix+rot", seed=1)
@@ -136,7 +137,7 @@ def test_mixing_error_predicts_the_spread_of_fitted_directions():
 
 def test_bad_rotation_option_is_an_input_error():
     net = mlp(3, 4, 2)
-    with pytest.raises(mg.InputError, match="rotation must be one of"):
+    with pytest.raises(mg.InputError, match="'rotation' parameter of analyze must be one of"):
         mg.analyze(net, torch.randn(50, 3, dtype=torch.float64), rotation="varimax", progress=False)
 
 

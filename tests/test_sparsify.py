@@ -21,9 +21,8 @@ import pytest
 import torch
 from torch import nn
 
-from modgraph.degeneracy import synchronized_blocks
+from modgraph.diagnostics import BlockGate, sparsify, synchronized_blocks
 from modgraph.errors import InputError
-from modgraph.sparsify import BlockGate, sparsify
 
 F64 = torch.float64
 
@@ -86,7 +85,7 @@ def test_exact_rewrite_reproduces_outputs(exact):
     with torch.no_grad():
         err = (s.model(x) - net(x)).abs().max().item()
     assert err < 1e-10
-    assert s.behavioural_loss < 1e-20
+    assert s.behavioral_loss < 1e-20
     assert isinstance(s.model[1], BlockGate) and isinstance(s.model[3], BlockGate)
 
 
@@ -172,7 +171,7 @@ def test_generic_network_has_nothing_to_zero():
     assert r0.dof_sync == r0.rescalings == r0.unit_sync == 5
     assert s.graph.n_edges == s.original_graph.n_edges
     assert (s.model(x) - net(x)).abs().max() < 1e-12
-    assert "ok" in s.report() and "behavioural loss" in s.report()
+    assert "ok" in s.report() and "behavioral loss" in s.report()
 
 
 # ------------------------------------------------------------------------------ approximate
@@ -186,20 +185,22 @@ def test_approximate_rewrite_reports_loss_below_bound():
     assert approx.layers[1].activation_rank == 7 and exact_.layers[1].activation_rank == 8
     assert sum(r.zeroed for r in approx.layers) > sum(r.zeroed for r in exact_.layers)
     # the approximations cost something, measured, and no more than the stated bound
-    assert 1e-12 < approx.behavioural_loss <= approx.loss_bound
+    assert 1e-12 < approx.behavioral_loss <= approx.loss_bound
     with torch.no_grad():
         measured = float((approx.model(x) - net(x)).square().sum(1).mean())
-    assert measured == pytest.approx(approx.behavioural_loss, rel=1e-12)
+    assert measured == pytest.approx(approx.behavioral_loss, rel=1e-12)
     assert approx.layers[0].loss_bound_sync > 0  # the flipped neuron and the near-duplicate
 
 
 # ------------------------------------------------------------------------------ bad input
 def test_bad_input_is_named():
     net, x = planted()
-    with pytest.raises(InputError, match=r"eps must be a positive finite float, got -1"):
+    with pytest.raises(
+        InputError, match=r"'eps' parameter of sparsify must be a positive finite float. Got -1"
+    ):
         sparsify(net, x, eps=-1.0)
-    with pytest.raises(InputError, match=r"tol is a fraction of inputs .* got 2"):
-        sparsify(net, x, eps=1e-10, tol=2)
+    with pytest.raises(InputError, match=r"'mismatch' parameter of sparsify .* \[0, 1\]. Got 2"):
+        sparsify(net, x, eps=1e-10, mismatch=2)
     with pytest.raises(InputError, match=r"data has 3 features per sample .* reads 7"):
         sparsify(net, x[:, :3], eps=1e-10)
     with pytest.raises(InputError, match=r"got Tanh at position 1"):

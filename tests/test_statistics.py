@@ -8,7 +8,8 @@ from torch.autograd.functional import jacobian
 from torch.utils.data import DataLoader, TensorDataset
 
 import modgraph as mg
-from modgraph.chain import Batches, LayerChain
+from modgraph.chain import LayerChain
+from modgraph.data import Batches
 from modgraph.statistics import activation_statistics, global_statistics, jacobian_gram
 
 
@@ -127,7 +128,9 @@ def test_unknown_layer_name():
 
 @pytest.mark.parametrize("eps", [0, -0.1, float("nan"), "1e-3"])
 def test_bad_eps(eps):
-    with pytest.raises(mg.InputError, match="eps must be a positive finite float"):
+    with pytest.raises(
+        mg.InputError, match="'eps' parameter of analyze must be a positive finite float"
+    ):
         mg.analyze(mlp(3, 2), torch.randn(5, 3), eps=eps, progress=False)
 
 
@@ -135,7 +138,9 @@ def test_bad_eps(eps):
     "arg,value", [("variant", "glob"), ("scale", "x"), ("basis", "svd"), ("attribution", "shap")]
 )
 def test_bad_choices_name_the_argument(arg, value):
-    with pytest.raises(mg.InputError, match=f"{arg} must be one of .* got '{value}'"):
+    with pytest.raises(
+        mg.InputError, match=f"'{arg}' parameter of analyze must be one of .* Got '{value}' instead"
+    ):
         mg.analyze(mlp(3, 2), torch.randn(5, 3), progress=False, **{arg: value})
 
 

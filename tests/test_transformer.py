@@ -9,9 +9,10 @@ from torch import nn
 from torch.autograd.functional import jacobian
 
 import modgraph as mg
-from modgraph.chain import Batches
+from modgraph.adapters import transformer_chain
+from modgraph.data import Batches
 from modgraph.statistics import global_statistics
-from modgraph.transformer import TinyTransformer, transformer_chain
+from modgraph.toys import TinyTransformer
 
 
 def tiny(seed=0, **kw):
@@ -125,7 +126,7 @@ def test_random_output_probes_converge_to_exact_M():
 
 
 def test_analyze_a_trained_modular_addition_model():
-    from modgraph.transformer import train_modular_addition
+    from modgraph.toys import train_modular_addition
 
     model, tokens, acc = train_modular_addition(7, d_model=32, d_mlp=64, steps=150)
     assert acc > 0.9
@@ -165,5 +166,5 @@ def test_sequences_of_different_lengths_in_one_batch():
 def test_bad_transformer_arguments():
     with pytest.raises(mg.InputError, match="transformer_chain reads"):
         transformer_chain(nn.Linear(2, 2))
-    with pytest.raises(mg.InputError, match="positions must be"):
+    with pytest.raises(mg.InputError, match="'positions' parameter of transformer_chain must be"):
         transformer_chain(tiny(), positions="first")

@@ -12,7 +12,8 @@ import torch.distributed as dist
 from torch import nn
 
 import modgraph as mg
-from modgraph.chain import Batches, LayerChain
+from modgraph.chain import LayerChain
+from modgraph.data import Batches
 from modgraph.rotation import sparse_rotation
 
 

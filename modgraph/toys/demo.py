@@ -15,10 +15,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .chain import Batches, LayerChain
-from .edges import output_attribution
-from .partition import adjusted_rand_index
-from .pipeline import Analysis
+from ..analysis import Analysis
+from ..chain import LayerChain
+from ..data import Batches
+from ..edges import output_attribution
+from ..partition import adjusted_rand_index
 
 __all__ = ["DemoProblem", "make_demo", "true_modules"]
 

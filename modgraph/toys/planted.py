@@ -15,12 +15,12 @@ assembled into one block-diagonal ``nn.Sequential`` whose block structure is the
 - ``rot``: the inputs are rotated by a random orthogonal matrix (the first weight compensates).
 
 ``leak`` adds cross-module weights of that size (before hiding), ``trained`` trains each module on
-its own sub-task (:func:`modgraph.demo._targets` style) instead of drawing random weights. The
+its own sub-task (as the demo's sub-tasks) instead of drawing random weights. The
 ground truth of a basis direction is the module whose outputs it drives most
-(:func:`modgraph.demo.true_modules`), and a partition is scored by the adjusted Rand index over
+(:func:`modgraph.toys.demo.true_modules`), and a partition is scored by the adjusted Rand index over
 the nodes with edges.
 
-``python -m modgraph.benchmarks`` prints the table for the neuron and PCA baselines, the paper's
+``python -m modgraph.toys.planted`` prints the table for the neuron and PCA baselines, the paper's
 plain interaction basis (``rotation="none"``) and the default (``rotation="sparse"``), with the
 time of the default relative to plain ``analyze`` in the same run.
 """
@@ -34,6 +34,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor, nn
+
+from ..partition import find_modules
+from ..pipeline import analyze
+from .demo import score, true_modules
 
 __all__ = [
     "Case",
@@ -196,9 +200,6 @@ def score_analysis(planted: Planted, analysis, *, seed: int = 0) -> float:
     modularity alone it splits a planted module at its linear bottleneck, where the interaction
     basis leaves one edge per direction (diagonal transitions), whatever the basis quality.
     """
-    from .demo import score, true_modules
-    from .partition import find_modules
-
     g = analysis.graph
     truth = true_modules(planted.model, analysis, planted.inputs, planted.output_groups)
     found = find_modules(g, method="leiden", n_modules=planted.case.K, seed=seed)
@@ -217,8 +218,6 @@ METHODS = (
 
 def run_benchmark(cases=CASES, methods=METHODS, *, eps: float = EPS) -> list[dict]:
     """Analyse and score every case with every method; one row (a dict) per case."""
-    from .pipeline import analyze
-
     rows = []
     for i, case in enumerate(cases):
         planted = make_case(case)

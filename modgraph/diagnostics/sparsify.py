@@ -17,7 +17,7 @@ At every Linear ``W_l`` (reading layer ``l``, writing layer ``l + 1``):
    so ``(d_l - r) d_{l+1}`` weights vanish: the neurons outside ``S`` are disconnected.
 
 2. **Synchronized blocks** (eqs. 25-28). Neurons of layer ``l + 1`` that fire on the same inputs
-   (:func:`~modgraph.degeneracy.synchronized_blocks`) see one switch ``s_a(x)`` in ``{0, 1}``:
+   (:func:`~modgraph.diagnostics.synchronized_blocks`) see one switch ``s_a(x)`` in ``{0, 1}``:
    ``relu(p_a) = s_a p_a``, so for any invertible ``C_a``, ``C_a relu(p_a) = s_a C_a p_a``: the
    basis change commutes with the block's ReLU once the ReLU is read as the block's gate. For a
    block whose preactivations have rank ``s_a``, pick ``s_a`` independent neurons ``R`` and ``s_a``
@@ -43,18 +43,18 @@ preactivation of the block, read off the new coordinates). It computes the same 
 data** (off the data, blocks need not stay synchronized).
 
 **Approximate version.** ``eps`` drops activation directions of variance at most ``eps``
-(absolute, as in :func:`~modgraph.degeneracy.layer_ranks`), ``tol`` groups neurons whose firing
-patterns differ on up to a fraction ``tol`` of the inputs, and ``rank_rtol`` sets the rank of a
+(absolute, as in :func:`~modgraph.diagnostics.layer_ranks`), ``mismatch`` groups neurons whose
+firing patterns differ on up to that fraction of the inputs, and ``rank_rtol`` sets the rank of a
 block's preactivations. Each approximate step changes the network by ``Delta_k`` at one layer,
 which the untouched downstream layers (ReLU: 1-Lipschitz) carry to the output, so by Minkowski's
-inequality the behavioural loss (eq. 6) obeys
+inequality the behavioral loss (eq. 6) obeys
 
 .. math::
 
     L_B^{1/2} \\le \\sum_k \\Big(\\prod_{m > l_k} \\lVert W_m \\rVert_2\\Big)
     \\, \\mathbb{E}_x\\left[\\lVert \\Delta_k(x) \\rVert^2\\right]^{1/2} ,
 
-which is reported as ``loss_bound`` next to the measured ``behavioural_loss``.
+which is reported as ``loss_bound`` next to the measured ``behavioral_loss``.
 
 Derived from first principles (we could not read the paper's sec. 4 text); the equation numbers
 refer to the issue's description of the construction.
@@ -71,13 +71,15 @@ import scipy.linalg
 import torch
 from torch import Tensor, nn
 
-from .ablation import behavioural_loss
-from .chain import Batches, LayerChain
-from .degeneracy import LayerRanks, SynchronizedBlocks, layer_ranks, synchronized_blocks
-from .errors import InputError
-from .graph import InteractionGraph
-from .llc import _check_nonneg_float
-from .pipeline import _check_eps
+from .._deprecation import renamed_parameters, warn_renamed
+from .._validation import check_real
+from ..chain import LayerChain
+from ..data import Batches
+from ..errors import InputError
+from ..graph import InteractionGraph
+from ..loss import behavioral_loss
+from .ranks import LayerRanks, layer_ranks
+from .synchronized import SynchronizedBlocks, synchronized_blocks
 
 __all__ = ["BlockGate", "SparsifiedLayer", "SparsifiedModel", "sparsify"]
 
@@ -133,12 +135,12 @@ class SparsifiedLayer:
     activation_rank : int
         ``r``, the neurons of layer ``l`` kept connected (step 1).
     dof_rank : int
-        ``freed_by_activations`` of :func:`~modgraph.degeneracy.layer_ranks`: ``(d_in - r) d_out``.
+        ``freed_by_activations`` of :func:`~modgraph.diagnostics.layer_ranks`: ``(d_in - r) d_out``.
     zeroed_rank : int
         Weights of ``W_l`` made zero by step 1.
     dof_sync : int
         ``sum_a s_a^2`` over the blocks of layer ``l + 1``
-        (:func:`~modgraph.degeneracy.synchronized_blocks`; 0 where no ReLU follows).
+        (:func:`~modgraph.diagnostics.synchronized_blocks`; 0 where no ReLU follows).
     rescalings : int
         ``sum_a s_a``: the part of ``dof_sync`` that only rescales neurons.
     zeroed_sync, unit_sync : int
@@ -193,7 +195,7 @@ class SparsifiedModel:
     model : nn.Sequential
         The reparametrised network (float64, eval mode): ``nn.Linear`` and ``nn.ReLU`` /
         :class:`BlockGate`. Same outputs as the original on the data (exactly, up to rounding, for
-        exact degeneracies; within ``behavioural_loss`` for approximate ones).
+        exact degeneracies; within ``behavioral_loss`` for approximate ones).
     layer_names : tuple of str
         Chain names of layers ``0 .. L`` (input, hidden layers, output).
     weights, biases : tuple of Tensor
@@ -210,13 +212,13 @@ class SparsifiedModel:
         ``w[l][i, j] = E_x[(W_l[i, j] f_{l,j}(x))^2]^{1/2}``: the RMS contribution of neuron ``j``
         of layer ``l`` to the preactivation of neuron ``i`` of layer ``l + 1``. A zero weight or a
         neuron silent on the data gives an absent edge. Importance is the activation variance.
-    behavioural_loss : float
+    behavioral_loss : float
         ``L_B`` (eq. 6) of the new network against the original on the data.
     loss_bound : float
-        Upper bound on ``behavioural_loss`` (module docstring) in exact arithmetic; rounding in
+        Upper bound on ``behavioral_loss`` (module docstring) in exact arithmetic; rounding in
         the basis changes adds about ``cond(C) * machine eps`` relative error on top (so for exact
         degeneracies the measured loss, ~1e-28, can exceed a bound of ~1e-30).
-    eps, tol : float
+    eps, mismatch : float
     n_samples : int
     ranks : LayerRanks
         The degeneracy diagnostics of the original network.
@@ -233,10 +235,10 @@ class SparsifiedModel:
     layers: tuple[SparsifiedLayer, ...] = field(repr=False)
     graph: InteractionGraph = field(repr=False)
     original_graph: InteractionGraph = field(repr=False)
-    behavioural_loss: float
+    behavioral_loss: float
     loss_bound: float
     eps: float
-    tol: float
+    mismatch: float
     n_samples: int
     ranks: LayerRanks = field(repr=False)
     sync: tuple[SynchronizedBlocks | None, ...] = field(repr=False)
@@ -244,6 +246,18 @@ class SparsifiedModel:
     @property
     def meets_bound(self) -> bool:
         return all(r.meets_bound for r in self.layers)
+
+    @property
+    def behavioural_loss(self) -> float:
+        """Deprecated name of :attr:`behavioral_loss`."""
+        warn_renamed("SparsifiedModel.behavioural_loss", "SparsifiedModel.behavioral_loss")
+        return self.behavioral_loss
+
+    @property
+    def tol(self) -> float:
+        """Deprecated name of :attr:`mismatch`."""
+        warn_renamed("SparsifiedModel.tol", "SparsifiedModel.mismatch")
+        return self.mismatch
 
     def to_dict(self) -> dict[str, list]:
         """Column-wise plain-Python summary of :attr:`layers`."""
@@ -290,8 +304,8 @@ class SparsifiedModel:
         lines = ["  ".join(str(v).rjust(w) for v, w in zip(row, widths)) for row in rows]
         lines.append(
             f"edges {self.original_graph.n_edges} -> {self.graph.n_edges} (w > eps^1/2); "
-            f"behavioural loss {self.behavioural_loss:.3g} <= bound {self.loss_bound:.3g} "
-            f"(eps={self.eps:g}, tol={self.tol:g}, {self.n_samples} samples)"
+            f"behavioral loss {self.behavioral_loss:.3g} <= bound {self.loss_bound:.3g} "
+            f"(eps={self.eps:g}, mismatch={self.mismatch:g}, {self.n_samples} samples)"
         )
         return "\n".join(lines)
 
@@ -426,13 +440,143 @@ def _build(Ws, bs, gates) -> nn.Sequential:
     return nn.Sequential(*mods).eval()
 
 
+#: The synchronisation columns of a layer that no ReLU writes.
+_NO_SYNC = {"zeroed_sync": 0, "unit_sync": 0, "loss_bound_sync": 0.0}
+
+
+class _Rewrite:
+    """The network being rewritten: weights, biases, gates and bases, changed step by step."""
+
+    def __init__(self, linears: list[nn.Linear], relu: list[bool], x: Tensor):
+        L = len(linears)
+        self.x, self.n, self.device = x, len(x), x.device
+        self.W0 = [lin.weight.detach().to(torch.float64).clone() for lin in linears]
+        self.Ws = [w.clone() for w in self.W0]
+        self.bs = [
+            lin.bias.detach().to(torch.float64).clone()
+            if lin.bias is not None
+            else torch.zeros(lin.out_features, dtype=torch.float64, device=self.device)
+            for lin in linears
+        ]
+        self.gates: list[nn.Module | None] = [nn.ReLU() if r else None for r in relu]
+        eye = lambda d: torch.eye(d, dtype=torch.float64, device=self.device)  # noqa: E731
+        self.bases = [eye(w.shape[1]) for w in self.Ws] + [eye(self.Ws[-1].shape[0])]
+        self.rotated: list[tuple[tuple[int, ...], ...]] = [() for _ in range(L + 1)]
+        self.gate_reads: list[list[int]] = [[] for _ in range(L + 1)]
+        self.dead_zeroed = [0] * L
+        self.lip = [_lipschitz_after(self.W0, l) for l in range(L)]
+
+    def _input_of(self, l: int) -> Tensor:
+        return _forward(self.Ws, self.bs, self.gates, self.x, l)[-1]
+
+    def rank_step(self, l: int, eps: float) -> dict:
+        """Zero the weights reading directions of layer ``l`` of variance at most ``eps``."""
+        Ws, bs, device = self.Ws, self.bs, self.device
+        f = self._input_of(l)
+        mu = f.mean(0)
+        X = (f - mu).cpu().numpy()
+        r = int((np.linalg.eigvalsh(X.T @ X / self.n) > eps).sum())
+        S = _pivots(X, r)
+        Sc = np.setdiff1d(np.arange(f.shape[1]), S)
+        zeros_before = int((Ws[l] == 0).sum())
+        bound_rank = 0.0
+        if len(Sc):
+            XS, XSc = X[:, S], X[:, Sc]
+            A = np.linalg.lstsq(XS, XSc, rcond=None)[0].T if r else np.zeros((len(Sc), 0))
+            At = torch.as_tensor(A, dtype=torch.float64, device=device)
+            St, Sct = torch.as_tensor(S, device=device), torch.as_tensor(Sc, device=device)
+            WSc = Ws[l][:, Sct].clone()
+            resid = torch.as_tensor(XSc - XS @ A.T, dtype=torch.float64, device=device)
+            bound_rank = self.lip[l] * _rms(resid @ WSc.T)
+            Ws[l][:, St] += WSc @ At
+            bs[l] += WSc @ (mu[Sct] - At @ mu[St])
+            Ws[l][:, Sct] = 0.0
+        return dict(
+            activation_rank=r,
+            zeroed_rank=int((Ws[l] == 0).sum()) - zeros_before,
+            loss_bound_rank=bound_rank,
+        )
+
+    def sync_step(self, l: int, sb: SynchronizedBlocks, rank_rtol) -> dict:
+        """Rotate each synchronized block of layer ``l + 1`` so its weights become sparse."""
+        Ws, bs = self.Ws, self.bs
+        p = self._input_of(l) @ Ws[l].T + bs[l]
+        C, R_T, gate_blocks, done, silent, f_gated = self._block_bases(l, sb, p, rank_rtol)
+        # the approximate part: each block switched by its reference neuron
+        bound_sync = self.lip[l] * _rms(f_gated - torch.relu(p))
+        was_zero = Ws[l] == 0
+        Ws[l], bs[l] = C @ Ws[l], C @ bs[l]
+        unit_sync = 0
+        for R, T in R_T:  # unit weights on (R, T) hold by construction: write them exactly
+            Ws[l][np.ix_(R, T)] = torch.diag(Ws[l][np.ix_(R, T)].diagonal().sign())
+            unit_sync += len(R)
+        # the neurons of a block beyond its rank are silent: dead ends (Jacobian drop)
+        Ws[l][silent], bs[l][silent] = 0.0, 0.0
+        made = (Ws[l] == 0) & ~was_zero
+        self.dead_zeroed[l] = int(made[silent].sum())
+        Ws[l + 1] = Ws[l + 1] @ torch.linalg.inv(C)
+        if done:
+            self.gates[l] = BlockGate(len(C), gate_blocks)
+            self.gate_reads[l + 1] = sorted(i for _, R, _ in gate_blocks for i in R)
+        self.bases[l + 1] = C
+        self.rotated[l + 1] = tuple(done)
+        return dict(
+            zeroed_sync=int(made.sum()) - self.dead_zeroed[l],
+            unit_sync=unit_sync,
+            loss_bound_sync=bound_sync,
+        )
+
+    def _block_bases(self, l: int, sb: SynchronizedBlocks, p: Tensor, rank_rtol):
+        """The basis change ``C`` of layer ``l + 1``'s neurons, block by block, and its parts."""
+        W, device = self.Ws[l], self.device
+        on = (p > 0).cpu().numpy()
+        C = torch.eye(p.shape[1], dtype=torch.float64, device=device)
+        gate_blocks, done, R_T, silent = [], [], [], []
+        f_gated = torch.relu(p)
+        for blk in sb.blocks:
+            if len(blk) == 1:  # the ReLU's own rescaling: c > 0 commutes with it
+                i = blk[0]
+                t = int(W[i].abs().argmax())
+                if W[i, t] != 0:
+                    C[i, i] = 1.0 / W[i, t].abs()
+                    R_T.append(([i], [t]))
+                continue
+            res = _rotate_block(W, p, on, list(blk), rank_rtol)
+            if res is None:  # no invertible block of weights: left as it is
+                continue
+            Ca, ref, R, T, v, N, D = res
+            bi = torch.as_tensor(blk, device=device)
+            C[bi[:, None], bi[None, :]] = Ca
+            gate = (p[:, ref] > 0)[:, None].to(p.dtype)
+            f_gated[:, bi] = p[:, bi] * gate
+            if N:  # rows N are silent on the data: their neurons carry D p_R
+                f_gated[:, N] = (p[:, R] @ D.T) * gate
+                silent.extend(N)
+            gate_blocks.append((list(blk), R, v))
+            R_T.append((R, T))
+            done.append(tuple(blk))
+        return C, R_T, gate_blocks, done, silent, f_gated
+
+    def dead_ends(self) -> None:
+        """Zero the weights into neurons whose outgoing weights are all zero, output backwards."""
+        Ws, bs = self.Ws, self.bs
+        for l in range(len(Ws) - 1, 0, -1):
+            dead = (Ws[l] == 0).all(0)
+            dead[self.gate_reads[l]] = False  # a gate reads them: not dead ends
+            before = int((Ws[l - 1] == 0).sum())
+            Ws[l - 1][dead] = 0.0
+            bs[l - 1][dead] = 0.0
+            self.dead_zeroed[l - 1] += int((Ws[l - 1] == 0).sum()) - before
+
+
 # ---------------------------------------------------------------------------------- sparsify
+@renamed_parameters(tol="mismatch")
 def sparsify(
     model: nn.Sequential,
     data,
     *,
     eps: float,
-    tol: float = 0.0,
+    mismatch: float = 0.0,
     rank_rtol: float | None = None,
     batch_size: int = 256,
 ) -> SparsifiedModel:
@@ -450,11 +594,12 @@ def sparsify(
         Activation rank threshold: a direction of layer ``l`` counts when its variance (eigenvalue
         of the centred ``G_l``, in activation units squared) exceeds ``eps``; also the noise scale
         of the returned interaction graphs. Tiny (e.g. ``1e-10``) for exact degeneracies.
-    tol : float
-        Fraction of inputs on which the firing patterns of a block may disagree (0: exact).
+    mismatch : float
+        Fraction of inputs on which the firing patterns of a block may disagree (0: exact). Named
+        ``tol`` before 0.2; that name still works, with a DeprecationWarning.
     rank_rtol : float or None
         Rank of a block's preactivations: singular values above ``rank_rtol * sigma_max`` count.
-        None: ``max(n, k) * machine eps`` (as :func:`~modgraph.degeneracy.synchronized_blocks`).
+        None: ``max(n, k) * machine eps`` (as :func:`~modgraph.diagnostics.synchronized_blocks`).
     batch_size : int
         Batch size used to read ``data`` and by the degeneracy diagnostics.
 
@@ -476,12 +621,11 @@ def sparsify(
     >>> bool((s.model(x) - net(x)).abs().max() < 1e-10)
     True
     """
-    eps = _check_eps(eps)
-    tol = _check_nonneg_float("tol", tol)
-    if tol > 1:
-        raise InputError(f"tol is a fraction of inputs and must be in [0, 1], got {tol!r}")
+    where = "sparsify"
+    eps = check_real(where, "eps", eps, low=0, low_open=True)
+    mismatch = check_real(where, "mismatch", mismatch, low=0, high=1)
     if rank_rtol is not None:
-        rank_rtol = _check_nonneg_float("rank_rtol", rank_rtol)
+        rank_rtol = check_real(where, "rank_rtol", rank_rtol, low=0)
     linears, relu = _parse_mlp(model)
     chain = LayerChain.from_model(model)
     names = chain.names
@@ -499,132 +643,34 @@ def sparsify(
     n = len(x)
 
     m64 = copy.deepcopy(model).to(torch.float64).eval()
-    ranks = layer_ranks(m64, x, eps=eps, batch_size=batch_size)
+    ranks = layer_ranks(m64, x, threshold=eps, batch_size=batch_size)
     sync = [None] + [
-        synchronized_blocks(m64, x, l + 1, tol=tol, batch_size=batch_size, rank_rtol=rank_rtol)
+        synchronized_blocks(m64, x, l + 1, mismatch=mismatch, batch_size=batch_size,
+                            rank_rtol=rank_rtol)
         if relu[l]
         else None
         for l in range(L)
-    ]
-    W0 = [lin.weight.detach().to(torch.float64).clone() for lin in linears]
-    Ws = [w.clone() for w in W0]
-    bs = [
-        lin.bias.detach().to(torch.float64).clone()
-        if lin.bias is not None
-        else torch.zeros(lin.out_features, dtype=torch.float64, device=device)
-        for lin in linears
-    ]
-    gates: list[nn.Module | None] = [nn.ReLU() if r else None for r in relu]
-    bases = [torch.eye(w.shape[1], dtype=torch.float64, device=device) for w in Ws]
-    bases.append(torch.eye(Ws[-1].shape[0], dtype=torch.float64, device=device))
-    rotated: list[tuple[tuple[int, ...], ...]] = [() for _ in range(L + 1)]
-    gate_reads: list[list[int]] = [[] for _ in range(L + 1)]
-    dead_zeroed = [0] * L
-    lip = [_lipschitz_after(W0, l) for l in range(L)]
+    ]  # fmt: skip
+    rw = _Rewrite(linears, relu, x)
     rows: list[dict] = []
     with torch.no_grad():
         for l in range(L):
-            row: dict = {}
-            # ---- step 1: activation rank drop at layer l (eqs. 23-24)
-            f = _forward(Ws, bs, gates, x, l)[-1]
-            mu = f.mean(0)
-            X = (f - mu).cpu().numpy()
-            g_eig = np.linalg.eigvalsh(X.T @ X / n)
-            r = int((g_eig > eps).sum())
-            S = _pivots(X, r)
-            Sc = np.setdiff1d(np.arange(f.shape[1]), S)
-            zeros_before = int((Ws[l] == 0).sum())
-            bound_rank = 0.0
-            if len(Sc):
-                XS, XSc = X[:, S], X[:, Sc]
-                A = np.linalg.lstsq(XS, XSc, rcond=None)[0].T if r else np.zeros((len(Sc), 0))
-                At = torch.as_tensor(A, dtype=torch.float64, device=device)
-                St, Sct = torch.as_tensor(S, device=device), torch.as_tensor(Sc, device=device)
-                WSc = Ws[l][:, Sct].clone()
-                resid = torch.as_tensor(XSc - XS @ A.T, dtype=torch.float64, device=device)
-                bound_rank = lip[l] * _rms(resid @ WSc.T)
-                Ws[l][:, St] += WSc @ At
-                bs[l] += WSc @ (mu[Sct] - At @ mu[St])
-                Ws[l][:, Sct] = 0.0
+            row = rw.rank_step(l, eps)  # step 1: activation rank drop at layer l (eqs. 23-24)
+            sb = sync[l + 1]  # step 2: synchronized blocks of layer l + 1 (eqs. 25-28)
+            row.update(rw.sync_step(l, sb, rank_rtol) if sb is not None else _NO_SYNC)
             row.update(
-                activation_rank=r,
-                zeroed_rank=int((Ws[l] == 0).sum()) - zeros_before,
-                loss_bound_rank=bound_rank,
-            )
-            # ---- step 2: synchronized blocks of layer l + 1 (eqs. 25-28)
-            sb = sync[l + 1]
-            zeroed_sync = unit_sync = 0
-            bound_sync = 0.0
-            if sb is not None:
-                f = _forward(Ws, bs, gates, x, l)[-1]
-                p = f @ Ws[l].T + bs[l]
-                on = (p > 0).cpu().numpy()
-                C = torch.eye(p.shape[1], dtype=torch.float64, device=device)
-                gate_blocks, done, R_T, silent = [], [], [], []
-                f_gated = torch.relu(p)
-                for blk in sb.blocks:
-                    if len(blk) == 1:  # the ReLU's own rescaling: c > 0 commutes with it
-                        i = blk[0]
-                        t = int(Ws[l][i].abs().argmax())
-                        if Ws[l][i, t] != 0:
-                            C[i, i] = 1.0 / Ws[l][i, t].abs()
-                            R_T.append(([i], [t]))
-                        continue
-                    res = _rotate_block(Ws[l], p, on, list(blk), rank_rtol)
-                    if res is None:  # no invertible block of weights: left as it is
-                        continue
-                    Ca, ref, R, T, v, N, D = res
-                    bi = torch.as_tensor(blk, device=device)
-                    C[bi[:, None], bi[None, :]] = Ca
-                    gate = (p[:, ref] > 0)[:, None].to(p.dtype)
-                    f_gated[:, bi] = p[:, bi] * gate
-                    if N:  # rows N are silent on the data: their neurons carry D p_R
-                        f_gated[:, N] = (p[:, R] @ D.T) * gate
-                        silent.extend(N)
-                    gate_blocks.append((list(blk), R, v))
-                    R_T.append((R, T))
-                    done.append(tuple(blk))
-                # the approximate part: each block switched by its reference neuron
-                bound_sync = lip[l] * _rms(f_gated - torch.relu(p))
-                was_zero = Ws[l] == 0
-                Ws[l], bs[l] = C @ Ws[l], C @ bs[l]
-                for R, T in R_T:  # unit weights on (R, T) hold by construction: write them exactly
-                    Ws[l][np.ix_(R, T)] = torch.diag(Ws[l][np.ix_(R, T)].diagonal().sign())
-                    unit_sync += len(R)
-                # the neurons of a block beyond its rank are silent: dead ends (Jacobian drop)
-                Ws[l][silent], bs[l][silent] = 0.0, 0.0
-                made = (Ws[l] == 0) & ~was_zero
-                dead_zeroed[l] = int(made[silent].sum())
-                zeroed_sync = int(made.sum()) - dead_zeroed[l]
-                Ws[l + 1] = Ws[l + 1] @ torch.linalg.inv(C)
-                if done:
-                    gates[l] = BlockGate(len(C), gate_blocks)
-                    gate_reads[l + 1] = sorted(i for _, R, _ in gate_blocks for i in R)
-                bases[l + 1] = C
-                rotated[l + 1] = tuple(done)
-            row.update(
-                zeroed_sync=zeroed_sync,
-                unit_sync=unit_sync,
-                loss_bound_sync=bound_sync,
                 dof_sync=sb.degrees_of_freedom if sb is not None else 0,
                 rescalings=sum(sb.ranks) if sb is not None else 0,
             )
             rows.append(row)
-        # ---- step 3: dead ends, from the output back
-        for l in range(L - 1, 0, -1):
-            dead = (Ws[l] == 0).all(0)
-            dead[gate_reads[l]] = False  # a gate reads them: not dead ends
-            before = int((Ws[l - 1] == 0).sum())
-            Ws[l - 1][dead] = 0.0
-            bs[l - 1][dead] = 0.0
-            dead_zeroed[l - 1] += int((Ws[l - 1] == 0).sum()) - before
-
-        new = _build(Ws, bs, gates)
+        rw.dead_ends()  # step 3: dead ends, from the output back
+        Ws, bs, W0 = rw.Ws, rw.bs, rw.W0
+        new = _build(Ws, bs, rw.gates)
         y_ref = m64(x)
         y_new = new(x)
-        loss = behavioural_loss(y_new, y_ref)
+        loss = behavioral_loss(y_new, y_ref)
         bound = sum(r["loss_bound_rank"] + r["loss_bound_sync"] for r in rows) ** 2
-        fs_new = _forward(Ws, bs, gates, x, L - 1)
+        fs_new = _forward(Ws, bs, rw.gates, x, L - 1)
         b0 = [lin.bias.detach().double() if lin.bias is not None else 0.0 for lin in linears]
         fs_old = _forward(W0, b0, [nn.ReLU() if r else None for r in relu], x, L - 1)
         fs_new.append(y_new)
@@ -636,7 +682,7 @@ def sparsify(
             d_in=Ws[l].shape[1],
             d_out=Ws[l].shape[0],
             dof_rank=ranks.layers[l].freed_by_activations,
-            zeroed_dead_ends=dead_zeroed[l],
+            zeroed_dead_ends=rw.dead_zeroed[l],
             absent_before=int((W0[l] == 0).sum()),
             absent_after=int((Ws[l] == 0).sum()),
             **rows[l],
@@ -648,15 +694,15 @@ def sparsify(
         layer_names=tuple(names),
         weights=tuple(Ws),
         biases=tuple(bs),
-        bases=tuple(bases),
-        blocks=tuple(rotated),
+        bases=tuple(rw.bases),
+        blocks=tuple(rw.rotated),
         layers=layers,
         graph=_graph(names, Ws, fs_new, eps),
         original_graph=_graph(names, W0, fs_old, eps),
-        behavioural_loss=loss,
+        behavioral_loss=loss,
         loss_bound=bound,
         eps=eps,
-        tol=tol,
+        mismatch=mismatch,
         n_samples=n,
         ranks=ranks,
         sync=tuple(sync),

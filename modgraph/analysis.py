@@ -1,0 +1,172 @@
+"""The result of :func:`modgraph.analyze`: per-layer bases, interaction strengths, the graph.
+
+:class:`Analysis` is frozen; :meth:`Analysis.save` writes it to a directory and
+:func:`load_analysis` reads it back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ._validation import check_real
+from ._version import __version__
+from .atomic import atomic_path
+from .basis import LayerBasis
+from .errors import InputError
+from .graph import InteractionGraph
+from .statistics import LayerStatistics
+
+__all__ = ["Analysis", "load_analysis", "versions", "FORMAT_VERSION"]
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """A model seen in a basis: per-layer bases, interaction strengths and the graph.
+
+    Attributes
+    ----------
+    layers : tuple of LayerBasis
+        One per layer boundary, the input first and the final output last.
+    w : tuple of Tensor
+        ``w[l]`` of shape (k_{l+1}, k_l): RMS interaction strength between directions of layers
+        ``l`` and ``l + 1`` (see :mod:`modgraph.edges`).
+    statistics : tuple of LayerStatistics
+        Per-layer mean, activation Gram ``G`` and Jacobian Gram ``M`` (``M`` is None for the
+        ``pca`` and ``neuron`` baselines, which do not need it).
+    eps : float
+        Behavioural-loss noise scale; edges with ``w <= eps**0.5`` are left out of the graph.
+    config : dict
+        The options ``analyze`` was called with (variant, scale, basis, rtol, ...).
+    timings : dict
+        Seconds spent per stage.
+    versions : dict
+        Versions of modgraph, torch and Python that produced the analysis.
+    """
+
+    layers: tuple[LayerBasis, ...]
+    w: tuple[Tensor, ...]
+    statistics: tuple[LayerStatistics, ...]
+    eps: float
+    config: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+    versions: dict = field(default_factory=dict)
+
+    @property
+    def n_samples(self) -> int:
+        return self.statistics[0].n
+
+    @property
+    def layer_names(self) -> list[str]:
+        return [layer.name for layer in self.layers]
+
+    @cached_property
+    def graph(self) -> InteractionGraph:
+        """The interaction graph: nodes are basis directions, edges ``w > eps**0.5``."""
+        return InteractionGraph(
+            layer_names=tuple(self.layer_names),
+            importance=tuple(layer.eigenvalues.cpu().numpy() for layer in self.layers),
+            w=tuple(w.cpu().numpy() for w in self.w),
+            eps=self.eps,
+        )
+
+    def with_eps(self, eps: float) -> Analysis:
+        """The same analysis with another noise scale (no recomputation; a new graph)."""
+        return replace(self, eps=check_real("Analysis.with_eps", "eps", eps, low=0, low_open=True))
+
+    def summary(self) -> str:
+        """A few lines: the layers, their widths and kept directions, and the graph size."""
+        lines = [
+            f"{self.config.get('basis', '?')} basis, variant={self.config.get('variant')}, "
+            f"eps={self.eps:g}, {self.n_samples} samples"
+        ]
+        for layer in self.layers:
+            lines.append(
+                f"  {layer.position:>2} {layer.name:<16} d={layer.d:<5} kept={layer.k}"
+                + (f"  ties={len(layer.ties)}" if layer.ties else "")
+            )
+        g = self.graph
+        lines.append(f"graph: {g.n_nodes} nodes, {g.n_edges} edges above eps^1/2")
+        return "\n".join(lines)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the analysis to a directory: ``tensors.pt`` plus ``meta.json``.
+
+        The directory is written under a temporary name and renamed into place, so a failure
+        never leaves a half-written analysis; an existing analysis at ``path`` is replaced.
+        """
+        path = Path(path)
+        if path.exists() and not path.is_dir():
+            raise InputError(f"path {str(path)!r} exists and is not a directory")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {
+            "layers": [
+                {k: getattr(layer, k).cpu() for k in _LAYER_TENSORS} for layer in self.layers
+            ],
+            "w": [w.cpu() for w in self.w],
+            "statistics": [
+                {"mean": s.mean.cpu(), "G": s.G.cpu(), "M": None if s.M is None else s.M.cpu()}
+                for s in self.statistics
+            ],
+        }
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "eps": self.eps,
+            "n_samples": self.n_samples,
+            "layers": [
+                {
+                    "name": layer.name,
+                    "position": layer.position,
+                    "ties": [list(t) for t in layer.ties],
+                }
+                for layer in self.layers
+            ],
+            "config": self.config,
+            "timings": self.timings,
+            "versions": self.versions,
+        }
+        with atomic_path(path, directory=True) as tmp:
+            torch.save(tensors, tmp / "tensors.pt")
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+        return path
+
+
+_LAYER_TENSORS = ("C", "C_pinv", "mean", "eigenvalues", "gram_spectrum", "lambda_spectrum")
+
+
+def load_analysis(path: str | os.PathLike) -> Analysis:
+    """Read an analysis written by :meth:`Analysis.save`."""
+    path = Path(path)
+    if not (path / "meta.json").is_file() or not (path / "tensors.pt").is_file():
+        raise InputError(f"path {str(path)!r} is not a saved analysis (no meta.json/tensors.pt)")
+    meta = json.loads((path / "meta.json").read_text())
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise InputError(f"unsupported analysis format {meta.get('format_version')!r} at {path}")
+    t = torch.load(path / "tensors.pt", weights_only=True)
+    layers = tuple(
+        LayerBasis(m["name"], m["position"], **lt, ties=tuple(tuple(g) for g in m["ties"]))
+        for m, lt in zip(meta["layers"], t["layers"])
+    )
+    stats = tuple(LayerStatistics(meta["n_samples"], **s) for s in t["statistics"])
+    return Analysis(
+        layers, tuple(t["w"]), stats, meta["eps"], meta["config"], meta["timings"], meta["versions"]
+    )
+
+
+def versions() -> dict:
+    """Versions of modgraph, torch and Python, recorded with every analysis."""
+    return {
+        "modgraph": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }

@@ -1,0 +1,396 @@
+"""The ablation engine: basis directions and edges removed in the interaction basis.
+
+A direction ``j`` of layer ``l`` (graph node ``"l:j"``) is *ablated* by replacing its basis
+coordinate ``f_hat_j = [C (f - mean)]_j`` and mapping back with ``C_pinv``, keeping the part ``r``
+of the activation that the basis dropped:
+
+.. math::
+
+    f' = \\mu + C^+ \\hat f' + r, \\qquad r = (f - \\mu) - C^+ C (f - \\mu)
+    \\quad\\Longleftrightarrow\\quad f' = f + C^+_{:,S} (\\hat f'_S - \\hat f_S)
+
+The replacement ``f_hat'_j`` is, by ``mode``:
+
+- ``"mean"``: ``0``, the data mean of ``f_hat_j`` (``f_hat`` is centered);
+- ``"zero"``: ``[C (0 - mean)]_j``, the coordinate of the all-zero activation;
+- ``"resample"``: ``f_hat_j`` of the *unablated* model on another input of the same batch (one
+  seeded derangement per batch, the same at every layer).
+
+The chain is run stage by stage and each edited layer feeds the next stages, so an ablation at layer
+``l`` propagates to the output.
+
+An *edge* ``(l:j, l+1:i)`` is removed exactly: ``f_hat_{l+1,i}`` is recomputed from the layer-``l``
+activation with direction ``j`` replaced, while every other direction of layer ``l + 1`` sees the
+unablated layer ``l``. A set of edges is removed jointly the same way: target ``i`` sees layer ``l``
+with *all* of its removed sources ``S_i`` replaced. Targets with the same ``S_i`` share one forward
+of the stage, so removing any set of edges costs at most ``k_{l+1}`` stage forwards per layer pair
+(the same count of passes as computing ``w`` itself), batched into one call.
+``method="linear"`` instead subtracts the first-order attribution
+``sum_{j in S_i} (f_hat_j - f_hat'_j) d f_hat_{l+1,i} / d f_hat_j`` (gradient at the current
+activation); it is exact for linear stages and is kept for comparison with the linear-response view
+of sec. 5.
+
+Everything is measured with the behavioral loss of eq. 6 against the unablated model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+from torch.func import vjp, vmap
+
+from .._validation import check_choice, check_instance, check_int, check_seed
+from ..analysis import Analysis
+from ..basis import LayerBasis
+from ..chain import LayerChain, LayerSelector, device_and_dtype
+from ..data import Batches
+from ..errors import InputError
+from ..statistics import DEFAULT_JACOBIAN_BUDGET, readout_rows
+
+__all__ = [
+    "MODES",
+    "EDGE_METHODS",
+    "Ablator",
+    "AblationPlan",
+    "plan_ablation",
+    "as_list",
+    "run_ablated",
+    "run_edge_ablated",
+]
+
+MODES = ("mean", "zero", "resample")
+EDGE_METHODS = ("exact", "linear")
+
+
+# ---------------------------------------------------------------------------- checking
+def _chain_for(model, analysis: Analysis, layers: LayerSelector) -> LayerChain:
+    """The model's chain, cut where the analysis was cut, checked against the analysis."""
+    names = list(analysis.layer_names)
+    if isinstance(model, LayerChain) or layers is not None:
+        chain = LayerChain.from_model(model, layers)
+    else:
+        try:  # the boundaries the analysis used, by name, so layers= need not be repeated
+            chain = LayerChain.from_model(model, names[1:])
+        except InputError as err:
+            raise InputError(
+                f"model does not match analysis: the analysis has layers {names}, and {err}"
+            ) from err
+    if list(chain.names) != names:
+        raise InputError(
+            f"model does not match analysis: the model's layers are {list(chain.names)} but the "
+            f"analysis was fitted on {names} (pass the analysed model, and layers= as given to "
+            "analyze)"
+        )
+    return chain
+
+
+def _flat(f: Tensor) -> Tensor:
+    return f.reshape(f.shape[0], -1)
+
+
+def _check_width(f: Tensor, basis: LayerBasis, batch: int) -> None:
+    if f.ndim == 3:
+        raise InputError(
+            f"layer {basis.name!r} has activations of shape {tuple(f.shape)} (positions); "
+            "ablations read (batch, d) layers only so far"
+        )
+    width = _flat(f).shape[1]
+    if width != basis.d:
+        raise InputError(
+            f"model does not match analysis: layer {basis.name!r} has {width} features in data "
+            f"batch {batch} but the analysis basis was fitted on {basis.d}"
+        )
+
+
+def _parse_node(node, bases: Sequence[LayerBasis], arg: str) -> tuple[int, int]:
+    L = len(bases) - 1
+    try:
+        if isinstance(node, str):
+            ls, _, js = node.partition(":")
+            l, j = int(ls), int(js)
+        elif isinstance(node, tuple) and len(node) == 2:
+            l, j = (int(v) for v in node)
+        else:
+            raise ValueError
+    except ValueError:
+        raise InputError(
+            f"{arg} must hold node ids 'l:i' (layer position, direction index), got {node!r}"
+        ) from None
+    if not 0 <= l <= L:
+        raise InputError(f"{arg}: unknown node id {node!r}: layer position {l} is outside 0..{L}")
+    if not 0 <= j < bases[l].k:
+        raise InputError(
+            f"{arg}: unknown node id {node!r}: layer {l} ({bases[l].name!r}) has "
+            f"{bases[l].k} basis directions, 0..{bases[l].k - 1}"
+        )
+    return l, j
+
+
+@dataclass(frozen=True)
+class AblationPlan:
+    """What to ablate: direction indices per layer and removed sources per target per layer pair."""
+
+    nodes: dict[int, list[int]] = field(default_factory=dict)
+    edges: dict[int, dict[int, list[int]]] = field(default_factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        return not self.nodes and not self.edges
+
+
+def plan_ablation(bases, nodes: Iterable | None, edges: Iterable | None) -> AblationPlan:
+    by_layer: dict[int, set[int]] = {}
+    for node in [] if nodes is None else as_list(nodes, "nodes"):
+        l, j = _parse_node(node, bases, "nodes")
+        by_layer.setdefault(l, set()).add(j)
+    pairs: dict[int, dict[int, set[int]]] = {}
+    for edge in [] if edges is None else as_list(edges, "edges"):
+        if isinstance(edge, str) or not isinstance(edge, Sequence) or len(edge) != 2:
+            raise InputError(f"edges must hold (source, target) node id pairs, got {edge!r}")
+        (ls, j), (lt, i) = (_parse_node(n, bases, "edges") for n in edge)
+        if lt != ls + 1:
+            raise InputError(
+                f"edges: {edge!r} does not join adjacent layers; an edge goes from a node of "
+                f"layer l to a node of layer l + 1, got layers {ls} and {lt}"
+            )
+        pairs.setdefault(ls, {}).setdefault(i, set()).add(j)
+    return AblationPlan(
+        {l: sorted(s) for l, s in sorted(by_layer.items())},
+        {l: {i: sorted(s) for i, s in sorted(t.items())} for l, t in sorted(pairs.items())},
+    )
+
+
+def as_list(x, name: str) -> list:
+    if isinstance(x, str) or not isinstance(x, Iterable):
+        raise InputError(f"{name} must be a list, got {x!r}")
+    return list(x)
+
+
+# ---------------------------------------------------------------------------- the engine
+class Ablator:
+    """Runs one model, cut as one analysis was, with ablations; the data is read once per run.
+
+    ``options`` holds the ablation options of the public function ``where`` (``mode``,
+    ``method``, ``layers``, ``batch_size``, ``seed``), checked here in that function's name.
+    """
+
+    def __init__(self, where: str, model, analysis, data, options: dict):
+        mode = check_choice(where, "mode", options.get("mode", "mean"), MODES)
+        method = check_choice(where, "method", options.get("method", "exact"), EDGE_METHODS)
+        seed = check_seed(where, options.get("seed", 0))
+        batch_size = check_int(where, "batch_size", options.get("batch_size", 256), low=1)
+        check_instance(where, "analysis", analysis, Analysis)
+        self.chain = _chain_for(model, analysis, options.get("layers"))
+        self.analysis = analysis
+        device, dtype = device_and_dtype(self.chain)
+        self.bases = [
+            LayerBasis(
+                b.name,
+                b.position,
+                b.C.to(device, torch.float64),
+                b.C_pinv.to(device, torch.float64),
+                b.mean.to(device, torch.float64),
+                b.eigenvalues,
+                b.gram_spectrum,
+                b.lambda_spectrum,
+                b.ties,
+            )
+            for b in analysis.layers
+        ]
+        self.batches = Batches(data, batch_size=batch_size, device=device, dtype=dtype)
+        self.mode, self.seed, self.method = mode, seed, method
+        self._reference: Tensor | None = None
+
+    def plan(self, nodes=None, edges=None) -> AblationPlan:
+        return plan_ablation(self.bases, nodes, edges)
+
+    @property
+    def reference(self) -> Tensor:
+        """The unablated model's outputs on the data."""
+        if self._reference is None:
+            self._reference = self.run(AblationPlan())
+        return self._reference
+
+    @torch.no_grad()
+    def run(self, plan: AblationPlan) -> Tensor:
+        gen = torch.Generator().manual_seed(self.seed)
+        outs = []
+        for b, x in enumerate(self.batches):
+            perm = None
+            if self.mode == "resample" and not plan.empty:
+                if len(x) < 2:
+                    raise InputError(
+                        f"mode='resample' takes values from another input of the batch, but data "
+                        f"batch {b} has {len(x)} sample; use batches of at least 2"
+                    )
+                p = torch.randperm(len(x), generator=gen).to(x.device)
+                perm = torch.empty_like(p)
+                perm[p] = p.roll(-1)  # one cycle through all samples: nobody keeps its own value
+            outs.append(self._run_batch(x, b, plan, perm))
+        if not outs:
+            raise InputError("data is empty: it yielded no samples")
+        return torch.cat(outs)
+
+    def _run_batch(self, x: Tensor, b: int, plan: AblationPlan, perm: Tensor | None) -> Tensor:
+        clean = None
+        if perm is not None:  # resampled values come from the unablated model
+            clean = self.chain.forward(x)
+        a = self._edit_nodes(x, 0, plan, b, perm, clean)
+        for l, stage in enumerate(self.chain.stages):
+            _check_width(a, self.bases[l], b)
+            try:
+                nxt = stage(a)
+            except RuntimeError as err:
+                raise InputError(
+                    f"data batch {b} of shape {tuple(x.shape)} does not fit the model at stage "
+                    f"{l} ({self.chain.names[l]!r} -> {self.chain.names[l + 1]!r}): {err}"
+                ) from err
+            _check_width(nxt, self.bases[l + 1], b)
+            if l in plan.edges:
+                nxt = self._edit_edges(stage, a, nxt, l, plan.edges[l], perm, clean)
+            a = self._edit_nodes(nxt, l + 1, plan, b, perm, clean)
+        return a
+
+    def _replacement(self, l: int, idx: list[int], n: int, perm, clean) -> Tensor:
+        """New basis coordinates ``f_hat'`` for directions ``idx`` of layer ``l``, shape (n, s)."""
+        basis = self.bases[l]
+        C = basis.C[idx]
+        if self.mode == "mean":
+            return C.new_zeros(n, len(idx))
+        if self.mode == "zero":
+            return (-basis.mean @ C.T).expand(n, len(idx))
+        f = _flat(clean[l]).to(torch.float64)[perm]
+        return (f - basis.mean) @ C.T
+
+    def _edit_nodes(self, a: Tensor, l: int, plan: AblationPlan, b: int, perm, clean) -> Tensor:
+        idx = plan.nodes.get(l)
+        if not idx:
+            return a
+        _check_width(a, self.bases[l], b)
+        basis = self.bases[l]
+        f = _flat(a).to(torch.float64)
+        f_hat = (f - basis.mean) @ basis.C[idx].T
+        new = self._replacement(l, idx, len(a), perm, clean)
+        f = f + (new - f_hat) @ basis.C_pinv[:, idx].T
+        return f.to(a.dtype).reshape(a.shape)
+
+    def _edit_edges(self, stage, a, nxt, l, targets: dict[int, list[int]], perm, clean) -> Tensor:
+        src, dst = self.bases[l], self.bases[l + 1]
+        f = _flat(a).to(torch.float64)
+        sources = sorted({j for s in targets.values() for j in s})
+        f_hat = (f - src.mean) @ src.C[sources].T
+        delta_src = self._replacement(l, sources, len(a), perm, clean) - f_hat  # (B, s)
+        col = {j: c for c, j in enumerate(sources)}
+        tgt = sorted(targets)
+        out = _flat(nxt).to(torch.float64)
+        old = (out - dst.mean) @ dst.C[tgt].T  # (B, t)
+        if self.method == "exact":
+            new = self._exact_targets(stage, a, f, delta_src, col, targets, tgt, l)
+        else:
+            new = old + self._linear_targets(stage, a, delta_src, col, targets, tgt, l)
+        out = out + (new - old) @ dst.C_pinv[:, tgt].T
+        return out.to(nxt.dtype).reshape(nxt.shape)
+
+    def _exact_targets(self, stage, a, f, delta_src, col, targets, tgt, l) -> Tensor:
+        src, dst = self.bases[l], self.bases[l + 1]
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i in tgt:
+            groups.setdefault(tuple(targets[i]), []).append(i)
+        new = f.new_empty(len(a), len(tgt))
+        pos = {i: c for c, i in enumerate(tgt)}
+        keys = list(groups)
+        per = max(1, DEFAULT_JACOBIAN_BUDGET // max(1, f.numel()))
+        for start in range(0, len(keys), per):  # several source sets per stage call
+            chunk = keys[start : start + per]
+            variants = torch.stack(
+                [f + delta_src[:, [col[j] for j in S]] @ src.C_pinv[:, list(S)].T for S in chunk]
+            )  # (g, B, d_l)
+            inp = variants.to(a.dtype).reshape(len(chunk) * len(a), *a.shape[1:])
+            y = _flat(stage(inp)).to(torch.float64).reshape(len(chunk), len(a), -1)
+            for g, S in enumerate(chunk):
+                ts = groups[S]
+                new[:, [pos[i] for i in ts]] = (y[g] - dst.mean) @ dst.C[ts].T
+        return new
+
+    def _linear_targets(self, stage, a, delta_src, col, targets, tgt, l) -> Tensor:
+        src, dst = self.bases[l], self.bases[l + 1]
+        mask = delta_src.new_zeros(len(tgt), delta_src.shape[1])
+        for r, i in enumerate(tgt):
+            mask[r, [col[j] for j in targets[i]]] = 1.0
+        sources = sorted(col, key=col.get)
+        out, pullback = vjp(stage, a)
+        rows = dst.C[tgt].to(a.dtype)
+        g = vmap(pullback)(readout_rows(rows, out, 0, len(tgt))[1])[0]
+        g = g.reshape(len(tgt), len(a), -1)
+        J = g.to(torch.float64) @ src.C_pinv[:, sources]  # (t, B, s): d f_hat_{l+1,i}/d f_hat_j
+        return (J * delta_src[None] * mask[:, None, :]).sum(-1).T  # (B, t)
+
+
+# ---------------------------------------------------------------------------- ablated runs
+def run_ablated(  # noqa: PLR0913 (public; the ablation options)
+    model,
+    analysis: Analysis,
+    data,
+    nodes: Iterable = (),
+    *,
+    edges: Iterable | None = None,
+    mode: str = "mean",
+    layers: LayerSelector = None,
+    batch_size: int = 256,
+    seed: int = 0,
+    method: str = "exact",
+) -> Tensor:
+    """The model's outputs with basis directions (and edges) ablated.
+
+    Parameters
+    ----------
+    model : nn.Sequential, list of nn.Module, or LayerChain
+        The model ``analysis`` was computed on.
+    analysis : Analysis
+    data : tensor, array, or re-iterable of batches
+    nodes : list of str
+        Graph node ids ``"l:i"`` to ablate (see the module docstring); output-layer nodes too.
+    edges : list of (str, str), optional
+        ``(source "l:j", target "l+1:i")`` interactions to remove (see the module docstring).
+    mode : {"mean", "zero", "resample"}
+        Replacement value of an ablated basis coordinate.
+    layers : None, str, list of str, or callable
+        Layer boundaries as given to ``analyze``; by default the analysis's layer names are looked
+        up in the model.
+    batch_size : int
+    seed : int
+        Seeds the per-batch derangement of ``mode="resample"``.
+    method : {"exact", "linear"}
+        How edges are removed.
+
+    Returns
+    -------
+    Tensor of shape (n_samples, *output_shape)
+        In the model's dtype, concatenated over batches. Deterministic given ``seed`` on CPU.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> from modgraph import analyze
+    >>> torch.manual_seed(0) and None
+    >>> net = nn.Sequential(nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 2)).double()
+    >>> x = torch.randn(64, 3, dtype=torch.float64)
+    >>> a = analyze(net, x, progress=False)
+    >>> bool((run_ablated(net, a, x) == net(x)).all())
+    True
+    >>> y = run_ablated(net, a, x, ["2:0", "2:1"])  # every output direction -> the output mean
+    >>> torch.allclose(y, net(x).mean(0).expand(64, 2))
+    True
+    """
+    options = dict(mode=mode, layers=layers, batch_size=batch_size, seed=seed, method=method)
+    runner = Ablator("run_ablated", model, analysis, data, options)
+    return runner.run(runner.plan(nodes, edges))
+
+
+def run_edge_ablated(model, analysis: Analysis, data, edges: Iterable, **kwargs) -> Tensor:
+    """:func:`run_ablated` with only ``edges`` removed (same keyword options)."""
+    return run_ablated(model, analysis, data, (), edges=edges, **kwargs)

@@ -1,0 +1,331 @@
+"""What a partition costs: the paper's cross-module cost (sec. 5), and how partitions agree.
+
+Bushnaq et al. 2024 (sec. 5) score a split of the network into modules by what it costs to cut the
+edges between modules: an edge of strength ``w`` costs ``ln(w / eps^1/2)`` (nothing when
+``w <= eps^1/2``, so those edges are not in the graph at all). The best modules minimise
+
+.. math::
+
+    \\mathrm{cost}(z) = \\sum_{(a, b) \\in E,\\ z_a \\neq z_b} \\ln\\left(
+        \\frac{w_{ab}}{\\varepsilon^{1/2}}\\right),
+
+which alone is minimised by putting everything in one module, so every method here adds a notion
+of module size: Leiden through its quality function (modularity or CPM), spectral clustering
+through the normalised Laplacian (a relaxation of the normalised cut) and a fixed number of modules.
+
+Nodes without any edge (every interaction below ``eps^1/2``) carry no information about modules;
+they get the label ``-1`` ("unassigned") and are not counted in ``n_modules``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.csgraph import connected_components
+
+from .._validation import check_instance
+from ..errors import InputError
+from ..graph import InteractionGraph
+
+__all__ = [
+    "UNASSIGNED",
+    "ModuleResult",
+    "ConnectedGraph",
+    "canonical",
+    "check_graph",
+    "cross_module_cost",
+    "adjusted_rand_index",
+    "jsonable",
+    "module_labels",
+    "module_interactions",
+]
+
+UNASSIGNED = -1
+
+
+@dataclass(frozen=True)
+class ModuleResult:
+    """A partition of an interaction graph into modules.
+
+    Attributes
+    ----------
+    membership : dict of str to int
+        Module of every node id, in node order; ``-1`` for nodes without edges (unassigned).
+        Modules are numbered ``0 .. n_modules - 1`` by their first node in node order.
+    cost : float
+        Cross-module cost: summed strength ``ln(w / eps^1/2)`` of the edges between modules.
+    n_modules : int
+        Number of modules of connected nodes (unassigned nodes are not a module).
+    method : str
+        ``"leiden"`` or ``"spectral"``.
+    params : dict
+        The keyword arguments of :func:`find_modules` that produced this result, so that
+        ``find_modules(graph, **result.params)`` repeats it.
+    info : dict
+        What the method found along the way (resolution used, Leiden quality, eigenvalues, ...).
+    """
+
+    membership: dict[str, int]
+    cost: float
+    n_modules: int
+    method: str
+    params: dict
+    info: dict = field(default_factory=dict)
+
+    @property
+    def membership_array(self) -> np.ndarray:
+        """Module labels in node order, int64 array of shape (n_nodes,)."""
+        return np.fromiter(self.membership.values(), dtype=np.int64, count=len(self.membership))
+
+    @property
+    def modules(self) -> list[list[str]]:
+        """Node ids of each module ``0 .. n_modules - 1`` (unassigned nodes left out)."""
+        out: list[list[str]] = [[] for _ in range(self.n_modules)]
+        for node, m in self.membership.items():
+            if m != UNASSIGNED:
+                out[m].append(node)
+        return out
+
+    @property
+    def unassigned(self) -> list[str]:
+        """Node ids without any edge (label ``-1``)."""
+        return [node for node, m in self.membership.items() if m == UNASSIGNED]
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict (Python scalars, lists and dicts only)."""
+        return {
+            "membership": {k: int(v) for k, v in self.membership.items()},
+            "cost": float(self.cost),
+            "n_modules": int(self.n_modules),
+            "method": self.method,
+            "params": jsonable(self.params),
+            "info": jsonable(self.info),
+        }
+
+
+def jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple, np.ndarray)):
+        return [jsonable(v) for v in x]
+    if isinstance(x, (np.integer, np.bool_)):
+        return x.item()
+    if isinstance(x, np.floating):
+        return float(x)
+    return x
+
+
+def check_graph(graph, where: str, name: str = "graph") -> InteractionGraph:
+    """``graph`` must be an :class:`InteractionGraph`."""
+    return check_instance(where, name, graph, InteractionGraph, "an InteractionGraph")
+
+
+def canonical(labels: np.ndarray) -> np.ndarray:
+    """Renumber modules ``0, 1, ..`` by first appearance; ``-1`` stays unassigned."""
+    labels = np.asarray(labels, dtype=np.int64)
+    out = np.full(len(labels), UNASSIGNED, dtype=np.int64)
+    mask = labels != UNASSIGNED
+    if mask.any():
+        _, first, inv = np.unique(labels[mask], return_index=True, return_inverse=True)
+        rank = np.empty(len(first), dtype=np.int64)
+        rank[np.argsort(first)] = np.arange(len(first))
+        out[mask] = rank[inv]
+    return out
+
+
+class ConnectedGraph:
+    """The subgraph of nodes with at least one edge: all that partitioning ever sees."""
+
+    def __init__(self, graph: InteractionGraph):
+        self.graph = graph
+        self.idx = np.flatnonzero(graph.connected_nodes)
+        self.n = len(self.idx)
+        pos = np.full(graph.n_nodes, -1, dtype=np.int64)
+        pos[self.idx] = np.arange(self.n)
+        e = graph.edges
+        self.src, self.dst = pos[e.src], pos[e.dst]
+        self.strength = e.strength
+        # Strengths are >= 0 by construction; checked anyway because leidenalg aborts with a
+        # BaseException (not an Exception) on a negative weight.
+        if not np.all(np.isfinite(self.strength) & (self.strength >= 0)):
+            raise InputError("graph edge strengths must be finite and non-negative")
+        rows = np.concatenate([self.src, self.dst])
+        cols = np.concatenate([self.dst, self.src])
+        vals = np.concatenate([self.strength, self.strength])
+        self.A = sp.csr_matrix((vals, (rows, cols)), shape=(self.n, self.n))
+        structure = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(self.n, self.n))
+        self.n_components, comp = connected_components(structure, directed=False)
+        self.component = canonical(comp)
+
+    @cached_property
+    def igraph(self):
+        import igraph
+
+        return igraph.Graph(
+            n=self.n, edges=np.column_stack([self.src, self.dst]).tolist(), directed=False
+        )
+
+    @cached_property
+    def weights(self) -> list[float]:
+        return self.strength.tolist()
+
+    @cached_property
+    def density(self) -> float:
+        """Total strength per node pair: CPM's default resolution."""
+        pairs = self.n * (self.n - 1) / 2
+        return float(self.strength.sum() / pairs) if pairs > 0 else 0.0
+
+    def cost(self, labels: np.ndarray) -> float:
+        return float(self.strength[labels[self.src] != labels[self.dst]].sum())
+
+    def merged_components(self, k: int) -> np.ndarray:
+        """Group the components into ``k`` modules, balancing node counts (cost 0)."""
+        sizes = np.bincount(self.component)
+        group_of = np.empty(len(sizes), dtype=np.int64)
+        load = np.zeros(k)
+        for c in np.argsort(-sizes, kind="stable"):
+            g = int(np.argmin(load))  # the lightest group; ties go to the lowest index
+            group_of[c] = g
+            load[g] += sizes[c]
+        return group_of[self.component]
+
+
+def cross_module_cost(graph: InteractionGraph, membership) -> float:
+    """Summed strength of the edges whose ends lie in different modules (Bushnaq et al. sec. 5).
+
+    Parameters
+    ----------
+    graph : InteractionGraph
+    membership : dict, sequence, ndarray or ModuleResult
+        Module of every node (see :meth:`InteractionGraph.membership_array`); labels are only
+        compared for equality.
+
+    Returns
+    -------
+    float
+        ``sum over edges (a, b) with z_a != z_b of ln(w_ab / eps^1/2)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> g = InteractionGraph(("a", "b"), (np.ones(2), np.ones(2)),
+    ...                      (np.array([[np.e, 0.0], [0.0, 1.0]]),), eps=1.0)
+    >>> cross_module_cost(g, {"0:0": 0, "0:1": 1, "1:0": 1, "1:1": 1})
+    1.0
+    """
+    check_graph(graph, "cross_module_cost")
+    if isinstance(membership, ModuleResult):
+        membership = membership.membership
+    labels = graph.membership_array(membership)
+    e = graph.edges
+    return float(e.strength[labels[e.src] != labels[e.dst]].sum())
+
+
+def module_labels(graph: InteractionGraph, modules, name: str = "modules") -> np.ndarray:
+    """Module of every node as an int64 array, checked against ``graph``.
+
+    A :class:`ModuleResult` must also reproduce its own cost on ``graph``: the same node ids with
+    different edges (another eps, another model) are caught that way.
+    """
+    membership = modules.membership if isinstance(modules, ModuleResult) else modules
+    if membership is None or isinstance(membership, (str, bytes)):
+        raise InputError(
+            f"{name} must be a ModuleResult, a dict {{node id: module}} or a sequence of labels, "
+            f"got {type(modules).__name__}"
+        )
+    try:
+        labels = graph.membership_array(membership)
+    except InputError as err:
+        raise InputError(f"{name} does not match the graph ({graph!r}): {err}") from err
+    if isinstance(modules, ModuleResult):
+        cost = cross_module_cost(graph, labels)
+        if not math.isclose(cost, modules.cost, rel_tol=1e-9, abs_tol=1e-9):
+            raise InputError(
+                f"{name} was found on a different graph: its cost is {modules.cost:.6g} but the "
+                f"same partition costs {cost:.6g} on this one (eps={graph.eps:g})"
+            )
+    if np.any(labels < UNASSIGNED):
+        raise InputError(f"{name} labels must be >= -1 (-1 = unassigned), got {labels.min()}")
+    return labels
+
+
+def module_interactions(
+    analysis_or_graph, modules
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Summed edge strength between modules of adjacent layers.
+
+    Parameters
+    ----------
+    analysis_or_graph : Analysis or InteractionGraph
+    modules : ModuleResult, dict or sequence of labels
+
+    Returns
+    -------
+    list of (rows, cols, S), one per adjacent layer pair ``(l, l + 1)``
+        ``rows``: the modules with nodes in layer ``l``; ``cols``: those with nodes in layer
+        ``l + 1`` (unassigned nodes have no edges and are left out); ``S`` of shape
+        ``(len(rows), len(cols))``: ``S[a, b]`` is the summed ``ln(w / eps^1/2)`` of the edges
+        between module ``rows[a]`` in layer ``l`` and module ``cols[b]`` in layer ``l + 1``.
+    """
+    graph = getattr(analysis_or_graph, "graph", analysis_or_graph)  # an Analysis has one
+    check_graph(graph, "module_interactions", "analysis_or_graph")
+    labels = module_labels(graph, modules)
+    e = graph.edges
+    out = []
+    for l in range(len(graph.layer_sizes) - 1):
+        in_l = (graph.node_layer == l) & (labels != UNASSIGNED)
+        in_next = (graph.node_layer == l + 1) & (labels != UNASSIGNED)
+        rows, cols = np.unique(labels[in_l]), np.unique(labels[in_next])
+        sel = graph.node_layer[e.src] == l
+        a = np.searchsorted(rows, labels[e.src[sel]])
+        b = np.searchsorted(cols, labels[e.dst[sel]])
+        S = np.zeros((len(rows), len(cols)))
+        np.add.at(S, (a, b), e.strength[sel])
+        out.append((rows, cols, S))
+    return out
+
+
+def adjusted_rand_index(labels_a, labels_b) -> float:
+    """Adjusted Rand index of two labelings of the same items (Hubert & Arabie 1985).
+
+    Parameters
+    ----------
+    labels_a, labels_b : array-like of shape (n_items,)
+        Any hashable labels (``-1`` is an ordinary label here; mask unassigned nodes first if
+        they should not count).
+
+    Returns
+    -------
+    float
+        1.0 for identical partitions (up to renaming), about 0 for independent ones. When both
+        are trivial (one cluster each, or all singletons each) it is 1.0.
+
+    Examples
+    --------
+    >>> adjusted_rand_index([0, 0, 1, 1], [5, 5, 3, 3])
+    1.0
+    """
+    a, b = np.asarray(labels_a), np.asarray(labels_b)
+    if a.ndim != 1 or a.shape != b.shape:
+        raise InputError(
+            f"labels_a and labels_b must be 1-d of equal length, got {a.shape} and {b.shape}"
+        )
+    n = len(a)
+    if n < 2:
+        return 1.0
+    _, ai = np.unique(a, return_inverse=True)
+    _, bi = np.unique(b, return_inverse=True)
+    table = sp.coo_matrix((np.ones(n), (ai.ravel(), bi.ravel()))).tocsr()
+    table.sum_duplicates()
+    pairs = lambda x: float((x * (x - 1.0) / 2.0).sum())  # noqa: E731
+    both = pairs(table.data)
+    in_a, in_b = pairs(np.bincount(ai.ravel())), pairs(np.bincount(bi.ravel()))
+    expected = in_a * in_b / (n * (n - 1) / 2)
+    top = (in_a + in_b) / 2
+    if top == expected:
+        return 1.0
+    return float((both - expected) / (top - expected))

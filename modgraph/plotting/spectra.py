@@ -1,0 +1,125 @@
+"""The spectra behind the basis: eigenvalues of G and of the whitened M, per layer."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .._linalg import n_above
+from ..analysis import Analysis
+from .style import MODULE_COLORS, check_analysis, panel_grid
+
+__all__ = ["plot_spectra"]
+
+
+def plot_spectra(analysis: Analysis, *, ax=None):
+    """Eigenvalues of ``G`` and of the whitened ``M`` per layer: what the basis kept and dropped.
+
+    Parameters
+    ----------
+    analysis : Analysis
+    ax : Axes or sequence of Axes, optional
+        One per layer.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One panel per layer, eigenvalue against rank (log y). Filled markers are kept directions,
+        hollow ones dropped; dashed lines are the truncation thresholds ``rtol * max``
+        (``rtol`` from ``analysis.config``), the dotted black line is ``eps`` on the Lambda
+        spectrum (a direction with ``Lambda < eps`` moves the loss by less than the noise scale).
+        Zero eigenvalues (clamped there by :func:`~modgraph.basis.fit_basis`) would vanish on a
+        log axis: they are drawn as down-triangles on a floor below every other value, named in
+        each panel.
+    """
+    from matplotlib.lines import Line2D
+
+    analysis = check_analysis(analysis, "plot_spectra")
+    rtol = float(analysis.config.get("rtol", 1e-10))
+    basis = analysis.config.get("basis", "interaction")
+    layers = analysis.layers
+    ncols = min(4, math.ceil(math.sqrt(len(layers))))
+    fig, axes, new = panel_grid(ax, len(layers), ncols=ncols, panel_size=(4.0, 3.0))
+    g_style = dict(color=MODULE_COLORS[0], marker="o")
+    l_style = dict(color=MODULE_COLORS[3], marker="s")
+    has_lambda = has_zero = False
+    truncates = basis != "neuron"
+    for ax_, layer in zip(axes, layers):
+        dG = layer.gram_spectrum.detach().cpu().numpy().astype(np.float64)
+        lam = layer.lambda_spectrum.detach().cpu().numpy().astype(np.float64)
+        kG = len(dG) if basis == "neuron" else n_above(dG, rtol)
+        kL = layer.k if len(lam) else 0
+        series = [(dG, kG, g_style)] + ([(lam, kL, l_style)] if len(lam) else [])
+        thresholds = [rtol * v[0] for v, _, _ in series if truncates and len(v) and v[0] > 0]
+        positive = np.concatenate([v[v > 0] for v, _, _ in series] + [np.array(thresholds)])
+        if len(lam):
+            positive = np.append(positive, analysis.eps)
+        floor = 10.0 ** (math.floor(math.log10(positive.min())) - 1) if len(positive) else 1e-300
+        n_zero = 0
+        for vals, k, style in series:
+            r = np.arange(1, len(vals) + 1)
+            kept = np.arange(len(vals)) < k
+            zero = vals <= 0
+            n_zero += int(zero.sum())
+            c, mk = style["color"], style["marker"]
+            for sel, filled in ((kept & ~zero, True), (~kept & ~zero, False)):
+                ax_.plot(
+                    r[sel],
+                    vals[sel],
+                    ls="",
+                    marker=mk,
+                    ms=4.5,
+                    mec=c,
+                    mew=1.0,
+                    mfc=c if filled else "none",
+                )
+            ax_.plot(
+                r[zero], np.full(zero.sum(), floor), ls="", marker="v", ms=5, mec=c, mfc="none"
+            )
+            ax_.plot(r, np.maximum(vals, floor), color=c, lw=0.6, alpha=0.5)
+            if len(vals) and vals[0] > 0 and truncates:  # the neuron basis keeps every neuron
+                ax_.axhline(rtol * vals[0], color=c, ls="--", lw=1.0)
+        if len(lam):
+            ax_.axhline(analysis.eps, color="black", ls=":", lw=1.2)
+        ax_.set_yscale("log")
+        ax_.set_ylim(bottom=floor / 3)
+        ax_.set_xlabel("rank index")
+        ax_.set_ylabel("eigenvalue (log scale)")
+        title = f"{layer.name}: d={layer.d}, kept {layer.k}"
+        if kG < len(dG):
+            title += f", {len(dG) - kG} of G dropped"
+        if n_zero:
+            title += f"\n{n_zero} zero eigenvalue{'s' if n_zero > 1 else ''} drawn at {floor:.0e}"
+        ax_.set_title(title, fontsize=10)
+        has_lambda = has_lambda or bool(len(lam))
+        has_zero = has_zero or bool(n_zero)
+        ax_.xaxis.get_major_locator().set_params(integer=True)
+    handles = [
+        Line2D(
+            [], [], ls="-", lw=0.6, mfc=g_style["color"], **g_style, label="G (activation variance)"
+        ),
+        Line2D(
+            [], [], ls="-", lw=0.6, mfc=l_style["color"], **l_style, label="Lambda (whitened M)"
+        ),
+        Line2D([], [], ls="", marker="o", mec="0.3", mfc="0.3", label="kept direction"),
+        Line2D([], [], ls="", marker="o", mec="0.3", mfc="none", label="dropped direction"),
+        Line2D([], [], ls="", marker="v", mec="0.3", mfc="none", label="zero (drawn at a floor)"),
+        Line2D([], [], ls="--", color="0.3", label=f"truncation: rtol x max (rtol={rtol:g})"),
+        Line2D([], [], ls=":", color="black", lw=1.2, label=f"eps = {analysis.eps:g} (on Lambda)"),
+    ]
+    wanted = [True, has_lambda, True, truncates, has_zero, truncates, has_lambda]
+    handles = [h for h, keep in zip(handles, wanted) if keep]
+    if new:
+        fig.suptitle(
+            f"Spectra per layer ({basis} basis): G in activation units$^2$"
+            + (", Lambda in loss units" if has_lambda else ""),
+            fontsize=11,
+        )
+        ncol = 4 if fig.get_figwidth() >= 10 else 3
+        fig.legend(
+            handles=handles, loc="outside lower center", ncol=ncol, frameon=False, fontsize=9
+        )
+    else:
+        axes[0].legend(handles=handles, fontsize=9, frameon=False)
+    return fig

@@ -1,0 +1,236 @@
+"""The one style of every modgraph figure: palette, markers, panels, legends, saving.
+
+Colors follow Okabe & Ito (color-blind safe): modules cycle through its eight colors, and from
+the ninth module on the node marker changes as well, so no two modules share color and marker.
+Heatmaps use ``cividis`` (perceptually uniform, color-blind safe). Strengths are the graph's edge
+strengths ``ln(w / eps^1/2)`` (Bushnaq et al. 2024, sec. 5).
+
+Every plot function takes ``ax=None``: without it the figure is new (the Figure API, no pyplot, so
+nothing global is touched and nothing is shown); with it the plot draws into the caller's axes.
+Single-panel plots return their Axes, multi-panel plots their Figure. matplotlib is imported
+inside the functions that need it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .._validation import check_instance
+from ..analysis import Analysis
+from ..atomic import atomic_path
+from ..errors import InputError
+from ..graph import InteractionGraph
+from ..partition.objective import UNASSIGNED
+
+__all__ = [
+    "MODULE_COLORS",
+    "LINE_COLORS",
+    "LINE_STYLES",
+    "MARKERS",
+    "module_style",
+    "as_graph",
+    "check_analysis",
+    "check_ax",
+    "single_axes",
+    "panel_grid",
+    "module_legend_handles",
+    "as_list",
+    "save_figure",
+]
+
+#: Okabe-Ito colours, ordered so the first few modules get the most distinct ones (yellow late).
+MODULE_COLORS = (
+    "#0072B2",  # blue
+    "#E69F00",  # orange
+    "#009E73",  # bluish green
+    "#D55E00",  # vermillion
+    "#56B4E9",  # sky blue
+    "#CC79A7",  # reddish purple
+    "#F0E442",  # yellow
+    "#000000",  # black
+)
+#: Node markers, one per round of the colour cycle (module m uses ``MARKERS[m // 8]``).
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+#: Bar hatches, one per round of the colour cycle.
+HATCHES = ("", "//", "..", "xx", "\\\\", "++", "oo", "--")
+UNASSIGNED_COLOR = "#BBBBBB"
+CROSS_EDGE_COLOR = "#444444"
+HEATMAP_CMAP = "cividis"
+#: Most module entries a legend lists; the rest are summarised in one line.
+MAX_LEGEND_MODULES = 12
+#: Heatmaps write the value in each cell when no side of the matrix is longer than this.
+MAX_ANNOTATED_SIDE = 6
+PNG_DPI = 150
+STRENGTH_UNITS = "summed ln(w/eps$^{1/2}$)"
+#: Colors of line series (yellow, too faint for thin lines, left out).
+LINE_COLORS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9", "#000000")
+#: Line styles of line series, cycled together with LINE_COLORS.
+LINE_STYLES = ("-", "--", "-.", ":")
+
+
+def module_style(m: int) -> tuple[str, str, str]:
+    """Color, marker and hatch of module ``m`` (``-1``, unassigned, is grey)."""
+    if m == UNASSIGNED:
+        return UNASSIGNED_COLOR, "o", ""
+    n = len(MODULE_COLORS)
+    return MODULE_COLORS[m % n], MARKERS[(m // n) % len(MARKERS)], HATCHES[(m // n) % len(HATCHES)]
+
+
+def as_graph(x, where: str, name: str = "analysis_or_graph") -> InteractionGraph:
+    """The graph of an Analysis, or an InteractionGraph itself."""
+    if isinstance(x, Analysis):
+        return x.graph
+    return check_instance(where, name, x, InteractionGraph, "an Analysis or an InteractionGraph")
+
+
+def check_analysis(x, where: str, name: str = "analysis") -> Analysis:
+    """``x`` must be an :class:`Analysis`."""
+    return check_instance(where, name, x, Analysis, "an Analysis")
+
+
+def check_ax(ax, n_panels: int, name: str = "ax") -> list:
+    """``ax`` as a list of ``n_panels`` Axes (one Axes is accepted when one panel is needed)."""
+    from matplotlib.axes import Axes
+
+    axes = [ax] if isinstance(ax, Axes) else ax
+    if isinstance(axes, np.ndarray):
+        axes = list(axes.ravel())
+    if (
+        not isinstance(axes, Sequence)
+        or len(axes) != n_panels
+        or not all(isinstance(a, Axes) for a in axes)
+    ):
+        raise InputError(
+            f"{name} must be {'an Axes or ' if n_panels == 1 else ''}a sequence of "
+            f"{n_panels} Axes (one per panel), got {type(ax).__name__}"
+            + (f" of length {len(axes)}" if isinstance(axes, Sequence) else "")
+        )
+    return axes
+
+
+def single_axes(ax, figsize: tuple[float, float]):
+    """``ax`` checked, or the one Axes of a new constrained-layout figure of ``figsize``."""
+    if ax is not None:
+        return check_ax(ax, 1)[0]
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=figsize, layout="constrained").subplots()
+
+
+def panel_grid(ax, n_panels: int, *, ncols: int, panel_size: tuple[float, float], max_width=11.0):
+    """A new constrained-layout figure with a grid of ``n_panels`` axes, or the caller's axes."""
+    if ax is not None:
+        axes = check_ax(ax, n_panels)
+        return axes[0].figure, axes, False
+    from matplotlib.figure import Figure
+
+    ncols = max(1, min(ncols, n_panels))
+    nrows = math.ceil(n_panels / ncols)
+    width = min(max_width, max(7.0, panel_size[0] * ncols))
+    fig = Figure(figsize=(width, panel_size[1] * nrows), layout="constrained")
+    grid = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for extra in grid[n_panels:]:
+        fig.delaxes(extra)
+    return fig, list(grid[:n_panels]), True
+
+
+def module_legend_handles(present: np.ndarray, counts: dict[int, int], kind: str = "marker"):
+    """Legend handles for the modules in ``present`` (capped), plus unassigned last."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    mods = [int(m) for m in present if m != UNASSIGNED]
+    handles = []
+    for m in mods[:MAX_LEGEND_MODULES]:
+        colour, marker, hatch = module_style(m)
+        label = f"module {m} ({counts[m]} node{'s' if counts[m] != 1 else ''})"
+        if kind == "marker":
+            handles.append(
+                Line2D([], [], ls="", marker=marker, mfc=colour, mec="0.2", ms=7, label=label)
+            )
+        else:
+            handles.append(Patch(fc=colour, ec="0.2", hatch=hatch, label=label))
+    if len(mods) > MAX_LEGEND_MODULES:
+        rest = sum(counts[m] for m in mods[MAX_LEGEND_MODULES:])
+        handles.append(
+            Line2D([], [], ls="", label=f"+ {len(mods) - MAX_LEGEND_MODULES} more ({rest} nodes)")
+        )
+    if UNASSIGNED in present:
+        handles.append(
+            Line2D(
+                [],
+                [],
+                ls="",
+                marker="o",
+                mfc=UNASSIGNED_COLOR,
+                mec="0.2",
+                ms=7,
+                label=f"no edge / unassigned ({counts[UNASSIGNED]})",
+            )
+        )
+    return handles
+
+
+def as_list(x, types, name: str, *, allow_empty=False) -> list:
+    if isinstance(x, types):
+        return [x]
+    if isinstance(x, Mapping):
+        x = list(x.values())
+    if not isinstance(x, Sequence) or isinstance(x, str):
+        raise InputError(
+            f"{name} must be a {types[0].__name__} or a sequence of them, got {type(x).__name__}"
+        )
+    if not x and not allow_empty:
+        raise InputError(f"{name} must not be empty")
+    for item in x:
+        if not isinstance(item, types):
+            raise InputError(
+                f"{name} must hold {types[0].__name__} objects, got {type(item).__name__}"
+            )
+    return list(x)
+
+
+def save_figure(fig, path_without_suffix: str | os.PathLike, formats=("png", "svg")) -> list[Path]:
+    """Write ``fig`` once per format, each atomically (temporary file, then rename).
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+    path_without_suffix : str or path
+        ``figures/graph`` writes ``figures/graph.png`` and ``figures/graph.svg``; the folder is
+        created if missing. A suffix already there is kept (``graph.v2`` gives ``graph.v2.png``).
+    formats : sequence of str
+        Any format matplotlib writes; PNGs are written at 150 dpi.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The files written, in the order of ``formats``.
+    """
+    from matplotlib.figure import Figure
+
+    if not isinstance(fig, Figure):
+        raise InputError(f"fig must be a matplotlib Figure, got {type(fig).__name__}")
+    if isinstance(formats, str):
+        formats = (formats,)
+    supported = fig.canvas.get_supported_filetypes()
+    if not formats or not all(isinstance(f, str) and f.lower() in supported for f in formats):
+        raise InputError(
+            f"formats must be a non-empty sequence of {sorted(supported)}, got {formats!r}"
+        )
+    base = Path(path_without_suffix)
+    if base.name in ("", ".", ".."):
+        raise InputError(f"path_without_suffix must name a file, got {str(path_without_suffix)!r}")
+    base.parent.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for fmt in (f.lower() for f in formats):
+        path = base.parent / f"{base.name}.{fmt}"
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=PNG_DPI)
+        paths.append(path)
+    return paths
