@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from ._validation import check_real
 from .atomic import atomic_path
 from .errors import InputError
 
@@ -43,6 +44,72 @@ def _as_float64(x, name: str) -> np.ndarray:
 def _readonly(a: np.ndarray) -> np.ndarray:
     a.setflags(write=False)
     return a
+
+
+def _layer_names(names) -> tuple[str, ...]:
+    if isinstance(names, str) or not isinstance(names, Sequence):
+        raise InputError(f"layer_names must be a sequence of str, got {names!r}")
+    names = tuple(names)
+    for name in names:
+        if not isinstance(name, str):
+            raise InputError(f"layer_names must all be str, got {name!r} in {names!r}")
+    if len(names) < 1:
+        raise InputError("layer_names must name at least one layer, got ()")
+    return names
+
+
+def _importance(importance, n_layers: int) -> tuple[np.ndarray, ...]:
+    if isinstance(importance, np.ndarray) or not isinstance(importance, Sequence):
+        raise InputError(
+            f"importance must be a sequence of 1-d arrays (one per layer), "
+            f"got {type(importance).__name__}"
+        )
+    if len(importance) != n_layers:
+        raise InputError(
+            f"importance must have one array per layer ({n_layers} layer_names), "
+            f"got {len(importance)}"
+        )
+    out = []
+    for l, imp in enumerate(importance):
+        a = _as_float64(imp, f"importance[{l}]")
+        if a.ndim != 1:
+            raise InputError(f"importance[{l}] must be 1-d (k_{l},), got shape {a.shape}")
+        if not np.all(np.isfinite(a)):
+            raise InputError(f"importance[{l}] must be finite, got {a[~np.isfinite(a)][:3]}")
+        out.append(_readonly(a))
+    return tuple(out)
+
+
+def _strengths(w, sizes: list[int]) -> tuple[np.ndarray, ...]:
+    if isinstance(w, np.ndarray) or not isinstance(w, Sequence):
+        raise InputError(
+            f"w must be a sequence of 2-d arrays (one per adjacent layer pair), "
+            f"got {type(w).__name__}"
+        )
+    if len(w) != len(sizes) - 1:
+        raise InputError(
+            f"w must have one matrix per adjacent layer pair ({len(sizes) - 1} for "
+            f"{len(sizes)} layers), got {len(w)}"
+        )
+    out = []
+    for l, wl in enumerate(w):
+        a = _as_float64(wl, f"w[{l}]")
+        want = (sizes[l + 1], sizes[l])
+        if a.shape != want:
+            raise InputError(
+                f"w[{l}] must have shape (k_{l + 1}, k_{l}) = {want} to match importance, "
+                f"got {a.shape}"
+            )
+        bad = ~np.isfinite(a)
+        if bad.any():
+            raise InputError(f"w[{l}] must be finite, got {a[bad][:3]} at {np.argwhere(bad)[0]}")
+        if (a < 0).any():
+            raise InputError(
+                f"w[{l}] must be non-negative (an RMS strength), got min {a.min()!r} "
+                f"at {np.argwhere(a < 0)[0]}"
+            )
+        out.append(_readonly(a))
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -112,78 +179,14 @@ class InteractionGraph:
     eps: float
 
     def __post_init__(self):
-        names = self.layer_names
-        if isinstance(names, str) or not isinstance(names, Sequence):
-            raise InputError(f"layer_names must be a sequence of str, got {names!r}")
-        names = tuple(names)
-        for name in names:
-            if not isinstance(name, str):
-                raise InputError(f"layer_names must all be str, got {name!r} in {names!r}")
-        if len(names) < 1:
-            raise InputError("layer_names must name at least one layer, got ()")
-
-        if isinstance(self.importance, np.ndarray) or not isinstance(self.importance, Sequence):
-            raise InputError(
-                f"importance must be a sequence of 1-d arrays (one per layer), "
-                f"got {type(self.importance).__name__}"
-            )
-        if len(self.importance) != len(names):
-            raise InputError(
-                f"importance must have one array per layer ({len(names)} layer_names), "
-                f"got {len(self.importance)}"
-            )
-        importance = []
-        for l, imp in enumerate(self.importance):
-            a = _as_float64(imp, f"importance[{l}]")
-            if a.ndim != 1:
-                raise InputError(f"importance[{l}] must be 1-d (k_{l},), got shape {a.shape}")
-            if not np.all(np.isfinite(a)):
-                raise InputError(f"importance[{l}] must be finite, got {a[~np.isfinite(a)][:3]}")
-            importance.append(_readonly(a))
-        sizes = [len(a) for a in importance]
-
-        if isinstance(self.w, np.ndarray) or not isinstance(self.w, Sequence):
-            raise InputError(
-                f"w must be a sequence of 2-d arrays (one per adjacent layer pair), "
-                f"got {type(self.w).__name__}"
-            )
-        if len(self.w) != len(names) - 1:
-            raise InputError(
-                f"w must have one matrix per adjacent layer pair ({len(names) - 1} for "
-                f"{len(names)} layers), got {len(self.w)}"
-            )
-        ws = []
-        for l, wl in enumerate(self.w):
-            a = _as_float64(wl, f"w[{l}]")
-            want = (sizes[l + 1], sizes[l])
-            if a.shape != want:
-                raise InputError(
-                    f"w[{l}] must have shape (k_{l + 1}, k_{l}) = {want} to match importance, "
-                    f"got {a.shape}"
-                )
-            bad = ~np.isfinite(a)
-            if bad.any():
-                raise InputError(
-                    f"w[{l}] must be finite, got {a[bad][:3]} at {np.argwhere(bad)[0]}"
-                )
-            if (a < 0).any():
-                raise InputError(
-                    f"w[{l}] must be non-negative (an RMS strength), got min {a.min()!r} "
-                    f"at {np.argwhere(a < 0)[0]}"
-                )
-            ws.append(_readonly(a))
-
-        eps = self.eps
-        if isinstance(eps, bool) or not isinstance(eps, (int, float, np.integer, np.floating)):
-            raise InputError(f"eps must be a positive finite float, got {eps!r}")
-        eps = float(eps)
-        if not (np.isfinite(eps) and eps > 0):
-            raise InputError(f"eps must be a positive finite float, got {eps!r}")
-
+        names = _layer_names(self.layer_names)
+        importance = _importance(self.importance, len(names))
+        ws = _strengths(self.w, [len(a) for a in importance])
+        eps = check_real("InteractionGraph", "eps", self.eps, low=0, low_open=True)
         # Frozen dataclass: normalised values are stored through object.__setattr__.
         object.__setattr__(self, "layer_names", names)
-        object.__setattr__(self, "importance", tuple(importance))
-        object.__setattr__(self, "w", tuple(ws))
+        object.__setattr__(self, "importance", importance)
+        object.__setattr__(self, "w", ws)
         object.__setattr__(self, "eps", eps)
 
     def __repr__(self) -> str:

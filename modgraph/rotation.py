@@ -17,7 +17,7 @@ whose expectation is zero in the population, so ``SE(theta_ij) = sd_x(psi_ij) / 
 two planted modules whose ``Lambda`` values are close this is large: the fitted directions mix
 the modules and carry edges into both.
 
-:func:`sparse_rotation` treats every pair with ``SE > tol`` as undetermined by the data and
+:func:`sparse_rotation` treats every pair with ``SE > angle_se`` as undetermined by the data and
 chooses its rotation (within ``± z * SE``, at most ``pi/4``) to make the interaction edges sparse:
 Jacobi sweeps over the undetermined pairs, each minimising the summed ``w`` (an L1 sparsity
 criterion) of the edges that touch the two directions. A linear stage makes the transition
@@ -60,13 +60,13 @@ from torch import Tensor
 from torch.func import vjp
 
 from . import distributed
+from ._validation import check_int, check_real
 from .basis import LayerBasis, fix_signs, tie_groups
 from .chain import LayerChain
 from .data import Batches
-from .errors import InputError
 from .statistics import DEFAULT_JACOBIAN_BUDGET, jacobian_rows, rows
 
-__all__ = ["ROTATIONS", "sparse_rotation", "mixing_error"]
+__all__ = ["ROTATIONS", "RotationSettings", "sparse_rotation", "mixing_error"]
 
 ROTATIONS = ("sparse", "none")
 #: Fewest data samples the standard errors and the sparsity criterion are estimated from.
@@ -77,12 +77,6 @@ N_ANGLES = 41
 CHUNK_ELEMENTS = 2**24
 #: Sweeps stop once one decreases the objective by less than this fraction of the first's.
 CONVERGED = 0.05
-
-
-def _check_positive(name, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise InputError(f"{name} must be a positive float, got {value!r}")
-    return float(value)
 
 
 def _positions(f: Tensor) -> int:
@@ -461,6 +455,28 @@ def _apply(data: _Samples, trans, Mz, R_tot, levels, t: Tensor, kinds, L: int) -
         R_tot[m][idx] = r @ R_tot[m][idx]
 
 
+@dataclass(frozen=True)
+class RotationSettings:
+    """The options of :func:`sparse_rotation` (see there); checked on construction."""
+
+    angle_se: float = 0.1
+    z: float = 3.0
+    max_samples: int = 256
+    n_sweeps: int = 2
+    max_partners: int = 4
+    tie_rtol: float = 1e-3
+    memory_budget: int = 2**30
+    jacobian_budget: int = DEFAULT_JACOBIAN_BUDGET
+
+    def __post_init__(self):
+        where = "sparse_rotation"
+        check_real(where, "angle_se", self.angle_se, low=0)
+        check_real(where, "z", self.z, low=0, low_open=True)
+        check_real(where, "tie_rtol", self.tie_rtol, low=0)
+        for name in ("max_samples", "n_sweeps", "max_partners", "memory_budget", "jacobian_budget"):
+            check_int(where, name, getattr(self, name), low=1)
+
+
 def sparse_rotation(
     chain: LayerChain,
     bases: list[LayerBasis],
@@ -469,14 +485,8 @@ def sparse_rotation(
     n: int,
     variant: str = "global",
     scale: str = "importance",
-    tol: float = 0.1,
-    z: float = 3.0,
-    max_samples: int = 256,
-    n_sweeps: int = 2,
-    max_partners: int = 4,
-    tie_rtol: float = 1e-3,
-    memory_budget: int = 2**30,
-    jacobian_budget: int = DEFAULT_JACOBIAN_BUDGET,
+    settings: RotationSettings | None = None,
+    **overrides,
 ) -> list[LayerBasis]:
     """Rotate every pair of directions the data leaves undetermined towards sparse interactions.
 
@@ -494,9 +504,11 @@ def sparse_rotation(
     scale : {"importance", "whitened"}
         The scaling of the bases; ``"whitened"`` bases are returned unchanged (their linear
         transitions are diagonal but not unit, so pairs cannot be rotated jointly through them).
-    tol : float
+    settings : RotationSettings, optional
+        The options below, together; keyword arguments override single fields of it.
+    angle_se : float
         A pair is undetermined, and may be rotated, when the standard error of its angle exceeds
-        ``tol`` radians.
+        ``angle_se`` radians.
     z : float
         A pair is rotated by at most ``z`` standard errors (and at most ``pi/4``).
     max_samples : int
@@ -530,37 +542,58 @@ def sparse_rotation(
         New bases (the input ones where nothing is undetermined), directions in descending
         importance, signs fixed as :func:`modgraph.basis.fit_basis` fixes them.
     """
-    z = _check_positive("z", z)
-    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol >= 0:
-        raise InputError(f"tol must be a non-negative float, got {tol!r}")
+    s = replace(settings or RotationSettings(), **overrides)
     if scale != "importance":
         return list(bases)
     L = len(chain.stages)
-    data = _read(
-        chain, bases, batches, max_samples, variant == "global", memory_budget, jacobian_budget
-    )
+    global_ = variant == "global"
+    data = _read(chain, bases, batches, s.max_samples, global_, s.memory_budget, s.jacobian_budget)
     if isinstance(data, str):
         warnings.warn(f"rotation='sparse' left the basis as fitted: {data}", stacklevel=3)
         return list(bases)
-    kinds = ["importance"] * L + ["pca"]
-    se, bounds = [], []
-    for l, basis in enumerate(bases):
-        s = _standard_error(data.psi2[l], basis.eigenvalues.double(), n)
-        s = torch.maximum(s, s.T)
-        bound = (z * s).clamp(max=math.pi / 4)
-        bound[s <= tol] = 0.0
-        se.append(s)
-        bounds.append(bound)
+    se, bounds = _undetermined(data, bases, n, s)
     if not any(bool((b > 0).any()) for b in bounds):
         return list(bases)
-
     maps, trans = zip(*(_monomial_map(data.J[l], data.count[l]) for l in range(L)))
     maps, trans = list(maps) + [{}], list(trans) + [None]
     Mz = [torch.diag(b.eigenvalues.double()) for b in bases]  # Q Lambda Q^T so far
     R_tot = [torch.eye(b.k, dtype=torch.float64) for b in bases]  # f_hat' = R_tot f_hat
+    plans = _plans(se, bounds, maps, s.max_partners, L)
+    kinds = ["importance"] * L + ["pca"]
+    first_gain = None
+    for _ in range(s.n_sweeps):
+        gain = 0.0
+        for groups in plans:
+            for levels, lim in groups:
+                t, g = _sweep_group(data, trans, Mz, levels, lim, kinds, L)
+                keep = t != 0
+                if keep.any():
+                    _apply(data, trans, Mz, R_tot, _select(levels, keep), t[keep], kinds, L)
+                    gain += float(g[keep].sum())
+        first_gain = gain if first_gain is None else first_gain
+        if gain <= CONVERGED * first_gain:  # Jacobi sweeps converge about geometrically
+            break
+    return [_rotated(basis, Mz[l], R_tot[l], s.tie_rtol) for l, basis in enumerate(bases)]
+
+
+def _undetermined(data: _Samples, bases, n: int, s: RotationSettings):
+    """Per layer: the angle standard errors of all pairs, and how far each pair may turn."""
+    se, bounds = [], []
+    for l, basis in enumerate(bases):
+        e = _standard_error(data.psi2[l], basis.eigenvalues.double(), n)
+        e = torch.maximum(e, e.T)
+        bound = (s.z * e).clamp(max=math.pi / 4)
+        bound[e <= s.angle_se] = 0.0
+        se.append(e)
+        bounds.append(bound)
+    return se, bounds
+
+
+def _plans(se, bounds, maps, max_partners: int, L: int) -> list:
+    """Per layer: groups of disjoint units (pairs and their images), chains of equal length."""
     candidates = [torch.nonzero(torch.triu(b > 0, 1)).tolist() for b in bounds]
     images = [set() for _ in range(L + 1)]  # pairs moved along with a pair of an earlier layer
-    plans = []  # per layer: groups of disjoint units with chains of equal length
+    plans = []
     for l in range(L + 1):
         pairs = [tuple(pq) for pq in candidates[l] if tuple(pq) not in images[l]]
         pairs.sort(key=lambda pq: -float(se[l][pq]))  # most undetermined first
@@ -585,37 +618,19 @@ def sparse_rotation(
                 lim = torch.stack([bounds[l][u[0][1]] for u in units])
                 groups.append((levels, lim))
         plans.append(groups)
+    return plans
 
-    first_gain = None
-    for _ in range(n_sweeps):
-        gain = 0.0
-        for groups in plans:
-            for levels, lim in groups:
-                t, g = _sweep_group(data, trans, Mz, levels, lim, kinds, L)
-                keep = t != 0
-                if keep.any():
-                    _apply(data, trans, Mz, R_tot, _select(levels, keep), t[keep], kinds, L)
-                    gain += float(g[keep].sum())
-        first_gain = gain if first_gain is None else first_gain
-        if gain <= CONVERGED * first_gain:  # Jacobi sweeps converge about geometrically
-            break
 
-    out = []
-    for l, basis in enumerate(bases):
-        if torch.equal(R_tot[l], torch.eye(basis.k, dtype=torch.float64)):
-            out.append(basis)
-            continue
-        lam = Mz[l].diagonal().clone()
-        order = torch.argsort(lam, descending=True, stable=True)
-        R = R_tot[l][order]
-        C = R @ basis.C
-        C_pinv = basis.C_pinv @ torch.linalg.inv(R)
-        C, C_pinv = fix_signs(C, C_pinv)
-        lam = lam[order]
-        out.append(
-            replace(basis, C=C, C_pinv=C_pinv, eigenvalues=lam, ties=tie_groups(lam, tie_rtol))
-        )
-    return out
+def _rotated(basis: LayerBasis, Mz: Tensor, R_tot: Tensor, tie_rtol: float) -> LayerBasis:
+    """``basis`` turned by ``R_tot``, directions in descending importance, signs fixed."""
+    if torch.equal(R_tot, torch.eye(basis.k, dtype=torch.float64)):
+        return basis
+    lam = Mz.diagonal().clone()
+    order = torch.argsort(lam, descending=True, stable=True)
+    R = R_tot[order]
+    C, C_pinv = fix_signs(R @ basis.C, basis.C_pinv @ torch.linalg.inv(R))
+    lam = lam[order]
+    return replace(basis, C=C, C_pinv=C_pinv, eigenvalues=lam, ties=tie_groups(lam, tie_rtol))
 
 
 def _sweep_group(data, trans, Mz, levels, lim, kinds, L) -> Tensor:

@@ -273,11 +273,26 @@ GOOD = {"layer_names": ("a", "b"), "importance": (np.ones(2), np.ones(3)), "w": 
         ({"w": (-np.ones((3, 2)),)}, r"w\[0\] must be non-negative.*-1\.0"),
         ({"w": (np.array([["x", "y"]] * 3),)}, r"w\[0\] must be an array of numbers"),
         ({"w": np.ones((1, 3, 2))}, "w must be a sequence"),
-        ({"eps": 0.0}, "eps must be a positive finite float, got 0.0"),
-        ({"eps": -0.1}, "eps must be a positive finite float, got -0.1"),
-        ({"eps": float("nan")}, "eps must be a positive finite float, got nan"),
-        ({"eps": "1"}, "eps must be a positive finite float, got '1'"),
-        ({"eps": True}, "eps must be a positive finite float, got True"),
+        (
+            {"eps": 0.0},
+            "'eps' parameter of InteractionGraph must be a positive .* Got 0.0 ",
+        ),
+        (
+            {"eps": -0.1},
+            "'eps' parameter of InteractionGraph must be a positive finite float. Got -0.1 ",
+        ),
+        (
+            {"eps": float("nan")},
+            "'eps' parameter of InteractionGraph must be a positive finite float. Got nan ",
+        ),
+        (
+            {"eps": "1"},
+            "'eps' parameter of InteractionGraph must be a positive finite float. Got '1' ",
+        ),
+        (
+            {"eps": True},
+            "'eps' parameter of InteractionGraph must be a positive finite float. Got True ",
+        ),
     ],
 )
 def test_bad_input_names_the_argument(change, match):
