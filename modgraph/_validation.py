@@ -141,5 +141,8 @@ def check_instance(where: str, name: str, value, types, description: str | None 
         if description is None:
             ts = types if isinstance(types, tuple) else (types,)
             description = " or ".join(_a(t.__name__) for t in ts)
-        raise invalid(where, name, description, value, shown=_a(type(value).__name__))
+        scalar = isinstance(value, (numbers.Number, str, bytes, type(None)))
+        raise invalid(
+            where, name, description, value, shown=None if scalar else _a(type(value).__name__)
+        )
     return value

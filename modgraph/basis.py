@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from ._linalg import eigh_desc, n_above
+from ._validation import check_bool, check_choice, check_instance, check_int, check_real
 from .errors import InputError
 from .statistics import LayerStatistics
 
@@ -153,10 +154,15 @@ def fit_basis(
     >>> b.k, b.eigenvalues.tolist()
     (2, [4.0, 1.0])
     """
-    if basis not in BASES:
-        raise InputError(f"basis must be one of {BASES}, got {basis!r}")
-    if scale not in SCALES:
-        raise InputError(f"scale must be one of {SCALES}, got {scale!r}")
+    where = "fit_basis"
+    check_instance(where, "stats", stats, LayerStatistics)
+    check_instance(where, "name", name, str)
+    check_int(where, "position", position, low=0)
+    check_choice(where, "basis", basis, BASES)
+    check_choice(where, "scale", scale, SCALES)
+    check_bool(where, "is_output", is_output)
+    check_real(where, "rtol", rtol, low=0, high=1, high_open=True)
+    check_real(where, "tie_rtol", tie_rtol, low=0)
     G = stats.G.to(torch.float64)
     d = G.shape[0]
     dG, Q = eigh_desc(G)

@@ -204,6 +204,11 @@ def effective_parameter_count(  # noqa: PLR0913 (public; the Hessian's and SGLD'
     check_choice(where, "method", method, METHODS)
     check_seed(where, seed)
     exact_max_params = check_int(where, "exact_max_params", exact_max_params, low=0)
+    check_int(where, "batch_size", batch_size, low=1)
+    options = dict(gamma=gamma, step_size=step_size, n_chains=n_chains, n_steps=n_steps)
+    sampler = Sampler.checked(where, 1.0 / eps, {**options, "n_burnin": n_burnin})
+    if minibatch_size is not None:
+        check_int(where, "minibatch_size", minibatch_size, low=1)
     chain = LayerChain.from_model(model)
     module = nn.Sequential(*chain.stages)
     LayerChain.from_model(module)  # checks eval mode, also of a ready-made LayerChain's stages
@@ -231,10 +236,6 @@ def effective_parameter_count(  # noqa: PLR0913 (public; the Hessian's and SGLD'
             eigenvalues=eigs,
             threshold=threshold,
         )
-    options = dict(gamma=gamma, step_size=step_size, n_chains=n_chains, n_steps=n_steps)
-    sampler = Sampler.checked(where, 1.0 / eps, {**options, "n_burnin": n_burnin})
-    if minibatch_size is not None:
-        check_int(where, "minibatch_size", minibatch_size, low=1)
     batches = list(Batches(data, batch_size=batch_size, device=device, dtype=dtype))
     if not batches:
         raise InputError("data is empty: it yielded no samples")

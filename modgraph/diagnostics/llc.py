@@ -273,6 +273,10 @@ def sgld_estimate(
 
 def _temperature(where: str, eps, n, beta) -> tuple[float, float | None]:
     """``(n beta, eps)``: ``n beta = 1 / eps``, or ``n / log n`` (devinterp) without eps."""
+    if n is not None:
+        n = check_int(where, "n", n, low=2)
+    if beta is not None:
+        beta = check_real(where, "beta", beta, low=0, low_open=True)
     if eps is not None:
         eps = check_real(where, "eps", eps, low=0, low_open=True)
         if beta is not None:
@@ -285,10 +289,9 @@ def _temperature(where: str, eps, n, beta) -> tuple[float, float | None]:
         raise InputError(
             "llc_estimate needs eps (n*beta = 1/eps) or n (with beta = 1/log n), got neither"
         )
-    n = check_int(where, "n", n, low=2)
     if beta is None:
         beta = 1.0 / math.log(n)
-    return n * check_real(where, "beta", beta, low=0, low_open=True), None
+    return n * beta, None
 
 
 @renamed_parameters(num_chains="n_chains", num_steps="n_steps", num_burnin="n_burnin")

@@ -10,7 +10,7 @@ from torch import nn
 
 from .._deprecation import renamed_parameters, warn_renamed
 from .._linalg import eigvals_desc
-from .._validation import check_real
+from .._validation import check_int, check_real
 from ..chain import LayerChain, LayerSelector, device_and_dtype
 from ..data import Batches
 from ..errors import InputError
@@ -221,6 +221,7 @@ def layer_ranks(
     (1, 8)
     """
     eps = check_real("layer_ranks", "threshold", threshold, low=0, low_open=True)
+    check_int("layer_ranks", "batch_size", batch_size, low=1)
     chain = LayerChain.from_model(model, layers)
     device, dtype = device_and_dtype(chain)
     batches = Batches(data, batch_size=batch_size, device=device, dtype=dtype)

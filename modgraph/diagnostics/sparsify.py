@@ -72,7 +72,7 @@ import torch
 from torch import Tensor, nn
 
 from .._deprecation import renamed_parameters, warn_renamed
-from .._validation import check_real
+from .._validation import check_int, check_real
 from ..chain import LayerChain
 from ..data import Batches
 from ..errors import InputError
@@ -624,6 +624,7 @@ def sparsify(
     where = "sparsify"
     eps = check_real(where, "eps", eps, low=0, low_open=True)
     mismatch = check_real(where, "mismatch", mismatch, low=0, high=1)
+    check_int(where, "batch_size", batch_size, low=1)
     if rank_rtol is not None:
         rank_rtol = check_real(where, "rank_rtol", rank_rtol, low=0)
     linears, relu = _parse_mlp(model)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from .._deprecation import renamed_parameters, warn_renamed
-from .._validation import check_real
+from .._validation import check_int, check_real
 from ..chain import LayerChain, LayerSelector, device_and_dtype
 from ..data import Batches
 from ..errors import InputError
@@ -136,6 +136,7 @@ def synchronized_blocks(
     """
     where = "synchronized_blocks"
     mismatch = check_real(where, "mismatch", mismatch, low=0, high=1)
+    check_int(where, "batch_size", batch_size, low=1)
     if rank_rtol is not None:
         rank_rtol = check_real(where, "rank_rtol", rank_rtol, low=0)
     chain = LayerChain.from_model(model, layers)
