@@ -1,4 +1,4 @@
-"""Run time of the LLC estimate (SGLD on the behavioural loss) for an MLP with ~1e5 parameters.
+"""Run time of the LLC estimate (SGLD on the behavioral loss) for an MLP with ~1e5 parameters.
 
 Prints seconds, SGLD steps per second, and, as a baseline measured in the same run, the time of
 one forward + backward pass of the same model on one minibatch; the ratio says what one SGLD step

@@ -8,7 +8,7 @@ its 3 incoming parameters (2 weights + bias) are free, a planted degeneracy. An 
 strength w is a fixed coupling (a buffer, not a parameter) from module k's spare neuron to module
 k+1's output (cyclically): it makes those 9 free parameters matter with curvature ~ w^2.
 
-Measured with :func:`modgraph.effective_parameter_count` on the behavioural loss at eps = 1e-4:
+Measured with :func:`modgraph.effective_parameter_count` on the behavioral loss at eps = 1e-4:
 
 - ``hessian``: number of Hessian eigenvalues above 2 eps;
 - ``llc``: 2 lambda_hat from SGLD (n beta = 1/eps, localisation gamma = 100);

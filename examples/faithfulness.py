@@ -2,7 +2,7 @@
 
 The MLP is trained on three independent sub-tasks (y_k depends only on the input group x_k). It is
 analysed in the three bases, and in each the interaction edges are removed weakest first (exactly,
-jointly; see :mod:`modgraph.ablation`) while the behavioural loss (eq. 6) against the trained model
+jointly; see :mod:`modgraph.ablation`) while the behavioral loss (eq. 6) against the trained model
 is measured. A basis in which the computation is sparse keeps the loss low down to fewer edges.
 The interaction-basis modules are then ablated one at a time.
 
@@ -99,7 +99,7 @@ def main() -> None:
             f"{a.graph.n_edges} above eps^1/2 ({time.perf_counter() - t0:.1f} s)"
         )
 
-    print("\nbehavioural loss with only the n strongest edges kept")
+    print("\nbehavioral loss with only the n strongest edges kept")
     ref = curves["interaction"]
     print(f"{'n kept':>8} " + " ".join(f"{b:>12}" for b in curves))
     grid = sorted({int(n) for c in curves.values() for n in c.n_edges_kept}, reverse=True)

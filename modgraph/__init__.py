@@ -147,4 +147,4 @@ __all__ = [
 ]
 
 __getattr__ = moved_names("modgraph", {"behavioural_loss": "modgraph.loss:behavioral_loss"})
-install_module_aliases()
+install_module_aliases(__name__)

@@ -15,6 +15,7 @@ import importlib
 import importlib.abc
 import importlib.util
 import sys
+import types
 import warnings
 
 __all__ = [
@@ -29,7 +30,7 @@ REMOVED_IN = "0.3"
 
 
 def warn_renamed(old: str, new: str, stacklevel: int = 3) -> None:
-    """Warn that ``old`` is deprecated in favour of ``new``."""
+    """Warn that ``old`` is deprecated in favor of ``new``."""
     warnings.warn(
         f"{old} is deprecated and will be removed in modgraph {REMOVED_IN}; use {new}",
         DeprecationWarning,
@@ -71,20 +72,23 @@ def moved_names(module: str, moved: dict[str, str]):
     return __getattr__
 
 
-#: Old module path -> the module that now holds its public names.
+#: Old module path -> the modules that now hold its public names, searched in order.
 MOVED_MODULES = {
-    "modgraph.ablation": "modgraph.circuits",
-    "modgraph.degeneracy": "modgraph.diagnostics",
-    "modgraph.llc": "modgraph.diagnostics.llc",
-    "modgraph.sparsify": "modgraph.diagnostics.sparsify",
-    "modgraph.demo": "modgraph.toys.demo",
-    "modgraph.benchmarks": "modgraph.toys.planted",
-    "modgraph.transformer": "modgraph.toys.transformer",
+    "modgraph.ablation": ("modgraph.circuits", "modgraph.loss", "modgraph.plotting"),
+    "modgraph.degeneracy": ("modgraph.diagnostics", "modgraph.plotting"),
+    "modgraph.llc": ("modgraph.diagnostics",),
+    "modgraph.sparsify": ("modgraph.diagnostics.sparsify",),
+    "modgraph.demo": ("modgraph.toys.demo",),
+    "modgraph.benchmarks": ("modgraph.toys.planted",),
+    "modgraph.transformer": ("modgraph.adapters", "modgraph.toys.transformer"),
 }
+#: Names renamed to US spelling, looked up under their new name.
+RENAMED = {"behavioural_loss": "behavioral_loss", "MODULE_COLOURS": "MODULE_COLORS"}
 
 
 class _AliasFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Imports an old module path as its new module, with a warning."""
+    """Imports an old module path as a module that finds each name in its new home (warning
+    at each name, so that ``import modgraph.ablation as ab`` warns where ``ab.x`` is used)."""
 
     def find_spec(self, fullname, path=None, target=None):
         if fullname in MOVED_MODULES:
@@ -92,14 +96,37 @@ class _AliasFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         return None
 
     def create_module(self, spec):
-        warn_renamed(f"the module {spec.name}", MOVED_MODULES[spec.name], stacklevel=8)
-        return importlib.import_module(MOVED_MODULES[spec.name])
+        return None  # the default module object
 
     def exec_module(self, module):
-        pass  # the new module is already executed
+        old, homes = module.__name__, MOVED_MODULES[module.__name__]
+
+        def __getattr__(name: str):
+            new = RENAMED.get(name, name)
+            for home in homes if not name.startswith("__") else ():
+                mod = importlib.import_module(home)
+                if hasattr(mod, new):
+                    warn_renamed(f"{old}.{name}", f"{home}.{new}")
+                    return getattr(mod, new)
+            raise AttributeError(f"module {old!r} has no attribute {name!r}")
+
+        module.__getattr__ = __getattr__
 
 
-def install_module_aliases() -> None:
+class _Package(types.ModuleType):
+    """The ``modgraph`` package: importing an old module path such as ``modgraph.sparsify`` must
+    not replace the function ``modgraph.sparsify`` (the import system sets the child module as
+    an attribute of its parent after loading it)."""
+
+    def __setattr__(self, name, value):
+        if isinstance(value, types.ModuleType) and value.__name__ in MOVED_MODULES:
+            if name in self.__dict__:
+                return
+        super().__setattr__(name, value)
+
+
+def install_module_aliases(package: str) -> None:
     """Make the old module paths importable (once per interpreter)."""
+    sys.modules[package].__class__ = _Package
     if not any(isinstance(f, _AliasFinder) for f in sys.meta_path):
         sys.meta_path.append(_AliasFinder())

@@ -1,6 +1,6 @@
 """Linear-algebra helpers shared by the stages: symmetric eigendecompositions and ranks.
 
-Every Gram matrix is symmetrised before it is decomposed, because accumulated float64 sums are
+Every Gram matrix is symmetrized before it is decomposed, because accumulated float64 sums are
 symmetric only up to rounding; ``torch.linalg.eigh`` returns eigenvectors as *columns*.
 """
 
@@ -25,7 +25,7 @@ def eigh_desc(a: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def eigvals_desc(a: Tensor) -> np.ndarray:
-    """Eigenvalues of the symmetrised ``a``, largest first, as a NumPy array."""
+    """Eigenvalues of the symmetrized ``a``, largest first, as a NumPy array."""
     return torch.linalg.eigvalsh(symmetrize(a)).flip(0).cpu().numpy()
 
 

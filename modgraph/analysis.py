@@ -44,7 +44,7 @@ class Analysis:
         Per-layer mean, activation Gram ``G`` and Jacobian Gram ``M`` (``M`` is None for the
         ``pca`` and ``neuron`` baselines, which do not need it).
     eps : float
-        Behavioural-loss noise scale; edges with ``w <= eps**0.5`` are left out of the graph.
+        Behavioral-loss noise scale; edges with ``w <= eps**0.5`` are left out of the graph.
     config : dict
         The options ``analyze`` was called with (variant, scale, basis, rtol, ...).
     timings : dict

@@ -143,7 +143,7 @@ def fit_basis(
     rtol : float
         Relative tolerance below which eigenvalues of ``G`` and of the whitened ``M`` count as zero.
     tie_rtol : float
-        Relative gap below which neighbouring kept eigenvalues are reported as tied.
+        Relative gap below which neighboring kept eigenvalues are reported as tied.
 
     Examples
     --------

@@ -18,16 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._deprecation import moved_names
 from ._version import __version__
 from .errors import InputError
 from .pipeline import analyze
 from .report import write_report
 
 __all__ = ["main", "build_parser", "load_model", "load_data"]
-
-#: ``write_report`` moved to the API (:mod:`modgraph.report`), with another signature.
-__getattr__ = moved_names("modgraph.cli", {"write_report": "modgraph.report:write_report"})
 
 
 def _log(quiet: bool, *msg) -> None:

@@ -2,7 +2,7 @@
 
 Nodes are the basis directions of every layer (Bushnaq et al. 2024, sec. 5). Direction ``j`` of
 layer ``l`` and direction ``i`` of layer ``l + 1`` are joined when their RMS interaction strength
-``w_ij`` exceeds the noise floor ``eps^1/2`` of the behavioural loss; the edge then has strength
+``w_ij`` exceeds the noise floor ``eps^1/2`` of the behavioral loss; the edge then has strength
 
 .. math::
 
@@ -155,7 +155,7 @@ class InteractionGraph:
         between direction ``j`` of layer ``l`` and direction ``i`` of layer ``l + 1`` (finite,
         non-negative).
     eps : float
-        Noise scale of the behavioural loss; edges with ``w <= eps^1/2`` are dropped.
+        Noise scale of the behavioral loss; edges with ``w <= eps^1/2`` are dropped.
 
     Notes
     -----
@@ -183,7 +183,7 @@ class InteractionGraph:
         importance = _importance(self.importance, len(names))
         ws = _strengths(self.w, [len(a) for a in importance])
         eps = check_real("InteractionGraph", "eps", self.eps, low=0, low_open=True)
-        # Frozen dataclass: normalised values are stored through object.__setattr__.
+        # Frozen dataclass: normalized values are stored through object.__setattr__.
         object.__setattr__(self, "layer_names", names)
         object.__setattr__(self, "importance", importance)
         object.__setattr__(self, "w", ws)

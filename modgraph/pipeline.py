@@ -65,10 +65,10 @@ def analyze(  # noqa: PLR0913 (the paper's knobs, keyword-only)
         The model, in eval mode (see :meth:`LayerChain.from_model`).
     data : tensor, array, or re-iterable of batches
         Inputs only (a DataLoader's labels are ignored): everything is defined by the model's own
-        behaviour. Read once (global variant, baselines) or once per layer (local variant), plus
+        behavior. Read once (global variant, baselines) or once per layer (local variant), plus
         once for the edges.
     eps : float
-        Behavioural-loss noise scale (sec. 2, 5): interactions of strength ``w <= eps**0.5`` are
+        Behavioral-loss noise scale (sec. 2, 5): interactions of strength ``w <= eps**0.5`` are
         indistinguishable from noise at that scale and are left out of the graph.
     variant : {"global", "local"}
         ``J = d(final output)/d f_l`` (sec. 6) or ``J = d(next layer's basis coords)/d f_l``
@@ -97,7 +97,7 @@ def analyze(  # noqa: PLR0913 (the paper's knobs, keyword-only)
     rtol : float
         Eigenvalues of ``G`` and of the whitened ``M`` below ``rtol`` times the largest are zero.
     tie_rtol : float
-        Relative gap under which neighbouring eigenvalues are reported as tied.
+        Relative gap under which neighboring eigenvalues are reported as tied.
     attribution : {"gradient", "integrated"}
         Edge attribution (see :mod:`modgraph.edges`); the latter with ``n_steps`` quadrature
         points of ``rule`` ("gauss-legendre" or "trapezoid").

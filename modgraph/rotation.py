@@ -31,7 +31,7 @@ per-sample Jacobians (:func:`_moments`), held for up to ``max_samples`` samples.
 a direction's eigenvalue can be within sampling error of dozens of others' (a random MLP
 784-512-512-10 at 3000 samples has 19,300 undetermined pairs), so each direction keeps only its
 ``max_partners`` most undetermined partners, and the pairs of a layer are split into rounds of
-disjoint pairs (greedy edge colouring) that are evaluated and rotated together: rotations of
+disjoint pairs (greedy edge coloring) that are evaluated and rotated together: rotations of
 disjoint pairs touch disjoint rows and columns (parallel Jacobi ordering). One pair at a time took
 over 10 minutes on that MLP; rounds take 30 s (``benchmarks/bench_analyze.py``).
 
@@ -320,7 +320,7 @@ def _limit_partners(pairs: list[tuple[int, int]], max_partners: int) -> list[tup
 
 
 def _rounds(pairs: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
-    """Split pairs into rounds of disjoint pairs (greedy edge colouring, in the given order).
+    """Split pairs into rounds of disjoint pairs (greedy edge coloring, in the given order).
 
     Rotations of disjoint pairs of one layer change disjoint rows and columns, so a round is
     evaluated and applied at once (parallel Jacobi ordering)."""

@@ -127,7 +127,7 @@ class MomentAccumulator:
         self.n, self.mean, self.scatter = merged.n, merged.mean, merged.scatter
 
     def gram(self) -> Tensor:
-        """Centered Gram ``E[(x - mu)(x - mu)^T]`` (population normalisation), symmetrised."""
+        """Centered Gram ``E[(x - mu)(x - mu)^T]`` (population normalization), symmetrized."""
         g = self.scatter / max(self.n, 1)
         return (g + g.T) / 2
 

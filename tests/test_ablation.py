@@ -49,7 +49,7 @@ def planted_net(seed=0):
     b1 = 0.3 * torch.randn(len(W1), generator=gen, dtype=torch.float64)
     b2 = 0.3 * torch.randn(len(W2), generator=gen, dtype=torch.float64)
     g1, g2 = _groups(BLOCK_H1), _groups(BLOCK_H2)
-    # function-preserving reparametrisation: permute and positively rescale hidden ReLU neurons
+    # function-preserving reparametrization: permute and positively rescale hidden ReLU neurons
     p1, p2 = torch.randperm(len(W1), generator=gen), torch.randperm(len(W2), generator=gen)
     s1 = torch.rand(len(W1), generator=gen, dtype=torch.float64) * 3 + 0.2
     s2 = torch.rand(len(W2), generator=gen, dtype=torch.float64) * 3 + 0.2

@@ -197,7 +197,7 @@ def test_hessian_known_answers_exact_and_kfac():
     deep = effective_parameter_count(_deep_linear(), x, eps=1e-6)
     assert deep.n_params == 2 * (6 + 5)
     assert deep.value == 2 * (6 + 5) - 2**2
-    # One Linear: the Kronecker factorisation (eq. 37) is exact.
+    # One Linear: the Kronecker factorization (eq. 37) is exact.
     reg_k = effective_parameter_count(_regular(), x, eps=1e-6, exact_max_params=0)
     assert (reg_k.approximation, reg_k.value) == ("kfac", reg.value)
     np.testing.assert_allclose(reg_k.eigenvalues, reg.eigenvalues, rtol=1e-8, atol=1e-10)
@@ -306,7 +306,7 @@ def test_llc_linear_models_within_15_percent(which):
     res = effective_parameter_count(net, _inputs(), eps=1e-3, method="llc", n_steps=1500, seed=0)
     assert res.ok and res.llc.rhat < 1.1
     assert res.value == pytest.approx(known, rel=0.15)
-    assert res.llc.init_loss == 0.0  # behavioural loss at theta*
+    assert res.llc.init_loss == 0.0  # behavioral loss at theta*
 
 
 # ------------------------------------------------------------------------------ synchronized ReLUs

@@ -1,6 +1,6 @@
 """Tests of modgraph.sparsify (paper sec. 4): planted rank drops and synchronized blocks must
 become absent interactions, the rewritten network must reproduce the original outputs (to 1e-10 in
-float64 for exact degeneracies), and approximate rewrites must report a behavioural loss below
+float64 for exact degeneracies), and approximate rewrites must report a behavioral loss below
 their stated bound.
 
 The planted network (input 7 -> 8 ReLU -> 6 ReLU -> 3):
@@ -139,7 +139,7 @@ def test_graph_is_rms_contribution_per_edge(exact):
     assert s.original_graph.n_edges == sum(int((w > 1e-5).sum()) for w in s.original_graph.w)
 
 
-def test_counts_invariant_under_hidden_reparametrisation(exact):
+def test_counts_invariant_under_hidden_reparametrization(exact):
     """Permuting and positively rescaling hidden neurons hides nothing from the construction."""
     net, x, s = exact
     g = torch.Generator().manual_seed(3)
@@ -179,7 +179,7 @@ def test_approximate_rewrite_reports_loss_below_bound():
     net, x = planted(dup_noise=1e-3, flip=True)
     exact_ = sparsify(net, x, eps=1e-12)
     approx = sparsify(net, x, eps=1e-4, tol=0.05, rank_rtol=1e-2)
-    # exact mode sees neither the near-duplicate nor the near-synchronised neuron 2
+    # exact mode sees neither the near-duplicate nor the near-synchronized neuron 2
     assert (0, 1, 2) not in exact_.blocks[1] and (3, 4) in exact_.blocks[1]
     assert (0, 1, 2) in approx.blocks[1]
     assert approx.layers[1].activation_rank == 7 and exact_.layers[1].activation_rank == 8

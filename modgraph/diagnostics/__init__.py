@@ -7,7 +7,7 @@
 - :func:`effective_parameter_count`: ``N_eff(eps) = 2 lambda_B(eps)`` (sec. 2), from the rank of
   the Hessian of the behavioral loss or from the local learning coefficient
   (:func:`llc_estimate`, SGLD);
-- :func:`sparsify`: the reparametrisation of sec. 4 that turns those degeneracies into absent
+- :func:`sparsify`: the reparametrization of sec. 4 that turns those degeneracies into absent
   interactions.
 
 :func:`modgraph.plotting.plot_degeneracy` draws the report figure.

@@ -8,7 +8,7 @@ outputs of a perturbed network and those of the trained network ``theta*`` on th
 
     L_B(\\theta) = \\frac{1}{n} \\sum_{x \\in D} \\lVert f_\\theta(x) - f_{\\theta^*}(x) \\rVert^2 ,
 
-with no factor 1/2 (the paper's normalisation), so that its Hessian at ``theta*`` is
+with no factor 1/2 (the paper's normalization), so that its Hessian at ``theta*`` is
 ``(2/n) sum_x J_theta(x)^T J_theta(x)`` (eq. 10). No labels are needed and ``L_B(theta*) = 0``.
 
 - :func:`effective_parameter_count`: the rank of the Hessian of L_B (exact, or Kronecker-factored
@@ -158,7 +158,7 @@ def effective_parameter_count(  # noqa: PLR0913 (public; the Hessian's and SGLD'
     direction; quartic and higher directions (e.g. ``w1^2 w2^2``) need ``method="llc"``. With at
     most ``exact_max_params`` parameters H is formed exactly from per-sample Jacobians
     (``vmap(jacrev(functional_call))``, float64); above it each ``nn.Linear`` gets the Kronecker
-    factorisation of eq. 37 (``approximation="kfac"``), which drops cross-layer blocks and so misses
+    factorization of eq. 37 (``approximation="kfac"``), which drops cross-layer blocks and so misses
     degeneracies shared between layers (such as ``W2 W1 = W2 A^-1 A W1``): it over-counts there.
 
     ``method="llc"``: ``2 lambda_hat`` from :func:`llc_estimate` on the minibatch behavioral loss,

@@ -232,7 +232,7 @@ def sgld_estimate(
     eps: float | None,
     generator: torch.Generator,
 ) -> LLCEstimate:
-    """Run SGLD chains and summarise their post-burn-in trace as an :class:`LLCEstimate`."""
+    """Run SGLD chains and summarize their post-burn-in trace as an :class:`LLCEstimate`."""
     trace, reason = _sgld(value_and_grad, w0, sampler, generator=generator, init_loss=init_loss)
     nbeta = sampler.nbeta
     post = trace[:, sampler.n_burnin :]

@@ -1,11 +1,11 @@
-"""Interaction sparsity from degeneracy (paper sec. 4): reparametrise a ReLU MLP so that its free
+"""Interaction sparsity from degeneracy (paper sec. 4): reparametrize a ReLU MLP so that its free
 parameters become absent interactions.
 
 A dense ReLU network ``Linear -> ReLU -> ... -> Linear`` is rewritten layer by layer from the input.
 At every Linear ``W_l`` (reading layer ``l``, writing layer ``l + 1``):
 
 1. **Activation rank drop** (eqs. 23-24). Where the activations ``f_l`` span ``r = rank G_l`` of
-   their ``d_l`` dimensions, ``r`` neurons ``S`` are picked (column-pivoted QR of the centred
+   their ``d_l`` dimensions, ``r`` neurons ``S`` are picked (column-pivoted QR of the centered
    activations) and the others are written on them, ``f_j - mu_j = sum_{k in S} A_jk (f_k - mu_k)``
    for ``j`` not in ``S``. Then
 
@@ -193,7 +193,7 @@ class SparsifiedModel:
     Attributes
     ----------
     model : nn.Sequential
-        The reparametrised network (float64, eval mode): ``nn.Linear`` and ``nn.ReLU`` /
+        The reparametrized network (float64, eval mode): ``nn.Linear`` and ``nn.ReLU`` /
         :class:`BlockGate`. Same outputs as the original on the data (exactly, up to rounding, for
         exact degeneracies; within ``behavioral_loss`` for approximate ones).
     layer_names : tuple of str
@@ -440,7 +440,7 @@ def _build(Ws, bs, gates) -> nn.Sequential:
     return nn.Sequential(*mods).eval()
 
 
-#: The synchronisation columns of a layer that no ReLU writes.
+#: The synchronization columns of a layer that no ReLU writes.
 _NO_SYNC = {"zeroed_sync": 0, "unit_sync": 0, "loss_bound_sync": 0.0}
 
 
@@ -592,7 +592,7 @@ def sparsify(
         The inputs on which the new network must agree with the old one (held in memory).
     eps : float
         Activation rank threshold: a direction of layer ``l`` counts when its variance (eigenvalue
-        of the centred ``G_l``, in activation units squared) exceeds ``eps``; also the noise scale
+        of the centered ``G_l``, in activation units squared) exceeds ``eps``; also the noise scale
         of the returned interaction graphs. Tiny (e.g. ``1e-10``) for exact degeneracies.
     mismatch : float
         Fraction of inputs on which the firing patterns of a block may disagree (0: exact). Named

@@ -90,7 +90,7 @@ def synchronized_blocks(
     :func:`layer_ranks`: the fibre of ``(W_out, W_in) -> W_out W_in`` for a block of ``k`` neurons
     whose preactivations have rank ``s_a`` has dimension ``(k - s_a)(d_in + d_out) + s_a^2``; the
     first term is what the activation and Jacobian rank drops of this layer already free, the second
-    is the synchronisation. A block of one neuron contributes 1, the usual ReLU rescaling symmetry.
+    is the synchronization. A block of one neuron contributes 1, the usual ReLU rescaling symmetry.
 
     Neurons that fire on every input are linear on the data: they fire together, so they form one
     block (and can be mixed freely). Neurons that never fire are dead: their weights are already
@@ -104,7 +104,7 @@ def synchronized_blocks(
     layer : int or str
         Position or name of a chain layer whose stage ends with ``nn.ReLU``.
     mismatch : float
-        Approximate synchronisation: two neurons are in sync when their firing patterns disagree on
+        Approximate synchronization: two neurons are in sync when their firing patterns disagree on
         at most this fraction of the inputs (the Hamming distance of the on/off patterns, our
         reading of the eq. 20 measure). Blocks are formed by complete linkage, so every pair in a
         block is within ``mismatch``. 0 groups identical patterns only. (Named ``tol`` before 0.2;

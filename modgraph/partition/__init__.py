@@ -11,7 +11,7 @@ edges between modules: an edge of strength ``w`` costs ``ln(w / eps^1/2)`` (noth
 
 which alone is minimised by putting everything in one module, so every method here adds a notion
 of module size: Leiden through its quality function (modularity or CPM), spectral clustering
-through the normalised Laplacian (a relaxation of the normalised cut) and a fixed number of modules.
+through the normalized Laplacian (a relaxation of the normalized cut) and a fixed number of modules.
 
 Nodes without any edge (every interaction below ``eps^1/2``) carry no information about modules;
 they get the label ``-1`` ("unassigned") and are not counted in ``n_modules``.

@@ -140,8 +140,8 @@ def find_modules(
     ----------
     graph : InteractionGraph
     method : {"leiden", "spectral"}
-        ``"leiden"``: leidenalg on the strength-weighted graph, optimising ``quality``.
-        ``"spectral"``: k-means on the row-normalised smallest eigenvectors of the normalised
+        ``"leiden"``: leidenalg on the strength-weighted graph, optimizing ``quality``.
+        ``"spectral"``: k-means on the row-normalized smallest eigenvectors of the normalized
         Laplacian (per connected component), then greedy single-node moves that strictly lower
         the cross-module cost, never emptying a module.
     n_modules : int, optional
@@ -173,7 +173,7 @@ def find_modules(
         side of a real module boundary. On graphs *without* module structure it erodes modules,
         often down to single weakly connected nodes, because a node's strength into a module
         grows with the module's size; the cost is then low but the split trivial. Check
-        ``result.modules`` sizes, or compare with ``refine=False`` (the plain normalised-cut
+        ``result.modules`` sizes, or compare with ``refine=False`` (the plain normalized-cut
         partition; ``info["cost_before_refinement"]`` holds its cost).
 
     Returns

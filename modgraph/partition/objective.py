@@ -1,20 +1,9 @@
-"""What a partition costs: the paper's cross-module cost (sec. 5), and how partitions agree.
+"""What a partition costs, and how two partitions agree.
 
-Bushnaq et al. 2024 (sec. 5) score a split of the network into modules by what it costs to cut the
-edges between modules: an edge of strength ``w`` costs ``ln(w / eps^1/2)`` (nothing when
-``w <= eps^1/2``, so those edges are not in the graph at all). The best modules minimise
-
-.. math::
-
-    \\mathrm{cost}(z) = \\sum_{(a, b) \\in E,\\ z_a \\neq z_b} \\ln\\left(
-        \\frac{w_{ab}}{\\varepsilon^{1/2}}\\right),
-
-which alone is minimised by putting everything in one module, so every method here adds a notion
-of module size: Leiden through its quality function (modularity or CPM), spectral clustering
-through the normalised Laplacian (a relaxation of the normalised cut) and a fixed number of modules.
-
-Nodes without any edge (every interaction below ``eps^1/2``) carry no information about modules;
-they get the label ``-1`` ("unassigned") and are not counted in ``n_modules``.
+The paper's cross-module cost (Bushnaq et al. 2024, sec. 5; see :mod:`modgraph.partition`): the
+summed strength ``ln(w / eps^1/2)`` of the edges between modules. Nodes without any edge get the
+label ``-1`` (unassigned). :class:`ConnectedGraph` is the part of the graph that partitioning
+sees; :func:`cut_strength` is the one place the cost is computed.
 """
 
 from __future__ import annotations
@@ -38,6 +27,7 @@ __all__ = [
     "canonical",
     "check_graph",
     "cross_module_cost",
+    "cut_strength",
     "adjusted_rand_index",
     "jsonable",
     "module_labels",
@@ -180,7 +170,8 @@ class ConnectedGraph:
         return float(self.strength.sum() / pairs) if pairs > 0 else 0.0
 
     def cost(self, labels: np.ndarray) -> float:
-        return float(self.strength[labels[self.src] != labels[self.dst]].sum())
+        """The cross-module cost of labels of the connected nodes."""
+        return cut_strength(self.strength, self.src, self.dst, labels)
 
     def merged_components(self, k: int) -> np.ndarray:
         """Group the components into ``k`` modules, balancing node counts (cost 0)."""
@@ -220,9 +211,13 @@ def cross_module_cost(graph: InteractionGraph, membership) -> float:
     check_graph(graph, "cross_module_cost")
     if isinstance(membership, ModuleResult):
         membership = membership.membership
-    labels = graph.membership_array(membership)
     e = graph.edges
-    return float(e.strength[labels[e.src] != labels[e.dst]].sum())
+    return cut_strength(e.strength, e.src, e.dst, graph.membership_array(membership))
+
+
+def cut_strength(strength: np.ndarray, src: np.ndarray, dst: np.ndarray, labels) -> float:
+    """Summed ``strength`` of the edges ``src -> dst`` whose ends have different ``labels``."""
+    return float(strength[labels[src] != labels[dst]].sum())
 
 
 def module_labels(graph: InteractionGraph, modules, name: str = "modules") -> np.ndarray:

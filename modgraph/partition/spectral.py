@@ -1,4 +1,4 @@
-"""Spectral partitions: k-means on the normalised Laplacian's eigenvectors, then refinement."""
+"""Spectral partitions: k-means on the normalized Laplacian's eigenvectors, then refinement."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ KMEANS_RESTARTS = 10
 
 
 def component_spectra(sub: ConnectedGraph, m: int, seed: int):
-    """Smallest ``min(m, n_c)`` eigenpairs of each component's normalised Laplacian."""
+    """Smallest ``min(m, n_c)`` eigenpairs of each component's normalized Laplacian."""
     spectra = []
     for c in range(sub.n_components):
         nodes = np.flatnonzero(sub.component == c)
@@ -62,7 +62,7 @@ def choose_k(spectra, n_components: int) -> int:
         return n_components
     gaps = np.diff(vals)  # gaps[i-1] = vals[i] - vals[i-1]: a cut after the first i eigenvalues
     i = np.arange(1, len(vals))
-    # The layered graph is bipartite (edges only join adjacent layers), so its normalised
+    # The layered graph is bipartite (edges only join adjacent layers), so its normalized
     # Laplacian spectrum is symmetric about 1 and every gap below 1 reappears mirrored above it:
     # only cuts after an eigenvalue below 1 describe modules.
     gaps[(i < n_components) | (vals[:-1] >= 1.0 - 1e-9)] = -np.inf
@@ -96,9 +96,9 @@ def refine_moves(
 ):
     """Greedy single-node moves that strictly lower the cross-module cost.
 
-    Each pass computes, for every node, its strength into every neighbouring module, and moves an
+    Each pass computes, for every node, its strength into every neighboring module, and moves an
     independent set of improving nodes at once (a node moves only if its gain beats every
-    improving neighbour's): the ends of no edge both move, so the gains add up exactly and the
+    improving neighbor's): the ends of no edge both move, so the gains add up exactly and the
     cost falls by their sum. A module never loses its last node.
     """
     labels = labels.copy()
@@ -164,7 +164,7 @@ def spectral_labels(sub: ConnectedGraph, *, n_modules, seed, refine=True, spectr
     for (nodes, _, vecs), kc in zip(spectra, k_c, strict=True):
         local = np.zeros(len(nodes), dtype=np.int64)
         if kc > 1:
-            # Ng-Jordan-Weiss: rows of the first kc eigenvectors, normalised to unit length.
+            # Ng-Jordan-Weiss: rows of the first kc eigenvectors, normalized to unit length.
             X = vecs[:, :kc]
             X = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-300)
             local = canonical(kmeans(X, int(kc), rng))

@@ -100,8 +100,8 @@ def plot_basis_comparison(
     xt = [k if len(epss) == 1 else f"{k}\neps={g.eps:g}" for k, g in zip(keys, graphs)]
     for ax_, (title, ylabel, vals, text) in zip(axes, panels):
         for i, v in enumerate(vals):
-            colour, _, hatch = module_style(i)
-            ax_.bar(i, 0 if np.isnan(v) else v, 0.65, color=colour, hatch=hatch, ec="0.2", lw=0.6)
+            color, _, hatch = module_style(i)
+            ax_.bar(i, 0 if np.isnan(v) else v, 0.65, color=color, hatch=hatch, ec="0.2", lw=0.6)
         top = np.nanmax(vals) if np.any(np.isfinite(vals)) else 1.0
         top = top if top > 0 else 1.0
         for i, (v, t) in enumerate(zip(vals, text)):

@@ -81,14 +81,14 @@ def plot_cost_curve(
     ax = single_axes(ax, (7.5, 4.8))
     styles = [("o", MODULE_COLORS[0]), ("s", MODULE_COLORS[3]), ("^", MODULE_COLORS[2])]
     for i, c in enumerate(curves):
-        marker, colour = styles[i % len(styles)]
-        colour = MODULE_COLORS[(2 * i) % len(MODULE_COLORS)] if i >= len(styles) else colour
+        marker, color = styles[i % len(styles)]
+        color = MODULE_COLORS[(2 * i) % len(MODULE_COLORS)] if i >= len(styles) else color
         n, cost = np.asarray(c.n_modules), np.asarray(c.cost)
         label = labels[i] if labels else _curve_label(c)
-        ax.plot(n, cost, ls="", marker=marker, mfc="none", mec=colour, ms=6, alpha=0.8)
+        ax.plot(n, cost, ls="", marker=marker, mfc="none", mec=color, ms=6, alpha=0.8)
         xs = np.unique(n)
         best = np.array([cost[n == k].min() for k in xs])
-        ax.plot(xs, best, color=colour, marker=marker, ms=6, lw=1.5, label=label)
+        ax.plot(xs, best, color=color, marker=marker, ms=6, lw=1.5, label=label)
     # Width of the null band in x (module counts): visible however long the scan is.
     span = max([float(np.max(c.n_modules)) for c in curves if len(c.n_modules)] + [1.0])
     band = max(0.6, span / 40)
@@ -176,7 +176,7 @@ def plot_module_heatmap(analysis_or_graph, modules, *, ax=None):
     matplotlib.figure.Figure
         Cell ``(a, b)`` of the panel for layers ``l -> l + 1`` is the summed strength between
         module ``a`` at layer ``l`` (rows) and module ``b`` at layer ``l + 1`` (columns), as
-        :func:`module_interactions` computes it; all panels share one colour scale. Cells joining a
+        :func:`module_interactions` computes it; all panels share one color scale. Cells joining a
         module to itself are outlined: everything else is cut by the partition. Values are written
         in the cells when a matrix is small.
     """

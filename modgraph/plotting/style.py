@@ -43,7 +43,7 @@ __all__ = [
     "save_figure",
 ]
 
-#: Okabe-Ito colours, ordered so the first few modules get the most distinct ones (yellow late).
+#: Okabe-Ito colors, ordered so the first few modules get the most distinct ones (yellow late).
 MODULE_COLORS = (
     "#0072B2",  # blue
     "#E69F00",  # orange
@@ -54,14 +54,14 @@ MODULE_COLORS = (
     "#F0E442",  # yellow
     "#000000",  # black
 )
-#: Node markers, one per round of the colour cycle (module m uses ``MARKERS[m // 8]``).
+#: Node markers, one per round of the color cycle (module m uses ``MARKERS[m // 8]``).
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
-#: Bar hatches, one per round of the colour cycle.
+#: Bar hatches, one per round of the color cycle.
 HATCHES = ("", "//", "..", "xx", "\\\\", "++", "oo", "--")
 UNASSIGNED_COLOR = "#BBBBBB"
 CROSS_EDGE_COLOR = "#444444"
 HEATMAP_CMAP = "cividis"
-#: Most module entries a legend lists; the rest are summarised in one line.
+#: Most module entries a legend lists; the rest are summarized in one line.
 MAX_LEGEND_MODULES = 12
 #: Heatmaps write the value in each cell when no side of the matrix is longer than this.
 MAX_ANNOTATED_SIDE = 6
@@ -147,14 +147,14 @@ def module_legend_handles(present: np.ndarray, counts: dict[int, int], kind: str
     mods = [int(m) for m in present if m != UNASSIGNED]
     handles = []
     for m in mods[:MAX_LEGEND_MODULES]:
-        colour, marker, hatch = module_style(m)
+        color, marker, hatch = module_style(m)
         label = f"module {m} ({counts[m]} node{'s' if counts[m] != 1 else ''})"
         if kind == "marker":
             handles.append(
-                Line2D([], [], ls="", marker=marker, mfc=colour, mec="0.2", ms=7, label=label)
+                Line2D([], [], ls="", marker=marker, mfc=color, mec="0.2", ms=7, label=label)
             )
         else:
-            handles.append(Patch(fc=colour, ec="0.2", hatch=hatch, label=label))
+            handles.append(Patch(fc=color, ec="0.2", hatch=hatch, label=label))
     if len(mods) > MAX_LEGEND_MODULES:
         rest = sum(counts[m] for m in mods[MAX_LEGEND_MODULES:])
         handles.append(

@@ -83,7 +83,7 @@ def make_demo(
 ) -> DemoProblem:
     """Train the demo MLP ``(n_tasks*group_size) -> hidden -> hidden -> 2*n_tasks`` (a few seconds).
 
-    Training uses Adam on the mean squared error plus a small L1 weight penalty, which favours
+    Training uses Adam on the mean squared error plus a small L1 weight penalty, which favors
     solutions without needless cross-task weights. Deterministic given ``seed`` on CPU.
 
     Examples
