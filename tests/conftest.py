@@ -20,6 +20,14 @@ def mlp(*widths, relu_after=None, bias=True) -> nn.Sequential:
     return nn.Sequential(*mods).double().eval()
 
 
+def sample_jacobian(fn, f: torch.Tensor) -> torch.Tensor:
+    """Brute-force Jacobian of ``fn`` at one sample ``f`` of shape (1, ...), by
+    ``torch.autograd.functional.jacobian``: shape (outputs, inputs), both flattened."""
+    out = fn(f)
+    J = torch.autograd.functional.jacobian(fn, f)
+    return J.reshape(out[0].numel(), f[0].numel())
+
+
 def relative(a: torch.Tensor, b: torch.Tensor) -> float:
     a, b = a.detach(), b.detach()
     return float((a - b).norm() / b.norm().clamp_min(1e-300))

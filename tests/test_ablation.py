@@ -18,19 +18,13 @@ from modgraph import circuits as ab
 from modgraph.chain import LayerChain
 from modgraph.circuits import faithfulness
 from modgraph.errors import InputError
+from modgraph.toys.planted import planted_mlp
 
 BLOCK_IN = (2, 3, 2)  # input dims of the planted modules
 BLOCK_H1 = (4, 5, 3)
 BLOCK_H2 = (3, 4, 3)
 BLOCK_OUT = (1, 2, 1)
 BLOCK_SCALE = (1.0, 2.5, 6.0)  # distinct scales: no eigenvalue ties across modules
-
-
-def _blockdiag(rows, cols, gen, scales=(1.0, 1.0, 1.0)):
-    return torch.block_diag(
-        *[s * torch.randn(r, c, generator=gen, dtype=torch.float64)
-          for r, c, s in zip(rows, cols, scales)]
-    )  # fmt: skip
 
 
 def _groups(sizes):
@@ -42,28 +36,8 @@ def planted_net(seed=0):
 
     Returns the net and, per layer of its chain, the planted module of every neuron.
     """
-    gen = torch.Generator().manual_seed(seed)
-    W1 = _blockdiag(BLOCK_H1, BLOCK_IN, gen)
-    W2 = _blockdiag(BLOCK_H2, BLOCK_H1, gen)
-    W3 = _blockdiag(BLOCK_OUT, BLOCK_H2, gen, BLOCK_SCALE)
-    b1 = 0.3 * torch.randn(len(W1), generator=gen, dtype=torch.float64)
-    b2 = 0.3 * torch.randn(len(W2), generator=gen, dtype=torch.float64)
-    g1, g2 = _groups(BLOCK_H1), _groups(BLOCK_H2)
-    # function-preserving reparametrization: permute and positively rescale hidden ReLU neurons
-    p1, p2 = torch.randperm(len(W1), generator=gen), torch.randperm(len(W2), generator=gen)
-    s1 = torch.rand(len(W1), generator=gen, dtype=torch.float64) * 3 + 0.2
-    s2 = torch.rand(len(W2), generator=gen, dtype=torch.float64) * 3 + 0.2
-    W1, b1, W2 = (s1[:, None] * W1)[p1], (s1 * b1)[p1], (W2 / s1[None, :])[:, p1]
-    W2, b2, W3 = (s2[:, None] * W2)[p2], (s2 * b2)[p2], (W3 / s2[None, :])[:, p2]
-    net = nn.Sequential(
-        nn.Linear(7, 12), nn.ReLU(), nn.Linear(12, 10), nn.ReLU(), nn.Linear(10, 4)
-    ).double()
-    with torch.no_grad():
-        for lin, W, b in ((net[0], W1, b1), (net[2], W2, b2), (net[4], W3, None)):
-            lin.weight.copy_(W)
-            lin.bias.copy_(b if b is not None else 0.1 * torch.randn(len(W), generator=gen))
-    truth = [_groups(BLOCK_IN), g1[p1.numpy()], g2[p2.numpy()], _groups(BLOCK_OUT)]
-    return net.eval(), truth
+    blocks = [BLOCK_IN, BLOCK_H1, BLOCK_H2, BLOCK_OUT]
+    return planted_mlp(blocks, scales=[(1, 1, 1), (1, 1, 1), BLOCK_SCALE], bias=0.3, seed=seed)
 
 
 def product_data(n_per=8, seed=1):

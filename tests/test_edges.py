@@ -2,8 +2,7 @@
 
 import pytest
 import torch
-from conftest import mlp, relative
-from torch.autograd.functional import jacobian
+from conftest import mlp, relative, sample_jacobian
 
 import modgraph as mg
 from modgraph.chain import LayerChain
@@ -20,7 +19,7 @@ def _brute_w(net, a, x, l, alphas=(1.0,), weights=(1.0,)):
         along = (f_hat @ src.C_pinv.T)[None]
         grad = 0
         for al, wq in zip(alphas, weights):
-            J = jacobian(chain.stages[l], f - (1 - al) * along)[0, :, 0, :]
+            J = sample_jacobian(chain.stages[l], f - (1 - al) * along)
             grad = grad + wq * dst.C @ J @ src.C_pinv
         total = total + (grad * f_hat[None, :]) ** 2
     return (total / len(x)).sqrt()
@@ -66,7 +65,7 @@ def test_integrated_gradients_are_complete():
     along = (f_hat @ src.C_pinv.T)[None]
     al, wq = quadrature(64)
     grad = sum(
-        w * dst.C @ jacobian(chain.stages[1], f - (1 - t) * along)[0, :, 0, :] @ src.C_pinv
+        w * dst.C @ sample_jacobian(chain.stages[1], f - (1 - t) * along) @ src.C_pinv
         for t, w in zip(al, wq)
     )
     change = dst.transform(chain.stages[1](f)) - dst.transform(chain.stages[1](f - along))

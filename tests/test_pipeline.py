@@ -3,40 +3,17 @@
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 import modgraph as mg
-from modgraph.toys.planted import hide_relu_neurons
+from modgraph.toys.planted import planted_mlp
 
 
 def planted_network(K=3, d_in=3, hidden=8, d_out=2, leak=0.0, seed=0):
-    """K independent ReLU MLPs side by side, hidden by permuting and positively rescaling the
-    hidden neurons; optional cross-module weights of size ``leak``.
-
-    Returns the model and the planted module of every neuron of every layer.
-    """
-    g = torch.Generator().manual_seed(seed)
-    widths = [d_in, hidden, hidden, d_out]
-    mods, owners = [], [np.repeat(np.arange(K), d_in)]
-    for a, b in zip(widths[:-1], widths[1:]):
-        blocks = [torch.randn(b, a, generator=g, dtype=torch.float64) * (1 + k) for k in range(K)]
-        W = torch.block_diag(*blocks)
-        W = W + leak * (torch.rand(W.shape, generator=g, dtype=torch.float64) * 2 - 1) * (W == 0)
-        lin = nn.Linear(K * a, K * b).double()
-        with torch.no_grad():
-            lin.weight.copy_(W)
-            lin.bias.copy_(torch.randn(K * b, generator=g, dtype=torch.float64) * 0.1)
-        mods.append(lin)
-        owners.append(np.repeat(np.arange(K), b))
-        if b != d_out:
-            mods.append(nn.ReLU())
-    net = nn.Sequential(*mods).eval()
-    # hide the blocks: permute and rescale the neurons of every hidden ReLU layer
-    with torch.no_grad():
-        for i, o in ((0, 1), (2, 2)):
-            perm = hide_relu_neurons(net[i], net[i + 2], g)
-            owners[o] = owners[o][perm.numpy()]
-    return net, owners
+    """K independent ReLU MLPs d_in -> hidden -> hidden -> d_out (module k's weights scaled by
+    1 + k), hidden by permuting and rescaling the hidden neurons; cross-module weights ``leak``."""
+    blocks = [[w] * K for w in (d_in, hidden, hidden, d_out)]
+    scales = [[1.0 + k for k in range(K)]] * 3
+    return planted_mlp(blocks, scales=scales, leak=leak, seed=seed)
 
 
 @pytest.mark.parametrize("leak", [0.0, 1e-4])

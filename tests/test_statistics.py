@@ -2,9 +2,8 @@
 
 import pytest
 import torch
-from conftest import mlp, relative
+from conftest import mlp, relative, sample_jacobian
 from torch import nn
-from torch.autograd.functional import jacobian
 from torch.utils.data import DataLoader, TensorDataset
 
 import modgraph as mg
@@ -19,9 +18,9 @@ def _brute_M(chain, x, layer, readout=None):
     for xi in x:
         f = chain.forward(xi[None], upto=layer)[-1]
         if readout is None:
-            J = jacobian(lambda f: chain.run_from(layer, f), f)[0, :, 0, :]
+            J = sample_jacobian(lambda f: chain.run_from(layer, f), f)
         else:
-            J = readout @ jacobian(chain.stages[layer], f)[0, :, 0, :]
+            J = readout @ sample_jacobian(chain.stages[layer], f)
         M = M + J.T @ J
     return M / len(x)
 

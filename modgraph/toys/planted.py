@@ -44,6 +44,7 @@ __all__ = [
     "CASES",
     "hide_relu_neurons",
     "make_case",
+    "planted_mlp",
     "score_analysis",
     "run_benchmark",
     "format_table",
@@ -151,6 +152,57 @@ def hide_relu_neurons(lin: nn.Linear, nxt: nn.Linear, generator: torch.Generator
     lin.bias.copy_(s * lin.bias[perm])
     nxt.weight.copy_(nxt.weight[:, perm] / s[None, :])
     return perm
+
+
+def planted_mlp(
+    blocks, *, scales=None, bias: float = 0.1, leak: float = 0.0, seed: int = 0
+) -> tuple[nn.Sequential, list[np.ndarray]]:
+    """Independent ReLU MLP modules side by side, hidden by function-preserving maps.
+
+    Every module is ``Linear -> ReLU -> ... -> Linear``; the modules are stacked block-diagonally
+    and the neurons of every hidden ReLU layer are then permuted and positively rescaled
+    (:func:`hide_relu_neurons`), so the planted structure is invisible in the weights' layout.
+
+    Parameters
+    ----------
+    blocks : sequence of sequence of int
+        One entry per layer, input first: the width of every module there, e.g.
+        ``[(3, 3), (8, 8), (2, 2)]`` for two modules 3 -> 8 -> 2.
+    scales : sequence of sequence of float, optional
+        Per Linear, the factor on each module's standard-normal weights (default 1).
+    bias : float
+        Standard deviation of the biases.
+    leak : float
+        Cross-module weights, uniform in ``[-leak, leak]`` (0: exactly independent modules).
+    seed : int
+
+    Returns
+    -------
+    net, owners
+        The float64 model in eval mode, and per layer (input first) the planted module of
+        every neuron, in the hidden model's order.
+    """
+    g = torch.Generator().manual_seed(seed)
+    blocks = [tuple(int(w) for w in b) for b in blocks]
+    K = len(blocks[0])
+    owners = [np.repeat(np.arange(K), b) for b in blocks]
+    mods: list[nn.Module] = []
+    for l, (a, b) in enumerate(zip(blocks[:-1], blocks[1:])):
+        sc = [1.0] * K if scales is None else scales[l]
+        W = torch.block_diag(
+            *[s * torch.randn(r, c, generator=g, dtype=torch.float64) for r, c, s in zip(b, a, sc)]
+        )
+        W = W + leak * (torch.rand(W.shape, generator=g, dtype=torch.float64) * 2 - 1) * (W == 0)
+        lin = nn.Linear(sum(a), sum(b)).double()
+        with torch.no_grad():
+            lin.weight.copy_(W)
+            lin.bias.copy_(bias * torch.randn(sum(b), generator=g, dtype=torch.float64))
+        mods += [lin, nn.ReLU()]
+    net = nn.Sequential(*mods[:-1]).eval()
+    for l in range(1, len(blocks) - 1):  # hide the blocks of every hidden ReLU layer
+        perm = hide_relu_neurons(net[2 * (l - 1)], net[2 * l], g)
+        owners[l] = owners[l][perm.numpy()]
+    return net, owners
 
 
 def make_case(case: Case) -> Planted:
