@@ -151,8 +151,8 @@ def main() -> None:
         )
 
     OUT.mkdir(exist_ok=True)
-    fig = mg.plot_faithfulness(curves)
-    fig.savefig(OUT / "faithfulness.png", dpi=150)
+    ax = mg.plot_faithfulness(curves)
+    ax.figure.savefig(OUT / "faithfulness.png", dpi=150)
     payload = {
         "curves": {b: c.to_dict() for b, c in curves.items()},
         "fraction_interaction_at_or_below": summary,

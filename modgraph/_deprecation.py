@@ -79,7 +79,7 @@ MOVED_MODULES = {
     "modgraph.llc": ("modgraph.diagnostics",),
     "modgraph.sparsify": ("modgraph.diagnostics.sparsify",),
     "modgraph.demo": ("modgraph.toys.demo",),
-    "modgraph.benchmarks": ("modgraph.toys.planted",),
+    "modgraph.benchmarks": ("modgraph.toys.planted", "modgraph.toys.benchmark"),
     "modgraph.transformer": ("modgraph.adapters", "modgraph.toys.transformer"),
 }
 #: Names renamed to US spelling, looked up under their new name.

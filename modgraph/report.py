@@ -130,17 +130,15 @@ def write_report(
         summary["planted"] = _planted(graph, truth(analysis), found, seed)
     summary.update(extra)
 
-    log("drawing figures ...")
-    t0 = time.perf_counter()
-    figures = _figures(analysis, baselines, found)
-    t_figures = time.perf_counter() - t0
-
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
+        log("drawing figures ...")
+        t0 = time.perf_counter()
         written = []
-        for name, fig in figures.items():
+        for name, fig in _figures(analysis, baselines, found):  # each saved, then dropped
             written += plotting.save_figure(fig, tmp / name)
+        t_figures = time.perf_counter() - t0
         graph.to_graphml(tmp / "interaction_graph.graphml")
         analysis.save(tmp / "analysis")
         summary["timings"] = {
@@ -255,30 +253,29 @@ def _planted(graph, planted: dict[str, int], found: dict, seed: int) -> dict:
     }
 
 
-def _figures(analysis: Analysis, baselines: dict, found: dict) -> dict:
-    """The report figures, by file name."""
+def _figures(analysis: Analysis, baselines: dict, found: dict):
+    """The report figures, as (file name, Figure), drawn one at a time."""
     leiden, spectral = found["leiden"], found["spectral"]
+    yield "graph", plotting.plot_graph(analysis, leiden).figure
+    yield "spectra", plotting.plot_spectra(analysis)
+    chosen, sig = [leiden, spectral], found["significance"]
+    yield (
+        "cost_curve",
+        plotting.plot_cost_curve(found["curves"], chosen=chosen, significance=sig).figure,
+    )
+    yield "module_heatmap", plotting.plot_module_heatmap(analysis, leiden)
     compared = {"neuron": "neuron", "PCA": "pca"}  # figure label -> baseline key
-    shown = {label: baselines[b] for label, b in compared.items() if b in baselines}
-    return {
-        "graph": plotting.plot_graph(analysis, leiden).figure,
-        "spectra": plotting.plot_spectra(analysis),
-        "cost_curve": plotting.plot_cost_curve(
-            found["curves"], chosen=[leiden, spectral], significance=found["significance"]
-        ).figure,
-        "module_heatmap": plotting.plot_module_heatmap(analysis, leiden),
-        "basis_comparison": plotting.plot_basis_comparison(
-            {**shown, "interaction": analysis},
+    shown = {label: b for label, b in compared.items() if b in baselines}
+    yield (
+        "basis_comparison",
+        plotting.plot_basis_comparison(
+            {**{label: baselines[b] for label, b in shown.items()}, "interaction": analysis},
             modules={
-                **{
-                    label: found["baselines"].get(b)
-                    for label, b in compared.items()
-                    if b in baselines
-                },
+                **{label: found["baselines"].get(b) for label, b in shown.items()},
                 "interaction": leiden,
             },
         ),
-    }
+    )
 
 
 def _publish(tmp: Path, out: Path) -> None:

@@ -4,7 +4,8 @@ import dataclasses
 
 import torch
 
-from modgraph.toys.planted import CASES, D_IN, D_OUT, Case, format_table, make_case, run_benchmark
+from modgraph.toys.benchmark import format_table, run_benchmark
+from modgraph.toys.planted import CASES, D_IN, D_OUT, Case, make_case
 
 
 def test_cases_are_modular_functions_of_their_input_groups():

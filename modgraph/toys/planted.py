@@ -20,15 +20,11 @@ ground truth of a basis direction is the module whose outputs it drives most
 (:func:`modgraph.toys.demo.true_modules`), and a partition is scored by the adjusted Rand index over
 the nodes with edges.
 
-``python -m modgraph.toys.planted`` prints the table for the neuron and PCA baselines, the paper's
-plain interaction basis (``rotation="none"``) and the default (``rotation="sparse"``), with the
-time of the default relative to plain ``analyze`` in the same run.
+``python -m modgraph.toys.benchmark`` (:mod:`modgraph.toys.benchmark`) prints the table.
 """
 
 from __future__ import annotations
 
-import argparse
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,7 +32,6 @@ import torch
 from torch import Tensor, nn
 
 from ..partition import find_modules
-from ..pipeline import analyze
 from .demo import score, true_modules
 
 __all__ = [
@@ -46,8 +41,6 @@ __all__ = [
     "make_case",
     "planted_mlp",
     "score_analysis",
-    "run_benchmark",
-    "format_table",
 ]
 
 
@@ -257,75 +250,3 @@ def score_analysis(planted: Planted, analysis, *, seed: int = 0) -> float:
     found = find_modules(g, method="leiden", n_modules=planted.case.K, seed=seed)
     nodes = [n for n, c in zip(g.nodes, g.connected_nodes) if c]
     return score(truth, found.membership, nodes)
-
-
-#: Columns of the table: (label, keyword arguments of ``analyze``).
-METHODS = (
-    ("neuron", dict(basis="neuron")),
-    ("pca", dict(basis="pca")),
-    ("plain", dict(basis="interaction", rotation="none")),
-    ("default", dict()),  # rotation="sparse"
-)
-
-
-def run_benchmark(cases=CASES, methods=METHODS, *, eps: float = EPS) -> list[dict]:
-    """Analyse and score every case with every method; one row (a dict) per case."""
-    rows = []
-    for i, case in enumerate(cases):
-        planted = make_case(case)
-        if i == 0:  # warm up torch.func/vmap so that the first timing is not an outlier
-            for _, kwargs in methods:
-                analyze(planted.model, planted.inputs[:300], eps=eps, progress=False, **kwargs)
-        row = dict(case=case.name, K=case.K, hiding=case.hiding, leak=case.leak)
-        row["trained"] = case.trained
-        for label, kwargs in methods:
-            t0 = time.perf_counter()
-            a = analyze(planted.model, planted.inputs, eps=eps, progress=False, **kwargs)
-            row[f"t_{label}"] = time.perf_counter() - t0
-            row[label] = score_analysis(planted, a)
-        rows.append(row)
-    return rows
-
-
-def format_table(rows: list[dict], methods=METHODS) -> str:
-    """The benchmark table as Markdown."""
-    labels = [label for label, _ in methods]
-    head = ["case", "K", "hiding", "leak", "trained", *(f"ARI {m}" for m in labels)]
-    timed = "plain" in labels and "default" in labels
-    if timed:
-        head.append("time default/plain")
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        cells = [
-            r["case"],
-            str(r["K"]),
-            r["hiding"],
-            f"{r['leak']:g}",
-            "yes" if r["trained"] else "no",
-        ]
-        cells += [f"{r[m]:.3f}" for m in labels]
-        if timed:
-            cells.append(f"{r['t_default'] / r['t_plain']:.2f}")
-        lines.append("| " + " | ".join(cells) + " |")
-    if rows:
-        means = ["**mean**", "", "", "", ""] + [
-            f"{np.mean([r[m] for r in rows]):.3f}" for m in labels
-        ]
-        if timed:
-            ratio = sum(r["t_default"] for r in rows) / sum(r["t_plain"] for r in rows)
-            means.append(f"{ratio:.2f}")
-        lines.append("| " + " | ".join(means) + " |")
-    return "\n".join(lines)
-
-
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", nargs="*", help="case names (default: all)")
-    args = parser.parse_args(argv)
-    cases = [c for c in CASES if not args.cases or c.name in args.cases]
-    torch.set_num_threads(min(2, torch.get_num_threads()))
-    print(format_table(run_benchmark(cases)))
-
-
-if __name__ == "__main__":
-    main()
