@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ._validation import invalid
 from .errors import InputError
 
 __all__ = ["LayerChain", "LayerSelector", "INPUT", "device_and_dtype"]
@@ -130,7 +131,7 @@ class LayerChain:
     def index(self, layer: int | str) -> int:
         """Position of a layer given by position (negative counts from the end) or name."""
         if isinstance(layer, bool) or not isinstance(layer, (int, str)):
-            raise InputError(f"layer must be an int position or a str name, got {layer!r}")
+            raise invalid("LayerChain.index", "layer", "an int position or a str name", layer)
         if isinstance(layer, int):
             if not -len(self) <= layer < len(self):
                 raise InputError(f"layer position {layer} out of range for {len(self)} layers")

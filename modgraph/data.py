@@ -14,13 +14,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ._validation import check_int, invalid
 from .errors import InputError
 
 __all__ = ["Batches", "iter_batches"]
 
+_DATA = "a tensor, an array or a re-iterable of batches"
+
 
 def iter_batches(
-    data, *, batch_size: int, device: torch.device, dtype: torch.dtype
+    data, *, batch_size: int, device: torch.device, dtype: torch.dtype, where: str = "iter_batches"
 ) -> Iterator[Tensor]:
     """Yield input batches from a tensor, an array, or an iterable of batches.
 
@@ -29,8 +32,7 @@ def iter_batches(
     ``(inputs, labels, ...)`` tuples as a DataLoader yields; labels are ignored). Floating inputs
     are cast to the model's dtype; integer inputs (token ids) are kept.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InputError(f"batch_size must be a positive int, got {batch_size!r}")
+    check_int(where, "batch_size", batch_size, low=1)
     if not isinstance(data, Tensor) and hasattr(data, "__array__"):
         data = torch.as_tensor(data)
     if isinstance(data, Tensor):
@@ -40,9 +42,7 @@ def iter_batches(
     elif isinstance(data, Iterable):
         batches = data
     else:
-        raise InputError(
-            f"data must be a tensor or an iterable of batches, got {type(data).__name__}"
-        )
+        raise invalid(where, "data", _DATA, data, shown=f"a {type(data).__name__}")
     for i, b in enumerate(batches):
         if isinstance(b, (tuple, list)) and b and all(isinstance(t, Tensor) for t in b):
             if len({len(t) if t.ndim else 0 for t in b}) > 1:  # not (inputs, labels, ...)
@@ -80,6 +80,8 @@ class Batches:
         See :func:`iter_batches`.
     progress : bool
         Show a tqdm bar (labelled ``desc``) for each pass.
+    where : str
+        The public function the data was given to, named in error messages.
     """
 
     def __init__(
@@ -91,16 +93,14 @@ class Batches:
         dtype=torch.float32,
         progress: bool = False,
         desc: str = "",
+        where: str = "Batches",
     ):
         if isinstance(data, Batches):
             data = data.data
-        if data is None:
-            raise InputError("data is None; pass a tensor or an iterable of input batches")
+        check_int(where, "batch_size", batch_size, low=1)
         if not isinstance(data, Tensor) and not hasattr(data, "__array__"):
-            if not isinstance(data, Iterable):
-                raise InputError(
-                    f"data must be a tensor or an iterable of batches, got {type(data).__name__}"
-                )
+            if data is None or not isinstance(data, Iterable):
+                raise invalid(where, "data", _DATA, data, shown=f"a {type(data).__name__}")
             if iter(data) is data:
                 raise InputError(
                     f"data is a one-shot iterator ({type(data).__name__}) but modgraph reads the "
@@ -112,6 +112,7 @@ class Batches:
         self.dtype = dtype
         self.progress = progress
         self.desc = desc
+        self.where = where
 
     def labelled(self, desc: str) -> Batches:
         """The same batches, with the progress bar labelled ``desc``."""
@@ -121,7 +122,11 @@ class Batches:
 
     def __iter__(self) -> Iterator[Tensor]:
         it = iter_batches(
-            self.data, batch_size=self.batch_size, device=self.device, dtype=self.dtype
+            self.data,
+            batch_size=self.batch_size,
+            device=self.device,
+            dtype=self.dtype,
+            where=self.where,
         )
         if not self.progress:
             return it

@@ -22,6 +22,7 @@ from torch import Tensor
 from torch.func import vjp
 
 from . import distributed
+from ._validation import check_choice, check_int
 from .basis import LayerBasis
 from .chain import LayerChain
 from .data import Batches
@@ -43,8 +44,8 @@ def quadrature(n_steps: int, rule: str = "gauss-legendre") -> tuple[np.ndarray, 
     >>> a.tolist(), w.tolist()
     ([0.0, 0.5, 1.0], [0.25, 0.5, 0.25])
     """
-    if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
-        raise InputError(f"n_steps must be a positive int, got {n_steps!r}")
+    check_int("quadrature", "n_steps", n_steps, low=1)
+    check_choice("quadrature", "rule", rule, RULES)
     if rule == "gauss-legendre":
         x, w = np.polynomial.legendre.leggauss(n_steps)
         return (x + 1) / 2, w / 2
@@ -55,7 +56,7 @@ def quadrature(n_steps: int, rule: str = "gauss-legendre") -> tuple[np.ndarray, 
         w = np.full(n_steps, 1.0 / (n_steps - 1))
         w[[0, -1]] /= 2
         return a, w
-    raise InputError(f"rule must be one of {RULES}, got {rule!r}")
+    raise AssertionError(rule)  # unreachable: checked above
 
 
 @torch.no_grad()
@@ -89,8 +90,7 @@ def interaction_strengths(
         (sample, input position) pairs and the squared attributions of all output positions
         are summed, the convention of ``M`` (see :mod:`modgraph.statistics`).
     """
-    if attribution not in ATTRIBUTIONS:
-        raise InputError(f"attribution must be one of {ATTRIBUTIONS}, got {attribution!r}")
+    check_choice("interaction_strengths", "attribution", attribution, ATTRIBUTIONS)
     if attribution == "integrated":
         alphas, weights = quadrature(n_steps, rule)
     else:

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from ._validation import check_real
+from ._validation import check_real, invalid
 from .atomic import atomic_path
 from .errors import InputError
 
@@ -46,24 +46,23 @@ def _readonly(a: np.ndarray) -> np.ndarray:
     return a
 
 
+_WHERE = "InteractionGraph"
+_NAMES = "a non-empty sequence of str"
+
+
 def _layer_names(names) -> tuple[str, ...]:
     if isinstance(names, str) or not isinstance(names, Sequence):
-        raise InputError(f"layer_names must be a sequence of str, got {names!r}")
+        raise invalid(_WHERE, "layer_names", _NAMES, names)
     names = tuple(names)
-    for name in names:
-        if not isinstance(name, str):
-            raise InputError(f"layer_names must all be str, got {name!r} in {names!r}")
-    if len(names) < 1:
-        raise InputError("layer_names must name at least one layer, got ()")
+    if not names or not all(isinstance(name, str) for name in names):
+        raise invalid(_WHERE, "layer_names", _NAMES, names)
     return names
 
 
 def _importance(importance, n_layers: int) -> tuple[np.ndarray, ...]:
     if isinstance(importance, np.ndarray) or not isinstance(importance, Sequence):
-        raise InputError(
-            f"importance must be a sequence of 1-d arrays (one per layer), "
-            f"got {type(importance).__name__}"
-        )
+        constraint = "a sequence of 1-d arrays (one per layer)"
+        raise invalid(_WHERE, "importance", constraint, importance, shown=type(importance).__name__)
     if len(importance) != n_layers:
         raise InputError(
             f"importance must have one array per layer ({n_layers} layer_names), "
@@ -82,10 +81,8 @@ def _importance(importance, n_layers: int) -> tuple[np.ndarray, ...]:
 
 def _strengths(w, sizes: list[int]) -> tuple[np.ndarray, ...]:
     if isinstance(w, np.ndarray) or not isinstance(w, Sequence):
-        raise InputError(
-            f"w must be a sequence of 2-d arrays (one per adjacent layer pair), "
-            f"got {type(w).__name__}"
-        )
+        constraint = "a sequence of 2-d arrays (one per adjacent layer pair)"
+        raise invalid(_WHERE, "w", constraint, w, shown=type(w).__name__)
     if len(w) != len(sizes) - 1:
         raise InputError(
             f"w must have one matrix per adjacent layer pair ({len(sizes) - 1} for "
@@ -286,7 +283,7 @@ class InteractionGraph:
         elif weight in ("strength", "w"):
             vals = getattr(e, weight)
         else:
-            raise InputError(f"weight must be 'strength', 'w' or None, got {weight!r}")
+            raise invalid("InteractionGraph.adjacency", "weight", "'strength', 'w' or None", weight)
         n = self.n_nodes
         rows = np.concatenate([e.src, e.dst])
         cols = np.concatenate([e.dst, e.src])

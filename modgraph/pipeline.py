@@ -142,7 +142,9 @@ def analyze(  # noqa: PLR0913 (the paper's knobs, keyword-only)
     for stage in (chain.embed, *chain.stages):
         if stage is not None:
             stage.to(device)
-    batches = Batches(data, batch_size=batch_size, device=device, dtype=dtype, progress=progress)
+    batches = Batches(
+        data, batch_size=batch_size, device=device, dtype=dtype, progress=progress, where="analyze"
+    )
     chain = chain.for_inputs(_first_batch(batches))
     config.update(world_size=distributed.world_size(), device=str(device))
     config["dtype"] = str(dtype).removeprefix("torch.")

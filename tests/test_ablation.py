@@ -313,7 +313,7 @@ def test_bad_input_is_reported(small):
     ]:
         with pytest.raises(InputError, match=match):
             ab.run_ablated(net, a, x, [node])
-    with pytest.raises(InputError, match="nodes must be a list"):
+    with pytest.raises(InputError, match="'nodes' parameter of run_ablated must be a list"):
         ab.run_ablated(net, a, x, "1:0")
     with pytest.raises(InputError, match="edges: .*adjacent layers"):
         ab.run_edge_ablated(net, a, x, [("0:0", "2:0")])

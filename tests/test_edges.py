@@ -100,7 +100,7 @@ def test_quadrature_rules():
     for rule in ("gauss-legendre", "trapezoid"):
         a, w = quadrature(6, rule)
         assert abs(w.sum() - 1) < 1e-14 and a.min() >= 0 and a.max() <= 1
-    with pytest.raises(mg.InputError, match="rule must be one of"):
+    with pytest.raises(mg.InputError, match="'rule' parameter of quadrature must be one of"):
         quadrature(3, "simpson")
-    with pytest.raises(mg.InputError, match="n_steps must be a positive int"):
+    with pytest.raises(mg.InputError, match="'n_steps' parameter of quadrature must be an int >= 1"):
         quadrature(0)

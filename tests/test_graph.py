@@ -272,7 +272,7 @@ GOOD = {"layer_names": ("a", "b"), "importance": (np.ones(2), np.ones(3)), "w": 
         ({"w": (np.full((3, 2), np.inf),)}, r"w\[0\] must be finite"),
         ({"w": (-np.ones((3, 2)),)}, r"w\[0\] must be non-negative.*-1\.0"),
         ({"w": (np.array([["x", "y"]] * 3),)}, r"w\[0\] must be an array of numbers"),
-        ({"w": np.ones((1, 3, 2))}, "w must be a sequence"),
+        ({"w": np.ones((1, 3, 2))}, "'w' parameter of InteractionGraph must be a sequence"),
         (
             {"eps": 0.0},
             "'eps' parameter of InteractionGraph must be a positive .* Got 0.0 ",

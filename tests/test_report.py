@@ -233,7 +233,9 @@ def test_plot_basis_comparison_bars_are_graph_counts(analyses):
 
 
 def test_plot_basis_comparison_rejects_bad_input(analyses, a, modules):
-    with pytest.raises(InputError, match="analyses must not be empty"):
+    with pytest.raises(
+        InputError, match="'analyses' parameter of plot_basis_comparison must be a non-empty dict"
+    ):
         plot_basis_comparison({})
     with pytest.raises(InputError, match="analyses"):
         plot_basis_comparison([a])

@@ -42,7 +42,7 @@ import torch
 from torch import Tensor
 from torch.func import vjp, vmap
 
-from .._validation import check_choice, check_instance, check_int, check_seed
+from .._validation import check_choice, check_instance, check_int, check_seed, invalid
 from ..analysis import Analysis
 from ..basis import LayerBasis
 from ..chain import LayerChain, LayerSelector, device_and_dtype
@@ -141,13 +141,15 @@ class AblationPlan:
         return not self.nodes and not self.edges
 
 
-def plan_ablation(bases, nodes: Iterable | None, edges: Iterable | None) -> AblationPlan:
+def plan_ablation(
+    where: str, bases, nodes: Iterable | None, edges: Iterable | None
+) -> AblationPlan:
     by_layer: dict[int, set[int]] = {}
-    for node in [] if nodes is None else as_list(nodes, "nodes"):
+    for node in [] if nodes is None else as_list(where, "nodes", nodes):
         l, j = _parse_node(node, bases, "nodes")
         by_layer.setdefault(l, set()).add(j)
     pairs: dict[int, dict[int, set[int]]] = {}
-    for edge in [] if edges is None else as_list(edges, "edges"):
+    for edge in [] if edges is None else as_list(where, "edges", edges):
         if isinstance(edge, str) or not isinstance(edge, Sequence) or len(edge) != 2:
             raise InputError(f"edges must hold (source, target) node id pairs, got {edge!r}")
         (ls, j), (lt, i) = (_parse_node(n, bases, "edges") for n in edge)
@@ -163,9 +165,10 @@ def plan_ablation(bases, nodes: Iterable | None, edges: Iterable | None) -> Abla
     )
 
 
-def as_list(x, name: str) -> list:
+def as_list(where: str, name: str, x) -> list:
+    """``x`` (a list, tuple or other iterable, not a str) as a list."""
     if isinstance(x, str) or not isinstance(x, Iterable):
-        raise InputError(f"{name} must be a list, got {x!r}")
+        raise invalid(where, name, "a list", x)
     return list(x)
 
 
@@ -200,12 +203,12 @@ class Ablator:
             )
             for b in analysis.layers
         ]
-        self.batches = Batches(data, batch_size=batch_size, device=device, dtype=dtype)
-        self.mode, self.seed, self.method = mode, seed, method
+        self.batches = Batches(data, batch_size=batch_size, device=device, dtype=dtype, where=where)
+        self.mode, self.seed, self.method, self.where = mode, seed, method, where
         self._reference: Tensor | None = None
 
     def plan(self, nodes=None, edges=None) -> AblationPlan:
-        return plan_ablation(self.bases, nodes, edges)
+        return plan_ablation(self.where, self.bases, nodes, edges)
 
     @property
     def reference(self) -> Tensor:

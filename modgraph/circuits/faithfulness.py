@@ -11,10 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._validation import check_int, check_real
+from .._validation import check_int, check_real, invalid
 from ..analysis import Analysis
 from ..chain import LayerSelector
-from ..errors import InputError
 from ..loss import behavioral_loss
 from .ablation import AblationPlan, Ablator, as_list
 from .modules import module_groups
@@ -98,11 +97,11 @@ def smallest_circuit(  # noqa: PLR0913 (public; the ablation options of module_a
     options = dict(mode=mode, layers=layers, batch_size=batch_size, seed=seed)
     runner = Ablator(where, model, analysis, data, options)
     eps = analysis.eps if eps is None else check_real(where, "eps", eps, low=0, low_open=True)
-    labels, groups = module_groups(modules)
+    labels, groups = module_groups(where, modules)
     for g in groups:
         runner.plan(g)
     ref = runner.reference.reshape(len(runner.reference), -1)
-    dims = list(range(ref.shape[1])) if output is None else _as_dims(output, ref.shape[1])
+    dims = list(range(ref.shape[1])) if output is None else _as_dims(where, output, ref.shape[1])
     cache: dict[frozenset, float] = {}
 
     def loss(kept: frozenset) -> float:
@@ -147,13 +146,14 @@ def _greedy(loss: Callable[[frozenset], float], n: int, eps: float) -> frozenset
     return best
 
 
-def _as_dims(output, d_out: int) -> list[int]:
-    dims = [output] if isinstance(output, (int, np.integer)) else as_list(output, "output")
+def _as_dims(where: str, output, d_out: int) -> list[int]:
+    dims = [output] if isinstance(output, (int, np.integer)) else as_list(where, "output", output)
+    constraint = f"None, an output dimension in [0, {d_out - 1}] or a non-empty list of them"
     for v in dims:
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 0 <= v < d_out:
-            raise InputError(f"output must be output dimensions in 0..{d_out - 1}, got {output!r}")
+            raise invalid(where, "output", constraint, output)
     if not dims:
-        raise InputError("output is empty; name at least one output dimension")
+        raise invalid(where, "output", constraint, output)
     return [int(v) for v in dims]
 
 

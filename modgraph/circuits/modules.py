@@ -23,7 +23,7 @@ from .ablation import Ablator, as_list
 __all__ = ["module_groups", "ModuleAblation", "module_ablation", "ModuleIO", "module_io"]
 
 
-def module_groups(modules) -> tuple[list[str], list[list[str]]]:
+def module_groups(where: str, modules) -> tuple[list[str], list[list[str]]]:
     """Labels and node lists of modules given as a ModuleResult, a membership dict, or lists."""
     if isinstance(modules, ModuleResult):
         groups = modules.modules
@@ -35,7 +35,7 @@ def module_groups(modules) -> tuple[list[str], list[list[str]]]:
                 by.setdefault(int(m), []).append(node)
         labels = sorted(by)
         return [str(m) for m in labels], [by[m] for m in labels]
-    groups = [as_list(g, "modules") for g in as_list(modules, "modules")]
+    groups = [as_list(where, "modules", g) for g in as_list(where, "modules", modules)]
     if not groups:
         raise InputError("modules is empty; pass a ModuleResult, a membership dict or node lists")
     return [str(m) for m in range(len(groups))], groups
@@ -115,7 +115,7 @@ def module_ablation(  # noqa: PLR0913 (public; the ablation options)
         raise invalid(where, "metric", "None or a callable outputs -> float", metric)
     options = dict(mode=mode, layers=layers, batch_size=batch_size, seed=seed)
     runner = Ablator(where, model, analysis, data, options)
-    labels, groups = module_groups(modules)
+    labels, groups = module_groups(runner.where, modules)
     plans = [runner.plan(g) for g in groups]  # checks every node id up front
     assigned = [n for g in groups for n in g]
     ref = runner.reference
@@ -200,7 +200,7 @@ def module_io(
     """
     options = dict(mode="mean", layers=layers, batch_size=batch_size, seed=0)
     runner = Ablator("module_io", model, analysis, data, options)
-    labels, groups = module_groups(modules)
+    labels, groups = module_groups(runner.where, modules)
     plans = [runner.plan(g) for g in groups]
     ref = runner.reference
     ref_flat = ref.reshape(len(ref), -1).to(torch.float64)

@@ -218,11 +218,13 @@ def effective_parameter_count(  # noqa: PLR0913 (public; the Hessian's and SGLD'
         raise InputError("model has no parameters, so there is nothing to count")
     if method == "hessian":
         if P <= exact_max_params:
-            batches = Batches(data, batch_size=batch_size, device=device, dtype=torch.float64)
+            batches = Batches(
+                data, batch_size=batch_size, device=device, dtype=torch.float64, where=where
+            )
             eigs = eigvals_desc(_hessian_exact(module, batches))
             approx = "exact"
         else:
-            batches = Batches(data, batch_size=batch_size, device=device, dtype=dtype)
+            batches = Batches(data, batch_size=batch_size, device=device, dtype=dtype, where=where)
             eigs = _hessian_kfac_eigs(module, batches)
             approx = "kfac"
         floor = P * float(np.finfo(np.float64).eps) * max(float(eigs[0]), 0.0)
@@ -236,7 +238,7 @@ def effective_parameter_count(  # noqa: PLR0913 (public; the Hessian's and SGLD'
             eigenvalues=eigs,
             threshold=threshold,
         )
-    batches = list(Batches(data, batch_size=batch_size, device=device, dtype=dtype))
+    batches = list(Batches(data, batch_size=batch_size, device=device, dtype=dtype, where=where))
     if not batches:
         raise InputError("data is empty: it yielded no samples")
     x = torch.cat(batches)

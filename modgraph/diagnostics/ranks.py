@@ -224,7 +224,7 @@ def layer_ranks(
     check_int("layer_ranks", "batch_size", batch_size, low=1)
     chain = LayerChain.from_model(model, layers)
     device, dtype = device_and_dtype(chain)
-    batches = Batches(data, batch_size=batch_size, device=device, dtype=dtype)
+    batches = Batches(data, batch_size=batch_size, device=device, dtype=dtype, where="layer_ranks")
     fine, at, pre = _split_preactivations(chain)
     stats = global_statistics(fine, batches)
     L = len(chain.stages)

@@ -632,7 +632,9 @@ def sparsify(
     names = chain.names
     L = len(linears)
     device = linears[0].weight.device
-    batches = list(Batches(data, batch_size=batch_size, device=device, dtype=torch.float64))
+    batches = list(
+        Batches(data, batch_size=batch_size, device=device, dtype=torch.float64, where=where)
+    )
     if not batches:
         raise InputError("data is empty: it yielded no samples")
     x = torch.cat(batches).reshape(sum(len(b) for b in batches), -1)

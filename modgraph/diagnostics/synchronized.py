@@ -149,7 +149,9 @@ def synchronized_blocks(
     before = stage[:-1] if isinstance(stage, nn.Sequential) else None
     device, dtype = device_and_dtype(chain)
     pres = []
-    for bi, x in enumerate(Batches(data, batch_size=batch_size, device=device, dtype=dtype)):
+    for bi, x in enumerate(
+        Batches(data, batch_size=batch_size, device=device, dtype=dtype, where=where)
+    ):
         with torch.no_grad():
             f = chain.forward(x, upto=l - 1)[-1]
             p = before(f) if before is not None else f

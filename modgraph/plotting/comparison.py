@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from .._validation import check_instance, invalid
 from ..analysis import Analysis
 from ..errors import InputError
 from ..partition import ModuleResult
@@ -41,18 +42,15 @@ def plot_basis_comparison(
         of each partition (with its share of the total). Fewer, weaker edges and a cheaper cut mean
         a sparser, more modular description of the same computation (Bushnaq et al., sec. 5).
     """
-    if not isinstance(analyses, Mapping):
-        raise InputError(
-            f"analyses must be a dict {{label: Analysis}}, got {type(analyses).__name__}"
-        )
-    if not analyses:
-        raise InputError("analyses must not be empty")
+    where = "plot_basis_comparison"
+    if not isinstance(analyses, Mapping) or not analyses:
+        raise invalid(where, "analyses", "a non-empty dict {label: Analysis}", analyses)
     for k, a in analyses.items():
-        check_analysis(a, "plot_basis_comparison", f"analyses[{k!r}]")
+        check_analysis(a, where, f"analyses[{k!r}]")
     if modules is not None:
         if not isinstance(modules, Mapping) or not modules:
-            raise InputError(
-                f"modules must be a non-empty dict {{label: ModuleResult}}, got {modules!r:.80}"
+            raise invalid(
+                where, "modules", "None or a non-empty dict {label: ModuleResult}", modules
             )
         unknown = [k for k in modules if k not in analyses]
         if unknown:
@@ -60,8 +58,7 @@ def plot_basis_comparison(
                 f"modules has labels {unknown!r} that are not in analyses {list(analyses)!r}"
             )
         for k, r in modules.items():
-            if not isinstance(r, ModuleResult):
-                raise InputError(f"modules[{k!r}] must be a ModuleResult, got {type(r).__name__}")
+            check_instance(where, f"modules[{k!r}]", r, ModuleResult)
             module_labels(analyses[k].graph, r, f"modules[{k!r}]")
     keys = list(analyses)
     graphs = [analyses[k].graph for k in keys]
@@ -95,7 +92,9 @@ def plot_basis_comparison(
         panels.append(
             ("cross-module cost of the partition", f"cost ({STRENGTH_UNITS})", cost, text)
         )
-    fig, axes, new = panel_grid(ax, len(panels), ncols=3, panel_size=(3.5, 4.2))
+    fig, axes, new = panel_grid(
+        "plot_basis_comparison", ax, len(panels), ncols=3, panel_size=(3.5, 4.2)
+    )
     x = np.arange(len(keys))
     xt = [k if len(epss) == 1 else f"{k}\neps={g.eps:g}" for k, g in zip(keys, graphs)]
     for ax_, (title, ylabel, vals, text) in zip(axes, panels):

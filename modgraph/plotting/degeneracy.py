@@ -42,7 +42,7 @@ def plot_degeneracy(
     if llc_result is not None:
         check_instance(where, "llc_result", llc_result, (LLCEstimate, EffectiveParameterCount))
     ncols = 1 if llc_result is None else 2
-    fig, axes, _ = panel_grid(ax, ncols, ncols=ncols, panel_size=(5.5, 4.2), max_width=11.0)
+    fig, axes, _ = panel_grid(where, ax, ncols, ncols=ncols, panel_size=(5.5, 4.2), max_width=11.0)
     ax = axes[0]
     names = ranks_result.names
     x = np.arange(len(names))

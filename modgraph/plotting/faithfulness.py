@@ -37,7 +37,7 @@ def plot_faithfulness(curves: Mapping[str, FaithfulnessCurve], *, ax=None):
         raise invalid(where, "curves", "a non-empty dict {label: FaithfulnessCurve}", curves)
     for k, c in curves.items():
         check_instance(where, f"curves[{k!r}]", c, FaithfulnessCurve)
-    ax = single_axes(ax, (6.4, 4.2))
+    ax = single_axes(where, ax, (6.4, 4.2))
     for n, (label, c) in enumerate(curves.items()):
         shown = c.loss > 0  # a loss of exactly 0 (nothing removed) has no place on a log axis
         ax.plot(

@@ -86,7 +86,7 @@ def plot_graph(
     n_layers = len(graph.layer_sizes)
     width = min(11.0, max(7.0, 1.7 * n_layers + 2.5))
     height = min(9.0, max(4.5, 0.09 * max(graph.layer_sizes) + 2.5))
-    ax = single_axes(ax, (width, height))
+    ax = single_axes("plot_graph", ax, (width, height))
     fig = ax.figure
 
     x = graph.node_layer.astype(np.float64)

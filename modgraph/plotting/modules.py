@@ -64,9 +64,12 @@ def plot_cost_curve(
     from matplotlib.lines import Line2D
 
     labels = list(curves.keys()) if isinstance(curves, Mapping) else None
-    curves = as_list(curves, (CostCurve,), "curves")
-    chosen = [] if chosen is None else as_list(chosen, (ModuleResult,), "chosen")
-    sigs = [] if significance is None else as_list(significance, (Significance,), "significance")
+    where = "plot_cost_curve"
+    curves = as_list(where, "curves", curves, CostCurve)
+    chosen = [] if chosen is None else as_list(where, "chosen", chosen, ModuleResult)
+    sigs = (
+        [] if significance is None else as_list(where, "significance", significance, Significance)
+    )
     if sigs and len(sigs) != len(chosen):
         raise InputError(
             f"significance must have one entry per chosen partition ({len(chosen)}), "
@@ -78,7 +81,7 @@ def plot_cost_curve(
                 f"significance (cost {s.cost:.6g}) does not test the chosen partition "
                 f"(cost {r.cost:.6g})"
             )
-    ax = single_axes(ax, (7.5, 4.8))
+    ax = single_axes("plot_cost_curve", ax, (7.5, 4.8))
     styles = [("o", MODULE_COLORS[0]), ("s", MODULE_COLORS[3]), ("^", MODULE_COLORS[2])]
     for i, c in enumerate(curves):
         marker, color = styles[i % len(styles)]
@@ -191,7 +194,11 @@ def plot_module_heatmap(analysis_or_graph, modules, *, ax=None):
     n_mod = max((max(len(r), len(c)) for r, c, _ in blocks), default=1)
     side = float(np.clip(0.45 * n_mod + 1.4, 2.8, 5.5))
     fig, axes, new = panel_grid(
-        ax, len(blocks), ncols=4 if side < 3.5 else 3, panel_size=(side, side + 0.9)
+        "plot_module_heatmap",
+        ax,
+        len(blocks),
+        ncols=4 if side < 3.5 else 3,
+        panel_size=(side, side + 0.9),
     )
     vmax = max((float(S.max()) for _, _, S in blocks if S.size), default=0.0) or 1.0
     norm = Normalize(0.0, vmax)

@@ -40,7 +40,7 @@ def plot_spectra(analysis: Analysis, *, ax=None):
     basis = analysis.config.get("basis", "interaction")
     layers = analysis.layers
     ncols = min(4, math.ceil(math.sqrt(len(layers))))
-    fig, axes, new = panel_grid(ax, len(layers), ncols=ncols, panel_size=(4.0, 3.0))
+    fig, axes, new = panel_grid("plot_spectra", ax, len(layers), ncols=ncols, panel_size=(4.0, 3.0))
     g_style = dict(color=MODULE_COLORS[0], marker="o")
     l_style = dict(color=MODULE_COLORS[3], marker="s")
     has_lambda = has_zero = False

@@ -20,10 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .._validation import check_instance
+from .._validation import check_instance, invalid
 from ..analysis import Analysis
 from ..atomic import atomic_path
-from ..errors import InputError
 from ..graph import InteractionGraph
 from ..partition.objective import UNASSIGNED
 
@@ -81,6 +80,10 @@ def module_style(m: int) -> tuple[str, str, str]:
     return MODULE_COLORS[m % n], MARKERS[(m // n) % len(MARKERS)], HATCHES[(m // n) % len(HATCHES)]
 
 
+def _a(noun: str) -> str:
+    return ("an " if noun[:1].lower() in "aeiou" else "a ") + noun
+
+
 def as_graph(x, where: str, name: str = "analysis_or_graph") -> InteractionGraph:
     """The graph of an Analysis, or an InteractionGraph itself."""
     if isinstance(x, Analysis):
@@ -93,7 +96,7 @@ def check_analysis(x, where: str, name: str = "analysis") -> Analysis:
     return check_instance(where, name, x, Analysis, "an Analysis")
 
 
-def check_ax(ax, n_panels: int, name: str = "ax") -> list:
+def check_ax(where: str, ax, n_panels: int) -> list:
     """``ax`` as a list of ``n_panels`` Axes (one Axes is accepted when one panel is needed)."""
     from matplotlib.axes import Axes
 
@@ -105,27 +108,26 @@ def check_ax(ax, n_panels: int, name: str = "ax") -> list:
         or len(axes) != n_panels
         or not all(isinstance(a, Axes) for a in axes)
     ):
-        raise InputError(
-            f"{name} must be {'an Axes or ' if n_panels == 1 else ''}a sequence of "
-            f"{n_panels} Axes (one per panel), got {type(ax).__name__}"
-            + (f" of length {len(axes)}" if isinstance(axes, Sequence) else "")
-        )
+        length = f" of length {len(axes)}" if isinstance(axes, Sequence) else ""
+        one = "an Axes or " if n_panels == 1 else ""
+        constraint = f"{one}a sequence of {n_panels} Axes (one per panel)"
+        raise invalid(where, "ax", constraint, ax, shown=_a(type(ax).__name__) + length)
     return axes
 
 
-def single_axes(ax, figsize: tuple[float, float]):
+def single_axes(where: str, ax, figsize: tuple[float, float]):
     """``ax`` checked, or the one Axes of a new constrained-layout figure of ``figsize``."""
     if ax is not None:
-        return check_ax(ax, 1)[0]
+        return check_ax(where, ax, 1)[0]
     from matplotlib.figure import Figure
 
     return Figure(figsize=figsize, layout="constrained").subplots()
 
 
-def panel_grid(ax, n_panels: int, *, ncols: int, panel_size: tuple[float, float], max_width=11.0):
+def panel_grid(where: str, ax, n_panels: int, *, ncols: int, panel_size, max_width=11.0):
     """A new constrained-layout figure with a grid of ``n_panels`` axes, or the caller's axes."""
     if ax is not None:
-        axes = check_ax(ax, n_panels)
+        axes = check_ax(where, ax, n_panels)
         return axes[0].figure, axes, False
     from matplotlib.figure import Figure
 
@@ -176,23 +178,26 @@ def module_legend_handles(present: np.ndarray, counts: dict[int, int], kind: str
     return handles
 
 
-def as_list(x, types, name: str, *, allow_empty=False) -> list:
-    if isinstance(x, types):
+def as_list(where: str, name: str, x, kind: type) -> list:
+    """One ``kind`` or a non-empty sequence (or dict values) of them, as a list."""
+    if isinstance(x, kind):
         return [x]
-    if isinstance(x, Mapping):
-        x = list(x.values())
-    if not isinstance(x, Sequence) or isinstance(x, str):
-        raise InputError(
-            f"{name} must be a {types[0].__name__} or a sequence of them, got {type(x).__name__}"
-        )
-    if not x and not allow_empty:
-        raise InputError(f"{name} must not be empty")
-    for item in x:
-        if not isinstance(item, types):
-            raise InputError(
-                f"{name} must hold {types[0].__name__} objects, got {type(item).__name__}"
-            )
-    return list(x)
+    items = list(x.values()) if isinstance(x, Mapping) else x
+    constraint = f"{_a(kind.__name__)} or a non-empty sequence of them"
+    if (
+        not isinstance(items, Sequence)
+        or isinstance(items, str)
+        or not items
+        or not all(isinstance(item, kind) for item in items)
+    ):
+        raise invalid(where, name, constraint, x, shown=_shown(x))
+    return list(items)
+
+
+def _shown(x) -> str:
+    """A short description of a value: its repr when short, else its type."""
+    r = repr(x)
+    return r if len(r) <= 60 else _a(type(x).__name__)
 
 
 def save_figure(fig, path_without_suffix: str | os.PathLike, formats=("png", "svg")) -> list[Path]:
@@ -214,18 +219,16 @@ def save_figure(fig, path_without_suffix: str | os.PathLike, formats=("png", "sv
     """
     from matplotlib.figure import Figure
 
-    if not isinstance(fig, Figure):
-        raise InputError(f"fig must be a matplotlib Figure, got {type(fig).__name__}")
+    where = "save_figure"
+    check_instance(where, "fig", fig, Figure, "a matplotlib Figure")
     if isinstance(formats, str):
         formats = (formats,)
     supported = fig.canvas.get_supported_filetypes()
     if not formats or not all(isinstance(f, str) and f.lower() in supported for f in formats):
-        raise InputError(
-            f"formats must be a non-empty sequence of {sorted(supported)}, got {formats!r}"
-        )
+        raise invalid(where, "formats", f"a non-empty sequence of {sorted(supported)}", formats)
     base = Path(path_without_suffix)
     if base.name in ("", ".", ".."):
-        raise InputError(f"path_without_suffix must name a file, got {str(path_without_suffix)!r}")
+        raise invalid(where, "path_without_suffix", "a file name", str(path_without_suffix))
     base.parent.mkdir(parents=True, exist_ok=True)
     paths = []
     for fmt in (f.lower() for f in formats):
