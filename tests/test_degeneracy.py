@@ -354,14 +354,14 @@ def test_planted_synchronized_blocks_recovered_exactly():
     assert len(res.synchronized) == 3
 
 
-def test_approximate_synchronization_with_tol():
+def test_approximate_synchronization_with_mismatch():
     net, x = _planted_sync(torch.arange(9))
     frac = float(((x[:, 0] > 0) & (x[:, 0] <= 1.05)).double().mean())
     assert 0 < frac < 0.06
-    res = synchronized_blocks(net, x, 1, tol=0.06)
+    res = synchronized_blocks(net, x, 1, mismatch=0.06)
     assert (0, 1, 2, 8) in res.blocks
     assert res.ranks[res.blocks.index((0, 1, 2, 8))] == 2  # bias -1.05 adds a direction
-    assert (0, 1, 2) in synchronized_blocks(net, x, 1, tol=frac / 2).blocks
+    assert (0, 1, 2) in synchronized_blocks(net, x, 1, mismatch=frac / 2).blocks
 
 
 # ------------------------------------------------------------------------------ figure

@@ -178,7 +178,7 @@ def test_generic_network_has_nothing_to_zero():
 def test_approximate_rewrite_reports_loss_below_bound():
     net, x = planted(dup_noise=1e-3, flip=True)
     exact_ = sparsify(net, x, eps=1e-12)
-    approx = sparsify(net, x, eps=1e-4, tol=0.05, rank_rtol=1e-2)
+    approx = sparsify(net, x, eps=1e-4, mismatch=0.05, rank_rtol=1e-2)
     # exact mode sees neither the near-duplicate nor the near-synchronized neuron 2
     assert (0, 1, 2) not in exact_.blocks[1] and (3, 4) in exact_.blocks[1]
     assert (0, 1, 2) in approx.blocks[1]

@@ -69,7 +69,7 @@ def plot_degeneracy(
     ax.set_xlabel("layer")
     ax.set_ylabel("parameters freed (count; overlap negative)")
     ax.set_title(
-        f"Degeneracy per layer (eps={ranks_result.eps:g}): "
+        f"Degeneracy per layer (threshold={ranks_result.threshold:g}): "
         f"{ranks_result.total_freed} of {ranks_result.n_params} freed",
         fontsize=10,
     )
