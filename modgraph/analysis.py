@@ -16,15 +16,22 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ._validation import check_real
+from ._validation import check_bool, check_real
 from ._version import __version__
-from .atomic import atomic_path
+from .atomic import atomic_directory
 from .basis import LayerBasis
 from .errors import InputError
 from .graph import InteractionGraph
 from .statistics import LayerStatistics
 
-__all__ = ["Analysis", "load_analysis", "versions", "FORMAT_VERSION"]
+__all__ = [
+    "Analysis",
+    "load_analysis",
+    "versions",
+    "FORMAT_VERSION",
+    "is_analysis_file",
+    "is_analysis_dir",
+]
 
 FORMAT_VERSION = 1
 
@@ -99,16 +106,16 @@ class Analysis:
         return "\n".join(lines)
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path: str | os.PathLike) -> Path:
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
         """Write the analysis to a directory: ``tensors.pt`` plus ``meta.json``.
 
         The directory is written under a temporary name and renamed into place, so a failure
-        never leaves a half-written analysis; an existing analysis at ``path`` is replaced.
+        never leaves a half-written analysis. ``path`` must not exist, be an empty directory,
+        or, with ``overwrite=True``, hold an earlier saved analysis (and nothing else), which is
+        then replaced so that one complete copy exists at every instant. A directory holding
+        anything else is refused: modgraph never deletes what it did not write.
         """
-        path = Path(path)
-        if path.exists() and not path.is_dir():
-            raise InputError(f"path {str(path)!r} exists and is not a directory")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        check_bool("Analysis.save", "overwrite", overwrite)
         tensors = {
             "layers": [
                 {k: getattr(layer, k).cpu() for k in _LAYER_TENSORS} for layer in self.layers
@@ -135,10 +142,27 @@ class Analysis:
             "timings": self.timings,
             "versions": self.versions,
         }
-        with atomic_path(path, directory=True) as tmp:
+        with atomic_directory(path, is_analysis_file, overwrite=overwrite, what="path") as tmp:
             torch.save(tensors, tmp / "tensors.pt")
             (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-        return path
+        return Path(path)
+
+
+def is_analysis_file(p: Path) -> bool:
+    """Whether ``p`` is a file :meth:`Analysis.save` writes (so that it may replace it)."""
+    if p.name == "tensors.pt":
+        return p.is_file() and not p.is_symlink()
+    if p.name != "meta.json" or not p.is_file() or p.is_symlink():
+        return False
+    try:
+        return "format_version" in json.loads(p.read_text())
+    except (ValueError, UnicodeDecodeError, OSError):
+        return False
+
+
+def is_analysis_dir(p: Path) -> bool:
+    """Whether ``p`` is a directory of only the files :meth:`Analysis.save` writes."""
+    return p.is_dir() and not p.is_symlink() and all(is_analysis_file(e) for e in p.iterdir())
 
 
 _LAYER_TENSORS = ("C", "C_pinv", "mean", "eigenvalues", "gram_spectrum", "lambda_spectrum")

@@ -9,7 +9,10 @@ never leaves a half-written output. Bad input exits with status 2 and a one-line
 from __future__ import annotations
 
 import argparse
+import logging
+import signal
 import sys
+import threading
 import time
 import warnings
 import zipfile
@@ -19,16 +22,15 @@ import numpy as np
 import torch
 
 from ._version import __version__
+from .atomic import check_replaceable
 from .errors import InputError
 from .pipeline import analyze
-from .report import write_report
+from .report import is_report_entry, write_report
 
 __all__ = ["main", "build_parser", "load_model", "load_data"]
 
 
-def _log(quiet: bool, *msg) -> None:
-    if not quiet:
-        print(*msg, file=sys.stderr, flush=True)
+_log = logging.getLogger("modgraph")
 
 
 def _run(model, data, args, *, truth=None, extra: dict | None = None, **options) -> dict:
@@ -36,10 +38,12 @@ def _run(model, data, args, *, truth=None, extra: dict | None = None, **options)
 
     ``options`` go to :func:`modgraph.analyze` (``rotation`` acts on the interaction basis only).
     """
+    if not args.out:
+        raise InputError("--out must name a directory, got ''")
     out = Path(args.out)
-    if out.exists() and not out.is_dir():  # before hours of work, not after
-        raise InputError(f"--out {str(out)!r} exists and is not a directory")
-    _log(args.quiet, "analysing: interaction basis, then the neuron and PCA baselines ...")
+    # before hours of work, not after
+    check_replaceable(out, is_report_entry, overwrite=args.overwrite, what="--out")
+    _log.info("analysing: interaction basis, then the neuron and PCA baselines ...")
     t0 = time.perf_counter()
     common = dict(eps=args.eps, rotation=args.rotation, progress=not args.quiet, **options)
     analyses = {
@@ -60,7 +64,7 @@ def _run(model, data, args, *, truth=None, extra: dict | None = None, **options)
         seed=args.seed,
         truth=truth,
         extra=extra,
-        log=lambda line: _log(args.quiet, line),
+        overwrite=args.overwrite,
     )
 
 
@@ -121,7 +125,7 @@ def load_data(path: str) -> torch.Tensor:
 def _demo(args) -> dict:
     from .toys.demo import make_demo, true_modules
 
-    _log(args.quiet, f"training the demo MLP on {3} independent sub-tasks (seed {args.seed}) ...")
+    _log.info(f"training the demo MLP on 3 independent sub-tasks (seed {args.seed}) ...")
     t0 = time.perf_counter()
     torch.manual_seed(args.seed)
     problem = make_demo(args.seed)
@@ -196,7 +200,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     def common(q):
-        q.add_argument("--out", required=True, help="output directory (created if missing)")
+        q.add_argument(
+            "--out",
+            required=True,
+            help="output directory: new, empty, or an earlier result with --overwrite",
+        )
+        q.add_argument(
+            "--overwrite",
+            action="store_true",
+            help="replace an earlier result in --out (never files modgraph did not write)",
+        )
         q.add_argument("--seed", type=int, default=0, help="seed for partitioning (default 0)")
         q.add_argument("--quiet", action="store_true", help="no progress bars or messages")
 
@@ -245,13 +258,27 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    handler = logging.StreamHandler(sys.stderr)
+    _log.addHandler(handler)
+    _log.setLevel(logging.WARNING if args.quiet else logging.INFO)
+    # SIGTERM unwinds like Ctrl-C: every temporary output is removed on the way out
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
         summary = args.run(args)
     except (InputError, OSError) as err:
         print(f"modgraph {args.command}: error: {err}", file=sys.stderr)
         return 2
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+        _log.removeHandler(handler)
     _print_summary(summary, args.out)
     return 0
+
+
+def _terminate(signum, frame):
+    raise SystemExit(128 + signum)
 
 
 if __name__ == "__main__":

@@ -11,9 +11,8 @@ output.
 from __future__ import annotations
 
 import json
+import logging
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -22,9 +21,9 @@ import numpy as np
 
 from . import plotting
 from ._deprecation import moved_names
-from ._validation import check_instance, check_int, check_seed, invalid
-from .analysis import Analysis
-from .atomic import default_mode
+from ._validation import check_bool, check_instance, check_int, check_seed
+from .analysis import Analysis, is_analysis_dir
+from .atomic import atomic_directory, check_replaceable
 from .errors import InputError
 from .partition import (
     ModuleResult,
@@ -35,7 +34,9 @@ from .partition import (
     module_significance,
 )
 
-__all__ = ["write_report"]
+__all__ = ["write_report", "is_report_entry", "REPORT_FILES"]
+
+_log = logging.getLogger("modgraph")
 
 #: Where the figures of the old ``modgraph.report`` module went (it now holds write_report).
 __getattr__ = moved_names(
@@ -69,7 +70,7 @@ def write_report(
     n_null: int = 20,
     truth: Callable[[Analysis], dict[str, int]] | None = None,
     extra: dict | None = None,
-    log: Callable[[str], None] | None = None,
+    overwrite: bool = False,
 ) -> dict:
     """Find and test the modules of ``analysis`` and write the report into the directory ``out``.
 
@@ -78,7 +79,10 @@ def write_report(
     analysis : Analysis
         An interaction-basis analysis (:func:`modgraph.analyze`).
     out : str or path
-        Output directory (created if missing); entries with an output's name are replaced.
+        Output directory. It must not exist, be empty, or, with ``overwrite=True``, hold an
+        earlier report (and nothing else), which is then replaced whole; a directory holding
+        anything else is refused (modgraph never deletes what it did not write). The report is
+        written to a temporary directory and renamed into place once.
     baselines : dict {label: Analysis}, optional
         The same model in other bases (``{"neuron": ..., "pca": ...}``), compared in
         ``basis_comparison.png`` and in the summary's ``bases``.
@@ -92,8 +96,10 @@ def write_report(
     extra : dict, optional
         Added to ``summary.json`` (e.g. training losses of the demo model); an entry
         ``"timings"`` is merged into the summary's timings and counted in their total.
-    log : callable, optional
-        Called with a line of progress at each step (e.g. ``print``).
+    overwrite : bool
+        Replace an earlier report at ``out``.
+
+    Progress goes to the ``"modgraph"`` logger at level INFO.
 
     Returns
     -------
@@ -107,10 +113,9 @@ def write_report(
     baselines = dict(baselines or {})
     for label, b in baselines.items():
         check_instance(where, f"baselines[{label!r}]", b, Analysis)
+    check_bool(where, "overwrite", overwrite)
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise invalid(where, "out", "a directory (or a path that does not exist yet)", str(out))
-    log = log or (lambda line: None)
+    check_replaceable(out, is_report_entry, overwrite=overwrite, what="out")
     t_start = time.perf_counter()
     extra = dict(extra or {})
     earlier = extra.pop("timings", {})
@@ -121,7 +126,7 @@ def write_report(
             f"(got {analysis.eps:g})"
         )
 
-    log(f"finding modules in {graph.n_nodes} nodes, {graph.n_edges} edges ...")
+    _log.info(f"finding modules in {graph.n_nodes} nodes, {graph.n_edges} edges ...")
     t0 = time.perf_counter()
     found = _modules(analysis, baselines, seed=seed, n_null=n_null)
     t_modules = time.perf_counter() - t0
@@ -130,10 +135,8 @@ def write_report(
         summary["planted"] = _planted(graph, truth(analysis), found, seed)
     summary.update(extra)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        log("drawing figures ...")
+    with atomic_directory(out, is_report_entry, overwrite=overwrite, what="out") as tmp:
+        _log.info("drawing figures ...")
         t0 = time.perf_counter()
         written = []
         for name, fig in _figures(analysis, baselines, found):  # each saved, then dropped
@@ -153,10 +156,23 @@ def write_report(
             [p.name for p in written] + ["interaction_graph.graphml", "analysis", "summary.json"]
         )
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2))
-        _publish(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return summary
+
+
+#: The figures of a report, by file name without suffix.
+FIGURES = ("graph", "spectra", "cost_curve", "module_heatmap", "basis_comparison")
+#: Every name a report directory holds.
+REPORT_FILES = frozenset(
+    ["summary.json", "interaction_graph.graphml", "analysis"]
+    + [f"{name}.{ext}" for name in FIGURES for ext in ("png", "svg")]
+)
+
+
+def is_report_entry(p: Path) -> bool:
+    """Whether ``p`` is an entry :func:`write_report` writes (so that it may replace it)."""
+    if p.name not in REPORT_FILES or p.is_symlink():
+        return False
+    return is_analysis_dir(p) if p.name == "analysis" else p.is_file()
 
 
 def _modules(analysis: Analysis, baselines: dict, *, seed: int, n_null: int) -> dict:
@@ -276,16 +292,3 @@ def _figures(analysis: Analysis, baselines: dict, found: dict):
             },
         ),
     )
-
-
-def _publish(tmp: Path, out: Path) -> None:
-    """Move the finished outputs from ``tmp`` into ``out`` (each entry replaced atomically)."""
-    if not out.exists():
-        os.chmod(tmp, default_mode(directory=True))
-        os.replace(tmp, out)
-        return
-    for entry in tmp.iterdir():
-        target = out / entry.name
-        if target.is_dir() and entry.is_dir():
-            shutil.rmtree(target)
-        os.replace(entry, target)

@@ -1,8 +1,10 @@
 """The ``modgraph`` command end to end, and its errors."""
 
 import json
+import signal
 import subprocess
 import sys
+import time
 
 import igraph
 import networkx as nx
@@ -11,6 +13,7 @@ import pytest
 import torch
 from torch import nn
 
+import modgraph as mg
 from modgraph.atomic import default_mode
 from modgraph.cli import main
 
@@ -67,14 +70,80 @@ def test_analyze_writes_every_output(saved, data, capsys):
     assert (out / "interaction_graph.graphml").stat().st_mode & 0o777 == default_mode()
 
 
-def test_rerun_into_existing_directory_replaces_outputs(saved):
+def test_rerun_replaces_an_earlier_result_only_with_overwrite(saved, capsys):
     out = saved / "out"
     args = ["analyze", str(saved / "model.pt"), str(saved / "x.pt"), "--out", str(out), "--quiet"]
     assert main(args) == 0
-    (out / "mine.txt").write_text("kept")
-    assert main(args + ["--eps", "1e-5"]) == 0
+    first = sorted(p.name for p in out.iterdir())
+    _fails(args + ["--eps", "1e-5"], capsys, "pass overwrite")
+    assert json.loads((out / "summary.json").read_text())["eps"] == 1e-3  # untouched
+    assert main(args + ["--eps", "1e-5", "--overwrite"]) == 0
     assert json.loads((out / "summary.json").read_text())["eps"] == 1e-5
-    assert (out / "mine.txt").read_text() == "kept"
+    assert sorted(p.name for p in out.iterdir()) == first
+    assert [p.name for p in saved.iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_users_files_are_never_deleted(saved, capsys):
+    out = saved / "out"
+    args = ["analyze", str(saved / "model.pt"), str(saved / "x.pt"), "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    (out / "thesis.tex").write_text("mine")
+    (out / "analysis" / "my_stats.csv").write_text("mine too")
+    _fails(args + ["--overwrite"], capsys, "thesis.tex")
+    assert (out / "thesis.tex").read_text() == "mine"
+    assert (out / "analysis" / "my_stats.csv").read_text() == "mine too"
+    assert json.loads((out / "summary.json").read_text())["eps"] == 1e-3
+    # the same from the API: Analysis.save next to a user's file
+    a = mg.load_analysis(_saved_analysis(saved))
+    (saved / "work").mkdir()
+    (saved / "work" / "notes.txt").write_text("mine")
+    with pytest.raises(mg.InputError, match="notes.txt"):
+        a.save(saved / "work", overwrite=True)
+    assert (saved / "work" / "notes.txt").read_text() == "mine"
+
+
+def _saved_analysis(saved):
+    """A saved analysis of the test model, to load."""
+    net = torch.load(saved / "model.pt", weights_only=False)
+    x = torch.load(saved / "x.pt")
+    return mg.analyze(net, x, rotation="none", progress=False).save(saved / "plain")
+
+
+def test_output_location_is_checked_before_any_work(saved, capsys):
+    model, x = str(saved / "model.pt"), str(saved / "x.pt")
+    (saved / "file.txt").write_text("x")
+    for out, match in (
+        ("", "--out must name a directory"),
+        (str(saved / "file.txt" / "sub"), "is a file"),
+    ):
+        _fails(["analyze", model, x, "--out", out, "--quiet"], capsys, match)
+    _fails(
+        ["analyze", model, x, "--out", str(saved / "file.txt"), "--quiet"],
+        capsys,
+        "not a directory",
+    )
+
+
+def test_sigterm_while_writing_leaves_the_previous_result_or_none(saved):
+    root = saved / "run"
+    root.mkdir()
+    out = root / "out"
+    cmd = [sys.executable, "-m", "modgraph.cli", "analyze", str(saved / "model.pt"),
+           str(saved / "x.pt"), "--out", str(out), "--quiet"]  # fmt: skip
+    for previous in (False, True):
+        if previous:
+            assert subprocess.run(cmd, capture_output=True).returncode == 0
+            before = (out / "summary.json").read_text()
+        proc = subprocess.Popen(cmd + ["--overwrite"], stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 120
+        while not any(p.name.startswith(".out.") for p in root.iterdir()):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGTERM)  # the report is being written to its temporary directory
+        assert proc.wait(60) == 128 + signal.SIGTERM
+        assert [p.name for p in root.iterdir()] == (["out"] if previous else [])
+        if previous:
+            assert (out / "summary.json").read_text() == before
 
 
 def _fails(args, capsys, match):

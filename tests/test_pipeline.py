@@ -48,9 +48,16 @@ def test_save_and_load_round_trip(tmp_path):
         assert torch.equal(sa.G, sb.G) and torch.equal(sa.M, sb.M) and sa.n == sb.n
     assert all(torch.equal(wa, wb) for wa, wb in zip(a.w, b.w))
     assert b.graph.nodes == a.graph.nodes and b.graph.n_edges == a.graph.n_edges
-    # saving again replaces the old analysis whole; a file in the way is an error
-    a.with_eps(1e-2).save(path)
+    # saving again needs overwrite=True and replaces the old analysis whole
+    with pytest.raises(mg.InputError, match="pass overwrite"):
+        a.with_eps(1e-2).save(path)
+    a.with_eps(1e-2).save(path, overwrite=True)
     assert mg.load_analysis(path).eps == 1e-2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["analysis"]  # no temporary left
+    (path / "thesis.tex").write_text("mine")  # a user's file: never deleted
+    with pytest.raises(mg.InputError, match="thesis.tex"):
+        a.save(path, overwrite=True)
+    assert (path / "thesis.tex").read_text() == "mine" and mg.load_analysis(path).eps == 1e-2
     (tmp_path / "file").write_text("x")
     with pytest.raises(mg.InputError, match="not a directory"):
         a.save(tmp_path / "file")
