@@ -166,31 +166,43 @@ class _Samples:
 
 @torch.no_grad()
 def _read(chain, bases, batches, max_samples, global_, memory_budget, budget) -> _Samples | str:
-    """Read up to ``max_samples`` samples per rank, or say why the rotation cannot run."""
+    """Read up to ``max_samples`` samples per rank, or say why the rotation cannot run.
+
+    Which samples are read does not depend on the order of the data: each sample gets a key
+    computed from its content (:func:`sample_keys`) and the ones with the smallest keys are
+    used, so a shuffled DataLoader or a permuted tensor gives the same basis (up to rounding).
+    """
     L = len(chain.stages)
+    first = next(iter(batches), None)
+    if first is None:
+        return "the data is empty"
+    acts = chain.forward(first)
+    if any(not f.is_floating_point() for f in acts):
+        return "a layer's activations are not floating point"
+    per = acts[0].element_size() * sum(  # bytes held per data sample
+        _positions(acts[l])
+        * (bases[l].k + (_positions(acts[l + 1]) * bases[l + 1].k * bases[l].k if l < L else 0))
+        for l in range(L + 1)
+    )
+    # samples are rows: positions of sequences count as samples
+    cap = min(-(-max_samples // _positions(acts[0])), memory_budget // max(1, per))
+    keys = torch.cat([sample_keys(x) for x in batches])
+    n_data = len(keys)
+    if cap < n_data:
+        threshold = torch.kthvalue(keys.cpu(), max(cap, 1)).values.item()
+    else:
+        threshold = math.inf
     a, J = [[] for _ in range(L + 1)], [[] for _ in range(L)]
     psi2 = [torch.zeros(b.k, b.k, dtype=torch.float64, device=b.C.device) for b in bases]
     lams = [b.eigenvalues.double() for b in bases]
-    n, cap = 0, None
+    n = 0
     for x in batches:
+        k = sample_keys(x)
+        keep = torch.nonzero(k <= threshold).flatten()[: cap - n]  # ties: identical samples
+        if len(keep) == 0:
+            continue
+        x = x[keep]
         acts = chain.forward(x)
-        if any(not f.is_floating_point() for f in acts):
-            return "a layer's activations are not floating point"
-        if cap is None:  # bytes held per data sample
-            per = acts[0].element_size() * sum(
-                _positions(acts[l])
-                * (
-                    bases[l].k
-                    + (_positions(acts[l + 1]) * bases[l + 1].k * bases[l].k if l < L else 0)
-                )
-                for l in range(L + 1)
-            )
-            # samples are rows: positions of sequences count as samples
-            cap = min(-(-max_samples // _positions(acts[0])), memory_budget // max(1, per))
-        if n >= cap:
-            break
-        x = x[: cap - n]
-        acts = [f[: cap - n] for f in acts]
         coords = [rows(b.transform(f)).to(f.dtype) for b, f in zip(bases, acts)]
         for l in range(L + 1):
             a[l].append(coords[l])
@@ -208,10 +220,12 @@ def _read(chain, bases, batches, max_samples, global_, memory_budget, budget) ->
                 Bl = Jl
             psi2[l] += _psi_square_sum(coords[l], lams[l], Bl.flatten(1, 2))
         n += x.shape[0]
+        if n >= cap:
+            break
     a = [torch.cat(t) for t in a]
     total = int(distributed.all_sum(torch.tensor(float(a[0].shape[0]), dtype=torch.float64)))
     if total < MIN_SAMPLES:
-        if n < cap:  # the data ran out
+        if n_data <= cap:  # the data ran out
             return f"the data has {total} samples, fewer than the {MIN_SAMPLES} it needs"
         return (
             f"only {total} samples fit max_samples and memory_budget (at least {MIN_SAMPLES} "
@@ -223,6 +237,18 @@ def _read(chain, bases, batches, max_samples, global_, memory_budget, budget) ->
     ]
     psi2 = [distributed.all_sum(p) / c for p, c in zip(psi2, count)]
     return _Samples(a, [torch.cat(t) for t in J], count, psi2)
+
+
+def sample_keys(x: Tensor) -> Tensor:
+    """A pseudo-random key in [0, 1) per sample (row of ``x``), a function of its content only.
+
+    A fixed random projection of the flattened sample, scrambled: equal samples get equal keys
+    and any order of the data gives every sample the same key.
+    """
+    flat = x.reshape(len(x), -1).to(torch.float64)
+    g = torch.Generator().manual_seed(0)
+    r = torch.randn(flat.shape[1], generator=g, dtype=torch.float64).to(flat.device)
+    return torch.frac(torch.sin(flat @ r) * 43758.5453).abs()
 
 
 def _mean(t: Tensor, count: int) -> Tensor:

@@ -7,7 +7,8 @@ from functools import partial
 import numpy as np
 import pytest
 import torch
-from conftest import mlp
+from conftest import mlp, relative
+from torch.utils.data import DataLoader, TensorDataset
 
 import modgraph as mg
 from modgraph.chain import LayerChain
@@ -141,13 +142,22 @@ def test_bad_rotation_option_is_an_input_error():
         mg.analyze(net, torch.randn(50, 3, dtype=torch.float64), rotation="varimax", progress=False)
 
 
+def _plain(planted, x):
+    return mg.analyze(planted.model, x, eps=EPS, rotation="none", progress=False).layers
+
+
 def test_sequences_rotate_like_their_positions_as_samples(hidden):
     # the hidden network applied position-wise to (batch, 2, d) inputs: positions are samples
     # and the Jacobian couples no positions, so the analysis must equal the flattened one
-    planted, _, sparse = hidden
-    x = planted.inputs.reshape(-1, 2, planted.inputs.shape[1])
-    seq = mg.analyze(planted.model, x, eps=EPS, batch_size=128, progress=False)
-    assert seq.config["rotation"] == "sparse" and seq.n_samples == planted.inputs.shape[0]
+    # (256 rows: the rotation reads them all either way, so its choice of samples, made per
+    # sequence there and per row here, does not enter)
+    planted, _, _ = hidden
+    flat = planted.inputs[:256]
+    sparse = mg.analyze(planted.model, flat, eps=EPS, batch_size=128, progress=False)
+    x = flat.reshape(-1, 2, flat.shape[1])
+    seq = mg.analyze(planted.model, x, eps=EPS, batch_size=64, progress=False)
+    assert seq.config["rotation"] == "sparse" and seq.n_samples == flat.shape[0]
+    assert any(not torch.equal(s.C, p.C) for s, p in zip(sparse.layers, _plain(planted, flat)))
     for ls, lf in zip(seq.layers, sparse.layers):
         assert torch.allclose(ls.C, lf.C, atol=1e-8) and torch.allclose(
             ls.eigenvalues, lf.eigenvalues
@@ -170,3 +180,20 @@ def test_rotation_warns_and_keeps_the_basis_when_too_few_samples_fit_its_budget(
             memory_budget=200 * 50,
         )
     assert all(o is l for o, l in zip(out, a.layers))  # left as fitted
+
+
+def test_the_order_of_the_data_changes_nothing(hidden):
+    # the rotation reads 256 of the 1000 samples: which ones must not depend on their order
+    planted = hidden[0]
+    perm = torch.randperm(len(planted.inputs), generator=torch.Generator().manual_seed(3))
+    shuffled = mg.analyze(planted.model, planted.inputs[perm], eps=EPS, progress=False)
+    loader = DataLoader(TensorDataset(planted.inputs), batch_size=100, shuffle=True)
+    from_loader = mg.analyze(planted.model, loader, eps=EPS, progress=False)
+    _, plain, sparse = hidden
+    assert any(not torch.equal(a.C, b.C) for a, b in zip(sparse.layers, plain.layers))
+    for other in (shuffled, from_loader):
+        for la, lb in zip(sparse.layers, other.layers):
+            assert relative(lb.C, la.C) < 1e-10 and relative(lb.eigenvalues, la.eigenvalues) < 1e-10
+        for wa, wb in zip(sparse.w, other.w):
+            assert relative(wb, wa) < 1e-10
+        assert other.graph.n_edges == sparse.graph.n_edges
