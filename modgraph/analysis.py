@@ -171,20 +171,44 @@ _LAYER_TENSORS = ("C", "C_pinv", "mean", "eigenvalues", "gram_spectrum", "lambda
 def load_analysis(path: str | os.PathLike) -> Analysis:
     """Read an analysis written by :meth:`Analysis.save`."""
     path = Path(path)
-    if not (path / "meta.json").is_file() or not (path / "tensors.pt").is_file():
+    meta_file, tensor_file = path / "meta.json", path / "tensors.pt"
+    if not meta_file.is_file() or not tensor_file.is_file():
         raise InputError(f"path {str(path)!r} is not a saved analysis (no meta.json/tensors.pt)")
-    meta = json.loads((path / "meta.json").read_text())
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise InputError(f"unsupported analysis format {meta.get('format_version')!r} at {path}")
-    t = torch.load(path / "tensors.pt", weights_only=True)
-    layers = tuple(
-        LayerBasis(m["name"], m["position"], **lt, ties=tuple(tuple(g) for g in m["ties"]))
-        for m, lt in zip(meta["layers"], t["layers"])
-    )
-    stats = tuple(LayerStatistics(meta["n_samples"], **s) for s in t["statistics"])
-    return Analysis(
-        layers, tuple(t["w"]), stats, meta["eps"], meta["config"], meta["timings"], meta["versions"]
-    )
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise InputError(f"{str(meta_file)!r} is not valid JSON ({err})") from None
+    if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
+        version = meta.get("format_version") if isinstance(meta, dict) else None
+        raise InputError(
+            f"{str(meta_file)!r} has analysis format {version!r}; this modgraph reads "
+            f"format {FORMAT_VERSION}"
+        )
+    try:
+        t = torch.load(tensor_file, weights_only=True)
+    except Exception as err:  # torch raises several types for a damaged zip or pickle
+        raise InputError(
+            f"{str(tensor_file)!r} cannot be read ({type(err).__name__}: {err})"
+        ) from None
+    try:
+        if not len(meta["layers"]) == len(t["layers"]) == len(t["statistics"]) == len(t["w"]) + 1:
+            raise ValueError(
+                f"{len(meta['layers'])} layers in meta.json, {len(t['layers'])} bases, "
+                f"{len(t['statistics'])} statistics and {len(t['w'])} weight matrices"
+            )
+        layers = tuple(
+            LayerBasis(m["name"], m["position"], **lt, ties=tuple(tuple(g) for g in m["ties"]))
+            for m, lt in zip(meta["layers"], t["layers"], strict=True)
+        )
+        stats = tuple(LayerStatistics(meta["n_samples"], **s) for s in t["statistics"])
+        keys = ("eps", "config", "timings", "versions")
+        eps, config, timings, versions_ = (meta[k] for k in keys)
+    except (KeyError, TypeError, ValueError) as err:
+        raise InputError(
+            f"{str(path)!r} is not a consistent saved analysis (meta.json and tensors.pt do not "
+            f"match: {type(err).__name__} {err})"
+        ) from None
+    return Analysis(layers, tuple(t["w"]), stats, eps, config, timings, versions_)
 
 
 def versions() -> dict:

@@ -146,6 +146,11 @@ class LayerChain:
         Integer inputs (token ids) have no basis: the first stage becomes the :attr:`embed`
         prefix, so the analysis starts at its output. A chain that already has one is kept.
         """
+        if x.is_complex():
+            raise InputError(
+                f"data holds complex values (dtype {x.dtype}); modgraph analyses real-valued "
+                "inputs and activations"
+            )
         if x.is_floating_point() or self.embed is not None:
             return self
         if len(self.stages) < 2:
@@ -158,9 +163,9 @@ class LayerChain:
     def forward(self, x: Tensor, upto: int | None = None) -> list[Tensor]:
         """Activations ``[f_0, ..., f_upto]`` (all layers by default) for a batch of inputs."""
         upto = len(self.stages) if upto is None else upto
-        acts = [x if self.embed is None else self.embed(x)]
-        for stage in self.stages[:upto]:
-            acts.append(stage(acts[-1]))
+        acts = [x if self.embed is None else _tensor(self.embed(x), self.names[0])]
+        for l, stage in enumerate(self.stages[:upto]):
+            acts.append(_tensor(stage(acts[-1]), self.names[l + 1]))
         return acts
 
     def run_from(self, layer: int, f: Tensor) -> Tensor:
@@ -180,6 +185,17 @@ class LayerChain:
             p64 = p.detach().to(torch.float64)
             params.append((tuple(p.shape), float(p64.sum()), float(p64.square().sum())))
         return (self.names, tuple(params))
+
+
+def _tensor(out, layer: str) -> Tensor:
+    """A stage's output, which must be one tensor."""
+    if not isinstance(out, Tensor):
+        raise InputError(
+            f"layer {layer!r} is the output of a module that returned a {type(out).__name__}, "
+            "not a tensor; modgraph reads one tensor per layer: wrap the module so that it "
+            "returns the tensor to analyse (e.g. out[0] of a tuple, or out.logits)"
+        )
+    return out
 
 
 def _has_params(module: nn.Module) -> bool:

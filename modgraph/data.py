@@ -62,6 +62,9 @@ def iter_batches(
                     f"data batch {i} ({type(b).__name__}) cannot be read as one tensor; ragged "
                     f"sequences need equal lengths within a batch: {err}"
                 ) from None
+        if b.is_meta:
+            raise invalid(where, "data", "tensors with values (not on the meta device)", b,
+                          shown=f"a meta tensor of shape {tuple(b.shape)}")  # fmt: skip
         if b.ndim == 0 or len(b) == 0:
             continue
         yield b.to(device=device, dtype=dtype if b.is_floating_point() else None)
@@ -101,7 +104,7 @@ class Batches:
         if not isinstance(data, Tensor) and not hasattr(data, "__array__"):
             if data is None or not isinstance(data, Iterable):
                 raise invalid(where, "data", _DATA, data, shown=f"a {type(data).__name__}")
-            if iter(data) is data:
+            if isinstance(data, Iterator):  # not iter(data): that would start a pass
                 raise InputError(
                     f"data is a one-shot iterator ({type(data).__name__}) but modgraph reads the "
                     "data several times; pass a tensor, a list of batches or a DataLoader"
@@ -113,6 +116,7 @@ class Batches:
         self.progress = progress
         self.desc = desc
         self.where = where
+        self._samples = [None]  # samples of a complete pass, shared by labelled() copies
 
     def labelled(self, desc: str) -> Batches:
         """The same batches, with the progress bar labelled ``desc``."""
@@ -121,12 +125,14 @@ class Batches:
         return other
 
     def __iter__(self) -> Iterator[Tensor]:
-        it = iter_batches(
-            self.data,
-            batch_size=self.batch_size,
-            device=self.device,
-            dtype=self.dtype,
-            where=self.where,
+        it = self._counted(
+            iter_batches(
+                self.data,
+                batch_size=self.batch_size,
+                device=self.device,
+                dtype=self.dtype,
+                where=self.where,
+            )
         )
         if not self.progress:
             return it
@@ -138,3 +144,20 @@ class Batches:
         elif hasattr(self.data, "__len__"):
             total = len(self.data)
         return iter(tqdm(it, desc=self.desc, total=total, unit="batch", leave=False))
+
+    def _counted(self, it: Iterator[Tensor]) -> Iterator[Tensor]:
+        """Yield the batches; at the end of a complete pass, check it saw the same samples as
+        the first (data that changes between passes would mix statistics of different data)."""
+        n = 0
+        for b in it:
+            n += len(b)
+            yield b
+        first = self._samples[0]
+        if first is None:
+            self._samples[0] = n
+        elif n != first:
+            raise InputError(
+                f"data yielded {first} samples on its first pass and {n} on a later one; "
+                "modgraph reads the data several times and every pass must yield the same "
+                "samples (a DataLoader with drop_last or a sampler that varies its length?)"
+            )

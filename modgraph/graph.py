@@ -474,7 +474,14 @@ class InteractionGraph:
         """
         import networkx as nx
 
-        g = nx.read_graphml(path)
+        try:
+            g = nx.read_graphml(path)
+        except FileNotFoundError:
+            raise InputError(f"path {str(path)!r} does not exist") from None
+        except Exception as err:  # ParseError, NetworkXError, ...: not GraphML
+            raise InputError(
+                f"path {str(path)!r} is not a GraphML file ({type(err).__name__}: {err})"
+            ) from None
         try:
             names = json.loads(g.graph["layer_names"])
             eps = float(g.graph["eps"])

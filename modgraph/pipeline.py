@@ -8,19 +8,20 @@ modules and report follow from the returned :class:`~modgraph.analysis.Analysis`
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import replace
 
 import torch
 from torch import Tensor, nn
 
 from . import distributed
-from ._validation import check_choice, check_int, check_real, check_seed
+from ._validation import check_choice, check_int, check_real, check_seed, invalid
 from .analysis import Analysis, versions
 from .basis import BASES, SCALES, LayerBasis, fit_basis
 from .chain import LayerChain, LayerSelector, device_and_dtype
 from .data import Batches
 from .edges import ATTRIBUTIONS, RULES, interaction_strengths
-from .errors import InputError
+from .errors import InputError, NonFiniteError
 from .rotation import ROTATIONS, sparse_rotation
 from .statistics import (
     DEFAULT_JACOBIAN_BUDGET,
@@ -138,7 +139,9 @@ def analyze(  # noqa: PLR0913 (the paper's knobs, keyword-only)
     check_real("analyze", "eps", eps, low=0, low_open=True)
     config = _config(locals())
     chain = LayerChain.from_model(model, layers)
-    device, dtype = device_and_dtype(chain, device)
+    device, dtype = device_and_dtype(chain, _check_device(device))
+    if any(p.is_meta for p in chain.parameters()):
+        raise InputError("model has parameters on the meta device (shapes only, no values)")
     for stage in (chain.embed, *chain.stages):
         if stage is not None:
             stage.to(device)
@@ -156,6 +159,7 @@ def analyze(  # noqa: PLR0913 (the paper's knobs, keyword-only)
 
     with clock("statistics"):
         stats = _statistics(chain, batches, config, jacobian_budget)
+    _check_variance(chain, stats)
     with clock("basis"):
         bases = _fit_bases(chain, batches, stats, config, jacobian_budget)
     if basis == "interaction" and rotation == "sparse":  # see modgraph.rotation
@@ -180,7 +184,55 @@ def analyze(  # noqa: PLR0913 (the paper's knobs, keyword-only)
             rule=rule,
             jacobian_budget=jacobian_budget,
         )
-    return Analysis(tuple(bases), tuple(w), tuple(stats), eps, config, timings, versions())
+    _check_strengths(chain, w)
+    result = Analysis(tuple(bases), tuple(w), tuple(stats), eps, config, timings, versions())
+    if result.graph.n_edges == 0:
+        top = max((float(wl.max()) for wl in w if wl.numel()), default=0.0)
+        warnings.warn(
+            f"eps={eps:g} leaves no edge in the graph: the strongest interaction is w={top:.3g}, "
+            f"at most eps^1/2 = {eps**0.5:.3g} (lower eps, e.g. below {top**2:.3g})",
+            stacklevel=2,
+        )
+    return result
+
+
+def _check_device(device):
+    """``device`` as a torch.device that exists here (None: the model's)."""
+    if device is None:
+        return None
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise invalid("analyze", "device", "None or a torch device", device) from None
+    if dev.type == "meta":
+        raise invalid("analyze", "device", "a device that holds data (not 'meta')", device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise invalid("analyze", "device", "a device this machine has (no CUDA here)", device)
+    return dev
+
+
+def _check_variance(chain: LayerChain, stats) -> None:
+    """Refuse data that cannot define a basis: one sample, or a layer without any variance."""
+    n = stats[0].n
+    if n < 2:
+        raise InputError(f"data has {n} sample; the interaction basis needs at least 2")
+    for name, s in zip(chain.names, stats):
+        if not torch.isfinite(s.G).all() or (s.M is not None and not torch.isfinite(s.M).all()):
+            raise NonFiniteError(f"the statistics of layer {name!r} overflowed (inf or NaN)")
+        if float(s.G.diagonal().max()) <= 0:
+            raise InputError(
+                f"layer {name!r} has zero variance over the {n} samples (are they all the "
+                "same?): there is no direction to analyse"
+            )
+
+
+def _check_strengths(chain: LayerChain, w) -> None:
+    for l, wl in enumerate(w):
+        if not torch.isfinite(wl).all():
+            raise NonFiniteError(
+                f"the interaction strengths between layers {chain.names[l]!r} and "
+                f"{chain.names[l + 1]!r} overflowed (inf or NaN); rescale the inputs"
+            )
 
 
 def _config(options: dict) -> dict:
@@ -270,10 +322,15 @@ def _fit_bases(chain, batches, stats: list, config: dict, budget: int) -> list[L
 
 
 def _first_batch(batches: Batches) -> Tensor:
-    """The first batch on this rank (a probe for the input type); every rank must have one."""
+    """The first batch on this rank (a probe for the input type); every rank must have one.
+
+    The probe reads the whole data once (no model call), so that every later pass is checked
+    against its number of samples (:class:`~modgraph.data.Batches`).
+    """
     first, error = None, None
     try:
-        first = next(iter(batches), None)
+        for b in batches:
+            first = b if first is None else first
         if first is None:
             raise InputError("data is empty: it yielded no samples")
     except Exception as err:  # every rank must learn of it before the next collective

@@ -144,6 +144,7 @@ def checked_forward(
         acts = chain.forward(x, upto)
     except (RuntimeError, IndexError) as err:  # shape/dtype mismatch: name the data
         if not x.is_floating_point():
+            _check_token_ids(chain, x, batch)
             raise InputError(
                 f"data batch {batch} holds integer values (dtype {x.dtype}, e.g. token ids) but "
                 f"the model's first stage does not accept them; a model of tokens must start "
@@ -161,6 +162,17 @@ def checked_forward(
         if f.is_floating_point():
             check_finite(f, "activations", name, batch)
     return acts
+
+
+def _check_token_ids(chain: LayerChain, x: Tensor, batch: int) -> None:
+    """Token ids outside an embedding's table get their own message."""
+    first = chain.embed if chain.embed is not None else chain.stages[0]
+    table = next((m for m in first.modules() if isinstance(m, torch.nn.Embedding)), None)
+    if table is not None and (int(x.max()) >= table.num_embeddings or int(x.min()) < 0):
+        raise InputError(
+            f"data batch {batch} holds token ids from {int(x.min())} to {int(x.max())}, but the "
+            f"model's embedding has {table.num_embeddings} rows (ids 0..{table.num_embeddings - 1})"
+        )
 
 
 def rows(f: Tensor) -> Tensor:

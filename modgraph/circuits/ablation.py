@@ -47,7 +47,7 @@ from ..analysis import Analysis
 from ..basis import LayerBasis
 from ..chain import LayerChain, LayerSelector, device_and_dtype
 from ..data import Batches
-from ..errors import InputError
+from ..errors import InputError, NonFiniteError
 from ..statistics import DEFAULT_JACOBIAN_BUDGET, readout_rows
 
 __all__ = [
@@ -232,7 +232,13 @@ class Ablator:
                 p = torch.randperm(len(x), generator=gen).to(x.device)
                 perm = torch.empty_like(p)
                 perm[p] = p.roll(-1)  # one cycle through all samples: nobody keeps its own value
-            outs.append(self._run_batch(x, b, plan, perm))
+            out = self._run_batch(x, b, plan, perm)
+            if out.is_floating_point() and not torch.isfinite(out).all():
+                raise NonFiniteError(
+                    f"the model's outputs are not finite on data batch {b}"
+                    + (" with the ablation applied" if not plan.empty else "")
+                )
+            outs.append(out)
         if not outs:
             raise InputError("data is empty: it yielded no samples")
         return torch.cat(outs)

@@ -227,6 +227,8 @@ def layer_ranks(
     batches = Batches(data, batch_size=batch_size, device=device, dtype=dtype, where="layer_ranks")
     fine, at, pre = _split_preactivations(chain)
     stats = global_statistics(fine, batches)
+    if stats[0].n < 2:
+        raise InputError(f"data has {stats[0].n} sample; ranks need at least 2 samples")
     L = len(chain.stages)
     widths = [len(stats[i].mean) for i in at]
     g_eigs = [eigvals_desc(stats[i].G) for i in at]

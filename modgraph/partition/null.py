@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .._validation import check_instance, check_int, check_seed
+from ..errors import InputError
 from ..graph import InteractionGraph
 from .find import solve
 from .objective import ConnectedGraph, ModuleResult, check_graph, cross_module_cost
@@ -89,6 +90,10 @@ def module_significance(
     check_instance(where, "result", result, ModuleResult)
     n_null = check_int(where, "n_null", n_null, low=2)
     check_seed(where, seed)
+    if graph.n_edges == 0:
+        raise InputError(
+            "graph has no edges, so there is nothing to test (every w <= eps^1/2; lower eps)"
+        )
     cost = cross_module_cost(graph, result.membership)
     params = dict(result.params)
     if params.get("method") == "spectral":

@@ -84,7 +84,9 @@ def make_demo(
     """Train the demo MLP ``(n_tasks*group_size) -> hidden -> hidden -> 2*n_tasks`` (a few seconds).
 
     Training uses Adam on the mean squared error plus a small L1 weight penalty, which favors
-    solutions without needless cross-task weights. Deterministic given ``seed`` on CPU.
+    solutions without needless cross-task weights. Deterministic given ``seed`` on one CPU type,
+    whatever the number of threads (training runs on one); CPUs with other vector instructions
+    (``ATEN_CPU_CAPABILITY``) round differently and train slightly different weights.
 
     Examples
     --------
@@ -107,13 +109,20 @@ def make_demo(
     y = _targets(x, n_tasks, group_size)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    for _ in range(steps):
-        opt.zero_grad()
-        mse = (model(x) - y).pow(2).mean()
-        penalty = sum(m.weight.abs().sum() for m in model if isinstance(m, nn.Linear))
-        (mse + l1 * penalty).backward()
-        opt.step()
-        sched.step()
+    # One thread: the reduction order, and so the trained weights, must not depend on how many
+    # cores the machine has (3000 steps amplify rounding differences to visible ones).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for _ in range(steps):
+            opt.zero_grad()
+            mse = (model(x) - y).pow(2).mean()
+            penalty = sum(m.weight.abs().sum() for m in model if isinstance(m, nn.Linear))
+            (mse + l1 * penalty).backward()
+            opt.step()
+            sched.step()
+    finally:
+        torch.set_num_threads(threads)
     model.eval()
     with torch.no_grad():
         train_loss = float((model(x) - y).pow(2).mean())
