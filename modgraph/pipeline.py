@@ -34,6 +34,8 @@ from .statistics import (
 __all__ = ["analyze", "VARIANTS"]
 
 VARIANTS = ("global", "local")
+#: A layer whose standard deviation is below this fraction of its mean's size is constant.
+CONSTANT_RTOL = 1e-10
 
 
 def analyze(  # noqa: PLR0913 (the paper's knobs, keyword-only)
@@ -219,7 +221,10 @@ def _check_variance(chain: LayerChain, stats) -> None:
     for name, s in zip(chain.names, stats):
         if not torch.isfinite(s.G).all() or (s.M is not None and not torch.isfinite(s.M).all()):
             raise NonFiniteError(f"the statistics of layer {name!r} overflowed (inf or NaN)")
-        if float(s.G.diagonal().max()) <= 0:
+        # zero up to rounding: a standard deviation below CONSTANT_RTOL times the mean's size
+        scale = float(s.mean.abs().max()) if s.mean.numel() else 0.0
+        top = float(s.G.diagonal().max()) if s.G.numel() else 0.0
+        if top <= (CONSTANT_RTOL * scale) ** 2:
             raise InputError(
                 f"layer {name!r} has zero variance over the {n} samples (are they all the "
                 "same?): there is no direction to analyse"
