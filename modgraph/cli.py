@@ -38,11 +38,7 @@ def _run(model, data, args, *, truth=None, extra: dict | None = None, **options)
 
     ``options`` go to :func:`modgraph.analyze` (``rotation`` acts on the interaction basis only).
     """
-    if not args.out:
-        raise InputError("--out must name a directory, got ''")
     out = Path(args.out)
-    # before hours of work, not after
-    check_replaceable(out, is_report_entry, overwrite=args.overwrite, what="--out")
     _log.info("analysing: interaction basis, then the neuron and PCA baselines ...")
     t0 = time.perf_counter()
     common = dict(eps=args.eps, rotation=args.rotation, progress=not args.quiet, **options)
@@ -265,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
+        _check_out(args)  # before hours of work (training the demo, analysing), not after
         summary = args.run(args)
     except (InputError, OSError) as err:
         print(f"modgraph {args.command}: error: {err}", file=sys.stderr)
@@ -275,6 +272,12 @@ def main(argv: list[str] | None = None) -> int:
         _log.removeHandler(handler)
     _print_summary(summary, args.out)
     return 0
+
+
+def _check_out(args) -> None:
+    if not args.out:
+        raise InputError("--out must name a directory, got ''")
+    check_replaceable(Path(args.out), is_report_entry, overwrite=args.overwrite, what="--out")
 
 
 def _terminate(signum, frame):

@@ -109,7 +109,13 @@ def _saved_analysis(saved):
     return mg.analyze(net, x, rotation="none", progress=False).save(saved / "plain")
 
 
-def test_output_location_is_checked_before_any_work(saved, capsys):
+def test_output_location_is_checked_before_any_work(saved, capsys, monkeypatch):
+    def no_training(*args, **kwargs):
+        raise AssertionError("the demo was trained before --out was checked")
+
+    monkeypatch.setattr("modgraph.toys.demo.make_demo", no_training)
+    (saved / "f.txt").write_text("x")
+    _fails(["demo", "--out", str(saved / "f.txt" / "sub"), "--quiet"], capsys, "is a file")
     model, x = str(saved / "model.pt"), str(saved / "x.pt")
     (saved / "file.txt").write_text("x")
     for out, match in (
