@@ -141,12 +141,7 @@ def analyze(  # noqa: PLR0913 (the paper's knobs, keyword-only)
     check_real("analyze", "eps", eps, low=0, low_open=True)
     config = _config(locals())
     chain = LayerChain.from_model(model, layers)
-    device, dtype = device_and_dtype(chain, _check_device(device))
-    if any(p.is_meta for p in chain.parameters()):
-        raise InputError("model has parameters on the meta device (shapes only, no values)")
-    for stage in (chain.embed, *chain.stages):
-        if stage is not None:
-            stage.to(device)
+    device, dtype = _place(chain, device)
     batches = Batches(
         data, batch_size=batch_size, device=device, dtype=dtype, progress=progress, where="analyze"
     )
@@ -186,22 +181,23 @@ def analyze(  # noqa: PLR0913 (the paper's knobs, keyword-only)
             rule=rule,
             jacobian_budget=jacobian_budget,
         )
-    _check_strengths(chain, w)
-    result = Analysis(tuple(bases), tuple(w), tuple(stats), eps, config, timings, versions())
-    if result.graph.n_edges == 0:
-        top = max((float(wl.max()) for wl in w if wl.numel()), default=0.0)
-        warnings.warn(
-            f"eps={eps:g} leaves no edge in the graph: the strongest interaction is w={top:.3g}, "
-            f"at most eps^1/2 = {eps**0.5:.3g} (lower eps, e.g. below {top**2:.3g})",
-            stacklevel=2,
-        )
-    return result
+    _check_strengths(chain, w, eps)
+    return Analysis(tuple(bases), tuple(w), tuple(stats), eps, config, timings, versions())
 
 
-def _check_device(device):
-    """``device`` as a torch.device that exists here (None: the model's)."""
-    if device is None:
-        return None
+def _place(chain: LayerChain, device) -> tuple[torch.device, torch.dtype]:
+    """Move the chain to ``device`` (checked; default the model's); the analysis dtype."""
+    device, dtype = device_and_dtype(chain, None if device is None else _check_device(device))
+    if any(p.is_meta for p in chain.parameters()):
+        raise InputError("model has parameters on the meta device (shapes only, no values)")
+    for stage in (chain.embed, *chain.stages):
+        if stage is not None:
+            stage.to(device)
+    return device, dtype
+
+
+def _check_device(device) -> torch.device:
+    """``device`` as a torch.device that exists here."""
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
@@ -231,13 +227,21 @@ def _check_variance(chain: LayerChain, stats) -> None:
             )
 
 
-def _check_strengths(chain: LayerChain, w) -> None:
+def _check_strengths(chain: LayerChain, w, eps: float) -> None:
+    """Refuse strengths that overflowed; warn when ``eps`` leaves no edge."""
     for l, wl in enumerate(w):
         if not torch.isfinite(wl).all():
             raise NonFiniteError(
                 f"the interaction strengths between layers {chain.names[l]!r} and "
                 f"{chain.names[l + 1]!r} overflowed (inf or NaN); rescale the inputs"
             )
+    top = max((float(wl.max()) for wl in w if wl.numel()), default=0.0)
+    if top <= eps**0.5:
+        warnings.warn(
+            f"eps={eps:g} leaves no edge in the graph: the strongest interaction is w={top:.3g}, "
+            f"at most eps^1/2 = {eps**0.5:.3g} (lower eps, e.g. below {top**2:.3g})",
+            stacklevel=3,
+        )
 
 
 def _config(options: dict) -> dict:
