@@ -236,8 +236,19 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("data", help="inputs: .pt tensor or .npy array of shape (n_samples, ...)")
     common(a)
     a.add_argument("--eps", type=float, default=1e-3, help="noise scale eps (default 1e-3)")
-    a.add_argument("--variant", choices=["global", "local"], default="global")
-    a.add_argument("--scale", choices=["importance", "whitened"], default="importance")
+    a.add_argument(
+        "--variant",
+        choices=["global", "local"],
+        default="global",
+        help="Jacobian of the final output (global, default) or of the next layer's basis "
+        "coordinates (local, appendix A)",
+    )
+    a.add_argument(
+        "--scale",
+        choices=["importance", "whitened"],
+        default="importance",
+        help="scale basis directions by Lambda^1/2 (importance, default) or its inverse",
+    )
     a.add_argument(
         "--rotation",
         choices=["sparse", "none"],
@@ -246,7 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
         "towards sparse edges (default: sparse; 'none' is the paper's plain basis)",
     )
     a.add_argument("--layers", help="comma-separated layer names (module paths)")
-    a.add_argument("--batch-size", type=int, default=512)
+    a.add_argument(
+        "--batch-size", type=int, default=512, help="samples per batch (default 512; bounds memory)"
+    )
     a.set_defaults(run=_analyze)
     return p
 

@@ -142,10 +142,11 @@ def analyze(  # noqa: PLR0913 (the paper's knobs, keyword-only)
     config = _config(locals())
     chain = LayerChain.from_model(model, layers)
     device, dtype = _place(chain, device)
-    batches = Batches(
-        data, batch_size=batch_size, device=device, dtype=dtype, progress=progress, where="analyze"
-    )
-    chain = chain.for_inputs(_first_batch(batches))
+    batches = Batches(  # every progress bar says which analysis it belongs to
+        data, batch_size=batch_size, device=device, dtype=dtype, progress=progress,
+        desc=f"{basis} basis", where="analyze",
+    )  # fmt: skip
+    chain = chain.for_inputs(_first_batch(batches.labelled(f"{batches.desc}: reading the data")))
     config.update(world_size=distributed.world_size(), device=str(device))
     config["dtype"] = str(dtype).removeprefix("torch.")
     if distributed.active():  # the fingerprint reads every parameter: only when it matters
@@ -164,7 +165,7 @@ def analyze(  # noqa: PLR0913 (the paper's knobs, keyword-only)
             bases = sparse_rotation(
                 chain,
                 bases,
-                batches.labelled("rotation"),
+                batches.labelled(f"{batches.desc}: rotation"),
                 n=stats[0].n,
                 variant=variant,
                 scale=scale,
@@ -175,7 +176,7 @@ def analyze(  # noqa: PLR0913 (the paper's knobs, keyword-only)
         w = interaction_strengths(
             chain,
             bases,
-            batches.labelled("edges"),
+            batches.labelled(f"{batches.desc}: edges"),
             attribution=attribution,
             n_steps=n_steps,
             rule=rule,
@@ -291,12 +292,12 @@ def _statistics(chain: LayerChain, batches: Batches, config: dict, budget: int):
     if config["basis"] == "interaction" and config["variant"] == "global":
         return global_statistics(
             chain,
-            batches.labelled("statistics (G, M)"),
+            batches.labelled(f"{batches.desc}: statistics (G, M)"),
             jacobian_budget=budget,
             probes=config["output_probes"],
             seed=config["seed"],
         )
-    accs = activation_statistics(chain, batches.labelled("statistics (G)"))
+    accs = activation_statistics(chain, batches.labelled(f"{batches.desc}: statistics (G)"))
     return [LayerStatistics(a.n, a.mean, a.gram()) for a in accs]
 
 
@@ -320,7 +321,7 @@ def _fit_bases(chain, batches, stats: list, config: dict, budget: int) -> list[L
                 chain,
                 l,
                 bases[l + 1].C,
-                batches.labelled(f"M local {l}/{L}"),
+                batches.labelled(f"{batches.desc}: M local {l}/{L}"),
                 jacobian_budget=budget,
                 probes=config["output_probes"],
                 seed=config["seed"],
