@@ -2,9 +2,9 @@
 
 The MLP is trained on three independent sub-tasks (y_k depends only on the input group x_k). It is
 analysed in the three bases, and in each the interaction edges are removed weakest first (exactly,
-jointly; see :mod:`modgraph.ablation`) while the behavioral loss (eq. 6) against the trained model
-is measured. A basis in which the computation is sparse keeps the loss low down to fewer edges.
-The interaction-basis modules are then ablated one at a time.
+jointly; see :mod:`modgraph.circuits.ablation`) while the behavioral loss (eq. 6) against the
+trained model is measured. A basis in which the computation is sparse keeps the loss low down to
+fewer edges. The interaction-basis modules are then ablated one at a time.
 
 Run from the repository root::
 

@@ -17,7 +17,7 @@ def behavioral_loss(model_outputs: Tensor, reference_outputs: Tensor) -> float:
 
         L_B = \\frac{1}{n} \\sum_x \\lVert f(x) - f^*(x) \\rVert^2
 
-    (no factor 1/2, as in :mod:`modgraph.degeneracy`). Computed in float64.
+    (no factor 1/2, as in :mod:`modgraph.diagnostics`). Computed in float64.
 
     Parameters
     ----------

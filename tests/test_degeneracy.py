@@ -1,4 +1,4 @@
-"""Tests of modgraph.degeneracy: known answers (linear models, the paper's toy losses), reference
+"""Tests of modgraph.diagnostics: known answers (linear models, the paper's toy losses), reference
 computations (brute-force Jacobians and Hessians, float64, rtol 1e-8), planted synchronized ReLUs,
 and bad input.
 

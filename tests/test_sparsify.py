@@ -1,7 +1,7 @@
-"""Tests of modgraph.sparsify (paper sec. 4): planted rank drops and synchronized blocks must
-become absent interactions, the rewritten network must reproduce the original outputs (to 1e-10 in
-float64 for exact degeneracies), and approximate rewrites must report a behavioral loss below
-their stated bound.
+"""Tests of modgraph.diagnostics.sparsify (paper sec. 4): planted rank drops and synchronized
+blocks must become absent interactions, the rewritten network must reproduce the original
+outputs (to 1e-10 in float64 for exact degeneracies), and approximate rewrites must report a
+behavioral loss below their stated bound.
 
 The planted network (input 7 -> 8 ReLU -> 6 ReLU -> 3):
 

@@ -171,7 +171,7 @@ def effective_parameter_count(  # noqa: PLR0913 (public; the Hessian's and SGLD'
     model : nn.Sequential, list of nn.Module, or LayerChain
         The trained network, in eval mode.
     data : tensor of shape (n_samples, ...), array, or re-iterable of batches
-        Inputs, as :class:`~modgraph.chain.Batches` takes them (a one-shot generator is refused).
+        Inputs, as :class:`~modgraph.data.Batches` takes them (a one-shot generator is refused).
     eps : float
         Loss scale (absolute, in output units squared).
     method : {"hessian", "llc"}

@@ -193,7 +193,7 @@ def layer_ranks(
     model : nn.Sequential, list of nn.Module, or LayerChain
         The trained network, in eval mode.
     data : tensor of shape (n_samples, ...), array, or re-iterable of batches
-        Inputs, as :class:`~modgraph.chain.Batches` takes them (a one-shot generator is refused);
+        Inputs, as :class:`~modgraph.data.Batches` takes them (a one-shot generator is refused);
         read once.
     threshold : float
         An eigenvalue counts as nonzero when it is larger than ``threshold``. Absolute, not

@@ -42,24 +42,7 @@ def plot_basis_comparison(
         of each partition (with its share of the total). Fewer, weaker edges and a cheaper cut mean
         a sparser, more modular description of the same computation (Bushnaq et al., sec. 5).
     """
-    where = "plot_basis_comparison"
-    if not isinstance(analyses, Mapping) or not analyses:
-        raise invalid(where, "analyses", "a non-empty dict {label: Analysis}", analyses)
-    for k, a in analyses.items():
-        check_analysis(a, where, f"analyses[{k!r}]")
-    if modules is not None:
-        if not isinstance(modules, Mapping) or not modules:
-            raise invalid(
-                where, "modules", "None or a non-empty dict {label: ModuleResult}", modules
-            )
-        unknown = [k for k in modules if k not in analyses]
-        if unknown:
-            raise InputError(
-                f"modules has labels {unknown!r} that are not in analyses {list(analyses)!r}"
-            )
-        for k, r in modules.items():
-            check_instance(where, f"modules[{k!r}]", r, ModuleResult)
-            module_labels(analyses[k].graph, r, f"modules[{k!r}]")
+    _check_inputs(analyses, modules)
     keys = list(analyses)
     graphs = [analyses[k].graph for k in keys]
     n_edges = np.array([g.n_edges for g in graphs], dtype=np.float64)
@@ -81,17 +64,7 @@ def plot_basis_comparison(
         ),
     ]
     if modules is not None:
-        cost = np.array([modules[k].cost if k in modules else np.nan for k in keys])
-        text = [
-            f"{modules[k].cost:.3g}\n({modules[k].n_modules} mod., "
-            f"{100 * modules[k].cost / t:.0f}%)"
-            if k in modules and t > 0
-            else (f"{modules[k].cost:.3g}" if k in modules else "n/a")
-            for k, t in zip(keys, total)
-        ]
-        panels.append(
-            ("cross-module cost of the partition", f"cost ({STRENGTH_UNITS})", cost, text)
-        )
+        panels.append(_cost_panel(keys, modules, total))
     fig, axes, new = panel_grid(
         "plot_basis_comparison", ax, len(panels), ncols=3, panel_size=(3.5, 4.2)
     )
@@ -116,3 +89,38 @@ def plot_basis_comparison(
         eps_txt = f"eps = {epss.pop():g}" if len(epss) == 1 else "eps differs between bases"
         fig.suptitle(f"The same network in {len(keys)} bases ({eps_txt})", fontsize=11)
     return fig
+
+
+def _check_inputs(analyses, modules) -> None:
+    where = "plot_basis_comparison"
+    if not isinstance(analyses, Mapping) or not analyses:
+        raise invalid(where, "analyses", "a non-empty dict {label: Analysis}", analyses)
+    for k, a in analyses.items():
+        check_analysis(a, where, f"analyses[{k!r}]")
+    if modules is None:
+        return
+    if not isinstance(modules, Mapping) or not modules:
+        raise invalid(where, "modules", "None or a non-empty dict {label: ModuleResult}", modules)
+    unknown = [k for k in modules if k not in analyses]
+    if unknown:
+        raise InputError(
+            f"modules has labels {unknown!r} that are not in analyses {list(analyses)!r}"
+        )
+    for k, r in modules.items():
+        check_instance(where, f"modules[{k!r}]", r, ModuleResult)
+        module_labels(analyses[k].graph, r, f"modules[{k!r}]")
+
+
+def _cost_panel(keys, modules, total):
+    """The cross-module cost of each basis' partition, with its share of the total strength."""
+    cost = np.array([modules[k].cost if k in modules else np.nan for k in keys])
+    text = []
+    for k, t in zip(keys, total):
+        if k not in modules:
+            text.append("n/a")
+        elif t > 0:
+            r = modules[k]
+            text.append(f"{r.cost:.3g}\n({r.n_modules} mod., {100 * r.cost / t:.0f}%)")
+        else:
+            text.append(f"{modules[k].cost:.3g}")
+    return ("cross-module cost of the partition", f"cost ({STRENGTH_UNITS})", cost, text)
