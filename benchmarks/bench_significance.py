@@ -11,7 +11,7 @@ and on ``--seeds`` more, tested at the planted K and at the automatic number.
 
 Prints, per method and number of modules, the fraction with p <= 0.05 and the spread of p.
 Run: ``python benchmarks/bench_significance.py [--nets 10] [--n-null 19] [--seeds 1]``
-(about 10 minutes on 2 cores with the defaults).
+(about 100 s on 2 cores with the defaults).
 """
 
 from __future__ import annotations
