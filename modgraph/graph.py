@@ -420,7 +420,7 @@ class InteractionGraph:
         g.es["strength"] = e.strength.tolist()
         return g
 
-    def to_graphml(self, path) -> Path:
+    def to_graphml(self, path, *, modules: Mapping[str, Mapping[str, int]] | None = None) -> Path:
         """Write the graph as GraphML (readable by Gephi, networkx and igraph), atomically.
 
         Floats are declared ``attr.type="double"`` and written with Python's shortest
@@ -434,6 +434,11 @@ class InteractionGraph:
         ----------
         path : str or os.PathLike
             Destination file; its directory must exist.
+        modules : dict {name: membership}, optional
+            Partitions to store as node attributes ``module_<name>`` (int; ``-1`` for a node
+            without edges), e.g. ``{"leiden": result.membership}``. Node ids are ``"l:i"``:
+            ``l`` is the layer's *position* in the chain (attribute ``layer``), ``i`` the
+            direction's index in that layer (``index``); ``layer_name`` is the module path.
 
         Returns
         -------
@@ -449,6 +454,12 @@ class InteractionGraph:
         if path.is_dir():
             raise InputError(f"path must be a file name, got the directory {str(path)!r}")
         g = self.to_networkx()
+        for name, membership in (modules or {}).items():
+            if not isinstance(name, str) or not name.isidentifier():
+                raise invalid("to_graphml", "modules", "a dict keyed by identifiers", name)
+            labels = self.membership_array(membership).tolist()
+            for node, m in zip(self.nodes, labels, strict=True):
+                g.nodes[node][f"module_{name}"] = m
         # GraphML attributes must be scalars: store the list of names as a JSON string.
         g.graph["layer_names"] = json.dumps(list(self.layer_names))
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:

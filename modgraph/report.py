@@ -142,7 +142,8 @@ def write_report(
         for name, fig in _figures(analysis, baselines, found):  # each saved, then dropped
             written += plotting.save_figure(fig, tmp / name)
         t_figures = time.perf_counter() - t0
-        graph.to_graphml(tmp / "interaction_graph.graphml")
+        partitions = {m: found[m].membership for m in ("leiden", "spectral")}
+        graph.to_graphml(tmp / "interaction_graph.graphml", modules=partitions)
         analysis.save(tmp / "analysis")
         summary["timings"] = {
             **earlier,

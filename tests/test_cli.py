@@ -58,10 +58,13 @@ def test_analyze_writes_every_output(saved, data, capsys):
     assert summary["layers"][0]["name"] == "input"
     g = nx.read_graphml(out / "interaction_graph.graphml")
     assert g.number_of_edges() == summary["graph"]["edges"]
-    assert (
-        igraph.Graph.Read_GraphML(str(out / "interaction_graph.graphml")).ecount()
-        == summary["graph"]["edges"]
-    )
+    ig = igraph.Graph.Read_GraphML(str(out / "interaction_graph.graphml"))
+    assert ig.ecount() == summary["graph"]["edges"]
+    # both partitions travel with the graph: the same membership as summary.json, in both readers
+    for method in ("leiden", "spectral"):
+        want = summary["modules"][method]["membership"]
+        assert {n: d[f"module_{method}"] for n, d in g.nodes(data=True)} == want
+        assert dict(zip(ig.vs["id"], (int(m) for m in ig.vs[f"module_{method}"]))) == want
     assert "modules (leiden): 2" in capsys.readouterr().out
     assert not [p for p in saved.iterdir() if p.name.startswith(".out.")]  # no temp left
     # published with ordinary permissions, not the private ones of temporary files

@@ -305,3 +305,15 @@ def test_single_layer_graph_has_no_edges():
     g = InteractionGraph(("only",), (np.ones(3),), (), eps=1.0)
     assert g.n_nodes == 3 and g.n_edges == 0 and not g.connected_nodes.any()
     assert g.adjacency().nnz == 0
+
+
+def test_graphml_carries_partitions_as_node_attributes(tmp_path):
+    g = InteractionGraph(("a", "b"), (np.ones(2), np.ones(2)), (np.eye(2) * 10,), eps=1.0)
+    membership = {"0:0": 0, "0:1": 1, "1:0": 0, "1:1": 1}
+    path = g.to_graphml(tmp_path / "g.graphml", modules={"leiden": membership})
+    back = nx.read_graphml(path)
+    assert {n: d["module_leiden"] for n, d in back.nodes(data=True)} == membership
+    assert InteractionGraph.from_graphml(path).n_edges == g.n_edges  # still reads back
+    with pytest.raises(InputError, match="'modules' parameter of to_graphml"):
+        g.to_graphml(tmp_path / "h.graphml", modules={"not an id": membership})
+    assert not (tmp_path / "h.graphml").exists()
