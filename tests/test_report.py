@@ -320,3 +320,12 @@ def test_write_report_from_the_api(tmp_path, analyses, a, caplog):
     with pytest.raises(InputError, match="out .*file.* exists and is not a directory"):
         mg.write_report(a, tmp_path / "file")
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_heatmap_cut_of_a_perfect_partition_is_exactly_zero():
+    w = np.kron(np.eye(2), np.array([[0.3, 7.1], [2.9, 0.7]]))  # two blocks, odd strengths
+    g = mg.InteractionGraph(("a", "b"), (np.ones(4), np.ones(4)), (w,), eps=1e-2)
+    fig = plot_module_heatmap(g, {"0:0": 0, "0:1": 0, "1:0": 0, "1:1": 0, "0:2": 1, "0:3": 1,
+                                  "1:2": 1, "1:3": 1})  # fmt: skip
+    (panel,) = [ax for ax in fig.axes if ax.images]
+    assert panel.get_title().endswith("(cut 0)")

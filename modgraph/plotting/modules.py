@@ -226,9 +226,8 @@ def plot_module_heatmap(analysis_or_graph, modules, *, ax=None):
                 )
         ax_.set_xlabel(f"module in layer {names[l + 1]}")
         ax_.set_ylabel(f"module in layer {names[l]}")
-        cut = S.sum() - sum(
-            S[a, b] for a, r in enumerate(rows) for b, c in enumerate(cols) if r == c
-        )
+        # the cut is summed directly (not total minus within), so it is never a rounding residue
+        cut = sum(S[a, b] for a, r in enumerate(rows) for b, c in enumerate(cols) if r != c)
         ax_.set_title(f"{names[l]} -> {names[l + 1]} (cut {cut:.3g})", fontsize=10)
     if image is not None:
         cbar = fig.colorbar(image, ax=axes, shrink=0.9)
