@@ -3,6 +3,7 @@
 Three kinds of alias, each listed in CHANGELOG.md under the release that made it:
 
 - :func:`renamed_parameters`: a keyword argument renamed (``num_chains`` -> ``n_chains``);
+- :class:`renamed_attribute`: an attribute of a result renamed (``LLCEstimate.num_burnin``);
 - :func:`moved_names`: a module-level ``__getattr__`` for names that moved to another module;
 - :data:`MOVED_MODULES` with :func:`install_module_aliases`: old module paths
   (``modgraph.ablation``) import the module's new home (``modgraph.circuits``).
@@ -57,6 +58,22 @@ def renamed_parameters(**renames: str):
         return inner
 
     return wrap
+
+
+class renamed_attribute:
+    """Class attribute: ``old = renamed_attribute("new")`` reads ``new``, with a warning."""
+
+    def __init__(self, new: str):
+        self.new = new
+
+    def __set_name__(self, owner, name):
+        self.old = f"{owner.__name__}.{name}"
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            return self
+        warn_renamed(self.old, f"{owner.__name__}.{self.new}")
+        return getattr(obj, self.new)
 
 
 def moved_names(module: str, moved: dict[str, str]):

@@ -22,6 +22,8 @@ from .errors import InputError
 __all__ = [
     "SEED_MAX",
     "invalid",
+    "describe",
+    "a_or_an",
     "check_real",
     "check_int",
     "check_seed",
@@ -37,11 +39,9 @@ SEED_MAX = 2**31 - 1
 def invalid(where: str, name: str, constraint: str, value, *, shown: str | None = None):
     """The :class:`InputError` for ``value`` breaking ``constraint`` as ``name`` of ``where``.
 
-    ``shown`` replaces ``repr(value)`` in the message (e.g. a type name for a large object).
+    ``shown`` replaces :func:`describe`'s words for the value (e.g. to add its shape).
     """
-    shown = repr(value) if shown is None else shown
-    if len(shown) > 200:
-        shown = shown[:197] + "..."
+    shown = describe(value) if shown is None else shown
     return InputError(
         f"The {name!r} parameter of {where} must be {constraint}. Got {shown} instead."
     )
@@ -66,8 +66,16 @@ def _bounds(low, high, low_open: bool, high_open: bool) -> str:
     return ""
 
 
-def _a(noun: str) -> str:
+def a_or_an(noun: str) -> str:
+    """``noun`` with its indefinite article: "an Axes", "a list"."""
     return ("an " if noun[:1].lower() in "aeiou" else "a ") + noun
+
+
+def describe(value) -> str:
+    """A value as an error message shows it: its repr when short, else its type ("a Tensor")."""
+    r = repr(value)
+    short = isinstance(value, (numbers.Number, str, bytes, type(None))) or len(r) <= 60
+    return (r if len(r) <= 200 else r[:197] + "...") if short else a_or_an(type(value).__name__)
 
 
 def check_real(
@@ -140,9 +148,6 @@ def check_instance(where: str, name: str, value, types, description: str | None 
     if not isinstance(value, types):
         if description is None:
             ts = types if isinstance(types, tuple) else (types,)
-            description = " or ".join(_a(t.__name__) for t in ts)
-        scalar = isinstance(value, (numbers.Number, str, bytes, type(None)))
-        raise invalid(
-            where, name, description, value, shown=None if scalar else _a(type(value).__name__)
-        )
+            description = " or ".join(a_or_an(t.__name__) for t in ts)
+        raise invalid(where, name, description, value)
     return value

@@ -42,7 +42,7 @@ def iter_batches(
     elif isinstance(data, Iterable):
         batches = data
     else:
-        raise invalid(where, "data", _DATA, data, shown=f"a {type(data).__name__}")
+        raise invalid(where, "data", _DATA, data)
     for i, b in enumerate(batches):
         if isinstance(b, (tuple, list)) and b and all(isinstance(t, Tensor) for t in b):
             if len({len(t) if t.ndim else 0 for t in b}) > 1:  # not (inputs, labels, ...)
@@ -103,7 +103,7 @@ class Batches:
         check_int(where, "batch_size", batch_size, low=1)
         if not isinstance(data, Tensor) and not hasattr(data, "__array__"):
             if data is None or not isinstance(data, Iterable):
-                raise invalid(where, "data", _DATA, data, shown=f"a {type(data).__name__}")
+                raise invalid(where, "data", _DATA, data)
             if isinstance(data, Iterator):  # not iter(data): that would start a pass
                 raise InputError(
                     f"data is a one-shot iterator ({type(data).__name__}) but modgraph reads the "

@@ -62,7 +62,7 @@ def _layer_names(names) -> tuple[str, ...]:
 def _importance(importance, n_layers: int) -> tuple[np.ndarray, ...]:
     if isinstance(importance, np.ndarray) or not isinstance(importance, Sequence):
         constraint = "a sequence of 1-d arrays (one per layer)"
-        raise invalid(_WHERE, "importance", constraint, importance, shown=type(importance).__name__)
+        raise invalid(_WHERE, "importance", constraint, importance)
     if len(importance) != n_layers:
         raise InputError(
             f"importance must have one array per layer ({n_layers} layer_names), "
@@ -82,7 +82,7 @@ def _importance(importance, n_layers: int) -> tuple[np.ndarray, ...]:
 def _strengths(w, sizes: list[int]) -> tuple[np.ndarray, ...]:
     if isinstance(w, np.ndarray) or not isinstance(w, Sequence):
         constraint = "a sequence of 2-d arrays (one per adjacent layer pair)"
-        raise invalid(_WHERE, "w", constraint, w, shown=type(w).__name__)
+        raise invalid(_WHERE, "w", constraint, w)
     if len(w) != len(sizes) - 1:
         raise InputError(
             f"w must have one matrix per adjacent layer pair ({len(sizes) - 1} for "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import replace
 
 import torch
@@ -153,15 +154,14 @@ def analyze(  # noqa: PLR0913 (the paper's knobs, keyword-only)
         same = {k: v for k, v in config.items() if k != "device"}  # cuda:0, cuda:1, ...
         distributed.check_same("model and options", (chain.fingerprint(), eps, same))
     timings: dict[str, float] = {}
-    clock = _Clock(timings)
 
-    with clock("statistics"):
+    with _timed(timings, "statistics"):
         stats = _statistics(chain, batches, config, jacobian_budget)
     _check_variance(chain, stats)
-    with clock("basis"):
+    with _timed(timings, "basis"):
         bases = _fit_bases(chain, batches, stats, config, jacobian_budget)
     if basis == "interaction" and rotation == "sparse":  # see modgraph.rotation
-        with clock("rotation"):
+        with _timed(timings, "rotation"):
             bases = sparse_rotation(
                 chain,
                 bases,
@@ -172,7 +172,7 @@ def analyze(  # noqa: PLR0913 (the paper's knobs, keyword-only)
                 tie_rtol=tie_rtol,
                 jacobian_budget=jacobian_budget,
             )
-    with clock("edges"):
+    with _timed(timings, "edges"):
         w = interaction_strengths(
             chain,
             bases,
@@ -270,21 +270,12 @@ def _config(options: dict) -> dict:
     return {k: options[k] for k in keys}
 
 
-class _Clock:
-    """``with clock("stage"):`` adds the seconds spent in the block to ``timings["stage"]``."""
-
-    def __init__(self, timings: dict[str, float]):
-        self.timings = timings
-
-    def __call__(self, stage: str):
-        self.stage = stage
-        return self
-
-    def __enter__(self):
-        self.t0 = time.perf_counter()
-
-    def __exit__(self, *exc):
-        self.timings[self.stage] = time.perf_counter() - self.t0
+@contextmanager
+def _timed(timings: dict[str, float], stage: str):
+    """Add the seconds spent in the ``with`` block to ``timings[stage]``."""
+    t0 = time.perf_counter()
+    yield
+    timings[stage] = time.perf_counter() - t0
 
 
 def _statistics(chain: LayerChain, batches: Batches, config: dict, budget: int):
@@ -332,15 +323,10 @@ def _fit_bases(chain, batches, stats: list, config: dict, budget: int) -> list[L
 
 
 def _first_batch(batches: Batches) -> Tensor:
-    """The first batch on this rank (a probe for the input type); every rank must have one.
-
-    The probe reads the whole data once (no model call), so that every later pass is checked
-    against its number of samples (:class:`~modgraph.data.Batches`).
-    """
+    """The first batch on this rank (a probe for the input type); every rank must have one."""
     first, error = None, None
     try:
-        for b in batches:
-            first = b if first is None else first
+        first = next(iter(batches), None)
         if first is None:
             raise InputError("data is empty: it yielded no samples")
     except Exception as err:  # every rank must learn of it before the next collective

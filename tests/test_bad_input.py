@@ -34,15 +34,20 @@ def analyze(net, x, **kw):
     return mg.analyze(net, x, progress=False, **kw)
 
 
+#: Inputs that make every output NaN.
+NAN_X = torch.full((20, 3), float("nan"), dtype=torch.float64)
+
+
 class Flaky:
-    """Re-iterable data that yields 600 samples on its first pass and 300 on later ones."""
+    """Re-iterable data that yields 600 samples on its first two passes (the probe of the input
+    type reads one batch, the statistics the whole data) and 300 on later ones."""
 
     def __init__(self):
         self.passes = 0
 
     def __iter__(self):
         self.passes += 1
-        n = 600 if self.passes == 1 else 300
+        n = 600 if self.passes <= 2 else 300
         return iter(torch.randn(n, 3, dtype=torch.float64).split(100))
 
 
@@ -270,7 +275,7 @@ CASES = [
         lambda c: mg.module_ablation(
             c["net"],
             c["a"],
-            torch.full((20, 3), float("nan"), dtype=torch.float64),
+            NAN_X,
             mg.find_modules(c["a"].graph),
         ),
         NonFiniteError,
@@ -281,7 +286,7 @@ CASES = [
         lambda c: mg.smallest_circuit(
             c["net"],
             c["a"],
-            torch.full((20, 3), float("nan"), dtype=torch.float64),
+            NAN_X,
             mg.find_modules(c["a"].graph),
         ),
         NonFiniteError,
@@ -408,10 +413,19 @@ def test_bad_input_is_named(ctx, name, call, kind, match):
 
 
 def test_users_files_survive_the_refusals(ctx):
-    for name in ("a_file", "user/notes.txt", "rep/notes.txt"):
-        p = ctx["root"] / name
-        if p.exists():
-            assert p.read_text() == "mine"
+    user_file = _text(ctx, "survivor.txt", "mine")
+    user_dir = _user_dir(ctx, "survivors")
+    for refused in (
+        lambda: ctx["a"].save(user_file),
+        lambda: ctx["a"].save(user_dir, overwrite=True),
+        lambda: mg.write_report(ctx["a"], user_dir, overwrite=True),
+    ):
+        with pytest.raises(mg.InputError):
+            refused()
+    for p in (user_file, user_dir / "notes.txt"):
+        assert p.read_text() == "mine"
+    assert [p.name for p in user_dir.iterdir()] == ["notes.txt"]
+    assert not [p for p in ctx["root"].iterdir() if p.name.startswith(".")]  # no temporaries
 
 
 def test_eps_without_edges_warns_with_the_largest_w(ctx):

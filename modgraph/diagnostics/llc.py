@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad_and_value, jvp, vjp, vmap
 
-from .._deprecation import renamed_parameters, warn_renamed
+from .._deprecation import renamed_attribute, renamed_parameters
 from .._validation import check_bool, check_int, check_real, check_seed
 from ..errors import InputError
 from ..statistics import check_finite
@@ -114,11 +114,7 @@ class LLCEstimate:
     eps: float
     n_burnin: int
 
-    @property
-    def num_burnin(self) -> int:
-        """Deprecated name of :attr:`n_burnin`."""
-        warn_renamed("LLCEstimate.num_burnin", "LLCEstimate.n_burnin")
-        return self.n_burnin
+    num_burnin = renamed_attribute("n_burnin")  # deprecated name
 
     @property
     def converged(self) -> bool:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from torch import nn
 
-from .._deprecation import renamed_parameters, warn_renamed
+from .._deprecation import renamed_attribute, renamed_parameters
 from .._linalg import eigvals_desc
 from .._validation import check_int, check_real
 from ..chain import LayerChain, LayerSelector, device_and_dtype
@@ -73,11 +73,7 @@ class LayerRanks:
     n_samples: int
     n_params: int
 
-    @property
-    def eps(self) -> float:
-        """Deprecated name of :attr:`threshold`."""
-        warn_renamed("LayerRanks.eps", "LayerRanks.threshold")
-        return self.threshold
+    eps = renamed_attribute("threshold")  # deprecated name
 
     @property
     def names(self) -> tuple[str, ...]:

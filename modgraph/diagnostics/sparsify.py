@@ -71,7 +71,7 @@ import scipy.linalg
 import torch
 from torch import Tensor, nn
 
-from .._deprecation import renamed_parameters, warn_renamed
+from .._deprecation import renamed_attribute, renamed_parameters
 from .._validation import check_int, check_real
 from ..chain import LayerChain
 from ..data import Batches
@@ -247,17 +247,9 @@ class SparsifiedModel:
     def meets_bound(self) -> bool:
         return all(r.meets_bound for r in self.layers)
 
-    @property
-    def behavioural_loss(self) -> float:
-        """Deprecated name of :attr:`behavioral_loss`."""
-        warn_renamed("SparsifiedModel.behavioural_loss", "SparsifiedModel.behavioral_loss")
-        return self.behavioral_loss
+    behavioural_loss = renamed_attribute("behavioral_loss")  # deprecated name
 
-    @property
-    def tol(self) -> float:
-        """Deprecated name of :attr:`mismatch`."""
-        warn_renamed("SparsifiedModel.tol", "SparsifiedModel.mismatch")
-        return self.mismatch
+    tol = renamed_attribute("mismatch")  # deprecated name
 
     def to_dict(self) -> dict[str, list]:
         """Column-wise plain-Python summary of :attr:`layers`."""

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._deprecation import renamed_parameters, warn_renamed
+from .._deprecation import renamed_attribute, renamed_parameters
 from .._validation import check_int, check_real
 from ..chain import LayerChain, LayerSelector, device_and_dtype
 from ..data import Batches
@@ -50,11 +50,7 @@ class SynchronizedBlocks:
     mismatch: float
     n_samples: int
 
-    @property
-    def tol(self) -> float:
-        """Deprecated name of :attr:`mismatch`."""
-        warn_renamed("SynchronizedBlocks.tol", "SynchronizedBlocks.mismatch")
-        return self.mismatch
+    tol = renamed_attribute("mismatch")  # deprecated name
 
     @property
     def synchronized(self) -> tuple[tuple[int, ...], ...]:

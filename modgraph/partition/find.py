@@ -50,7 +50,9 @@ class CostCurve:
 def _validate(where: str, graph, params: dict) -> ConnectedGraph:
     """Check the options of ``where`` (find_modules or cost_curve); the graph's connected part."""
     check_graph(graph, where)
-    method, n_modules, resolution, quality, seed, n_iterations, refine = params.values()
+    method, n_modules, resolution = params["method"], params["n_modules"], params["resolution"]
+    quality, seed, n_iterations = params["quality"], params["seed"], params["n_iterations"]
+    refine = params["refine"]
     check_bool(where, "refine", refine)
     check_choice(where, "method", method, METHODS)
     check_choice(where, "quality", quality, QUALITIES)

@@ -96,7 +96,7 @@ def _check_inputs(analyses, modules) -> None:
     if not isinstance(analyses, Mapping) or not analyses:
         raise invalid(where, "analyses", "a non-empty dict {label: Analysis}", analyses)
     for k, a in analyses.items():
-        check_analysis(a, where, f"analyses[{k!r}]")
+        check_analysis(where, a, f"analyses[{k!r}]")
     if modules is None:
         return
     if not isinstance(modules, Mapping) or not modules:

@@ -75,7 +75,7 @@ def plot_graph(
     from matplotlib.colors import to_rgba
     from matplotlib.lines import Line2D
 
-    graph = as_graph(analysis_or_graph, "plot_graph")
+    graph = as_graph("plot_graph", analysis_or_graph)
     check_int("plot_graph", "max_edges", max_edges, low=0)
     connected = graph.connected_nodes
     if modules is None:

@@ -186,7 +186,7 @@ def plot_module_heatmap(analysis_or_graph, modules, *, ax=None):
     from matplotlib.colors import Normalize
     from matplotlib.patches import Rectangle
 
-    graph = as_graph(analysis_or_graph, "plot_module_heatmap")
+    graph = as_graph("plot_module_heatmap", analysis_or_graph)
     blocks = module_interactions(graph, modules)
     if not blocks:
         raise InputError(f"analysis_or_graph has a single layer, so no layer pairs: {graph!r}")

@@ -35,7 +35,7 @@ def plot_spectra(analysis: Analysis, *, ax=None):
     """
     from matplotlib.lines import Line2D
 
-    analysis = check_analysis(analysis, "plot_spectra")
+    analysis = check_analysis("plot_spectra", analysis)
     rtol = float(analysis.config.get("rtol", 1e-10))
     basis = analysis.config.get("basis", "interaction")
     layers = analysis.layers

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._validation import check_instance, invalid
+from .._validation import a_or_an, check_instance, invalid
 from ..analysis import Analysis
 from ..atomic import atomic_path
 from ..graph import InteractionGraph
@@ -80,18 +80,14 @@ def module_style(m: int) -> tuple[str, str, str]:
     return MODULE_COLORS[m % n], MARKERS[(m // n) % len(MARKERS)], HATCHES[(m // n) % len(HATCHES)]
 
 
-def _a(noun: str) -> str:
-    return ("an " if noun[:1].lower() in "aeiou" else "a ") + noun
-
-
-def as_graph(x, where: str, name: str = "analysis_or_graph") -> InteractionGraph:
+def as_graph(where: str, x, name: str = "analysis_or_graph") -> InteractionGraph:
     """The graph of an Analysis, or an InteractionGraph itself."""
     if isinstance(x, Analysis):
         return x.graph
     return check_instance(where, name, x, InteractionGraph, "an Analysis or an InteractionGraph")
 
 
-def check_analysis(x, where: str, name: str = "analysis") -> Analysis:
+def check_analysis(where: str, x, name: str = "analysis") -> Analysis:
     """``x`` must be an :class:`Analysis`."""
     return check_instance(where, name, x, Analysis, "an Analysis")
 
@@ -111,7 +107,7 @@ def check_ax(where: str, ax, n_panels: int) -> list:
         length = f" of length {len(axes)}" if isinstance(axes, Sequence) else ""
         one = "an Axes or " if n_panels == 1 else ""
         constraint = f"{one}a sequence of {n_panels} Axes (one per panel)"
-        raise invalid(where, "ax", constraint, ax, shown=_a(type(ax).__name__) + length)
+        raise invalid(where, "ax", constraint, ax, shown=a_or_an(type(ax).__name__) + length)
     return axes
 
 
@@ -183,21 +179,15 @@ def as_list(where: str, name: str, x, kind: type) -> list:
     if isinstance(x, kind):
         return [x]
     items = list(x.values()) if isinstance(x, Mapping) else x
-    constraint = f"{_a(kind.__name__)} or a non-empty sequence of them"
+    constraint = f"{a_or_an(kind.__name__)} or a non-empty sequence of them"
     if (
         not isinstance(items, Sequence)
         or isinstance(items, str)
         or not items
         or not all(isinstance(item, kind) for item in items)
     ):
-        raise invalid(where, name, constraint, x, shown=_shown(x))
+        raise invalid(where, name, constraint, x)
     return list(items)
-
-
-def _shown(x) -> str:
-    """A short description of a value: its repr when short, else its type."""
-    r = repr(x)
-    return r if len(r) <= 60 else _a(type(x).__name__)
 
 
 def save_figure(fig, path_without_suffix: str | os.PathLike, formats=("png", "svg")) -> list[Path]:
