@@ -63,6 +63,7 @@ from .partition import (
     adjusted_rand_index,
     cost_curve,
     cross_module_cost,
+    normalized_cut,
     find_modules,
     module_significance,
 )
@@ -99,6 +100,7 @@ __all__ = [
     "Significance",
     "find_modules",
     "cross_module_cost",
+    "normalized_cut",
     "cost_curve",
     "module_significance",
     "adjusted_rand_index",

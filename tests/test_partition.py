@@ -17,9 +17,12 @@ from modgraph.partition import (
     cross_module_cost,
     find_modules,
     module_significance,
+    normalized_cut,
+    shuffled_graph,
 )
+from modgraph.partition.null import null_graph
 from modgraph.partition.objective import ConnectedGraph
-from modgraph.partition.spectral import refine_moves
+from modgraph.partition.refine import merge_to, move_gains, refine_ncut
 
 EPS = 0.01  # sqrt(EPS) = 0.1
 THR = 0.1
@@ -84,6 +87,45 @@ def ari_pair_counting(a, b):
     return 1.0 if top == expected else (n11 - expected) / (top - expected)
 
 
+def ncut_by_networkx_loop(graph, labels):
+    """Normalized cut from networkx's edge list: sum over modules of cut / volume."""
+    G = graph.to_networkx()
+    module = dict(zip(graph.nodes, labels))
+    cut, vol = {}, {}
+    for a, b, d in G.edges(data=True):
+        for x, y in ((a, b), (b, a)):
+            vol[module[x]] = vol.get(module[x], 0.0) + d["strength"]
+            if module[x] != module[y]:
+                cut[module[x]] = cut.get(module[x], 0.0) + d["strength"]
+    return sum(cut.get(m, 0.0) / v for m, v in vol.items())
+
+
+def set_partitions(n, k):
+    """Every partition of range(n) into exactly k non-empty blocks, as label arrays."""
+    def rec(i, labels, used):
+        if i == n:
+            if used == k:
+                yield np.array(labels)
+            return
+        for m in range(min(used + 1, k)):
+            yield from rec(i + 1, [*labels, m], max(used, m + 1))
+
+    yield from rec(0, [], 0)
+
+
+def small_graph(seed, planted_k=None, sizes=(3, 3, 3, 3)):
+    """A layered graph of at most 12 nodes, random or with ``planted_k`` noisy modules."""
+    rng = np.random.default_rng(seed)
+    lab = [rng.integers(0, planted_k or 1, n) for n in sizes]
+    w = []
+    for l in range(len(sizes) - 1):
+        same = lab[l + 1][:, None] == lab[l][None, :]
+        strength = rng.uniform(0.1, 3.0, same.shape) * np.where(same, 1.0, 0.3 if planted_k else 1)
+        w.append(THR * np.exp(strength))
+    names = tuple(str(l) for l in range(len(sizes)))
+    return InteractionGraph(names, [np.ones(n) for n in sizes], w, eps=EPS)
+
+
 def cost_by_networkx_loop(graph, labels):
     G = graph.to_networkx()
     module = dict(zip(graph.nodes, labels))
@@ -134,43 +176,130 @@ def test_cross_module_cost_rejects_bad_memberships():
         cross_module_cost(g, [0, 1])
 
 
+# ---------------------------------------------------------------------------- the objective
+def test_normalized_cut_matches_networkx_loop():
+    g, _ = planted(noise=0.1, seed=3, n_isolated=0)
+    rng = np.random.default_rng(0)
+    for _ in range(4):
+        labels = rng.integers(0, 4, g.n_nodes)
+        assert normalized_cut(g, labels) == pytest.approx(ncut_by_networkx_loop(g, labels), 1e-12)
+    assert normalized_cut(g, np.zeros(g.n_nodes, int)) == 0.0
+    # Each node alone: all of its strength crosses, 1 per node.
+    assert normalized_cut(g, np.arange(g.n_nodes)) == pytest.approx(g.n_nodes)
+
+
+def test_normalized_cut_does_not_reward_cutting_off_weak_nodes():
+    # Brute force over every split in two of graphs without modules: the literal cost's optimum
+    # is a single node, the normalized cut's never is.
+    for seed in range(5):
+        sub = ConnectedGraph(small_graph(seed))
+        splits = list(set_partitions(sub.n, 2))
+        by_cost = min(splits, key=sub.cost)
+        by_ncut = min(splits, key=sub.ncut)
+        assert np.bincount(by_cost).min() == 1
+        assert np.bincount(by_ncut).min() > 1
+
+
+def test_move_gains_are_exact():
+    g, _ = planted(noise=0.2, seed=5, n_isolated=0)
+    sub = ConnectedGraph(g)
+    labels = np.random.default_rng(1).integers(0, 3, sub.n)
+    gain, target = move_gains(sub, labels, 3)
+    base = sub.ncut(labels)
+    for i in range(sub.n):
+        best = np.inf
+        for m in range(3):
+            if m != labels[i] and np.sum(labels == labels[i]) > 1:
+                trial = labels.copy()
+                trial[i] = m
+                best = min(best, sub.ncut(trial) - base)
+        assert gain[i] == pytest.approx(best, abs=1e-12)
+
+
+def test_refinement_reaches_a_local_optimum_without_emptying_modules():
+    g, _ = planted(noise=0.2, seed=5)
+    sub = ConnectedGraph(g)
+    start = np.random.default_rng(0).integers(0, 4, sub.n)
+    labels, n_moves = refine_ncut(sub, start)
+    assert n_moves > 0 and sub.ncut(labels) < sub.ncut(start)
+    assert np.all(np.bincount(labels, minlength=4) > 0)
+    value = sub.ncut(labels)
+    for i in range(sub.n):  # brute force: no single move lowers it further
+        for m in range(4):
+            if m != labels[i] and np.sum(labels == labels[i]) > 1:
+                trial = labels.copy()
+                trial[i] = m
+                assert sub.ncut(trial) >= value - 1e-9
+
+
+def test_merge_to_takes_the_best_merge_each_time():
+    g, _ = planted(noise=0.2, seed=4, n_isolated=0)
+    sub = ConnectedGraph(g)
+    labels = np.random.default_rng(2).integers(0, 6, sub.n)
+    merged = merge_to(sub, labels, 5)
+    best = min(
+        sub.ncut(np.where(labels == b, a, labels))
+        for a, b in itertools.combinations(range(6), 2)
+    )
+    assert sub.ncut(merged) == pytest.approx(best, abs=1e-12)
+    assert merged.max() + 1 == 5
+    assert merge_to(sub, labels, 2).max() + 1 == 2
+
+
+@pytest.mark.parametrize("method", ["leiden", "spectral"])
+def test_solvers_reach_the_exact_optimum_on_small_graphs(method):
+    gaps = []
+    for seed in range(8):
+        g = small_graph(seed, planted_k=None if seed % 2 else 3)
+        sub = ConnectedGraph(g)
+        for k in (2, 3):
+            exact = min(sub.ncut(z) for z in set_partitions(sub.n, k))
+            found = find_modules(g, method=method, n_modules=k, seed=0).ncut
+            assert found >= exact - 1e-12
+            gaps.append((found - exact) / exact)
+    assert np.mean(gaps) <= 0.01, gaps
+
+
 # ---------------------------------------------------------------------------- planted modules
 @pytest.mark.parametrize("method", ["leiden", "spectral"])
 @pytest.mark.parametrize("noise", [0.0, 0.05])
 @pytest.mark.parametrize("seed", [0, 1])
-def test_planted_modules_are_recovered(method, noise, seed):
+def test_planted_modules_are_recovered_at_automatic_k(method, noise, seed):
     g, truth = planted(noise=noise, seed=seed)
     r = find_modules(g, method=method)
     labels = r.membership_array
     kept = truth >= 0
     np.testing.assert_array_equal(labels[~kept], -1)  # isolated nodes are unassigned
     assert adjusted_rand_index(labels[kept], truth[kept]) == 1.0
-    assert r.n_modules == 3
+    assert r.n_modules == 3 and r.verdict.startswith("3 modules, significant")
+    assert r.info["n_splits_kept"] == 2
     assert r.cost <= cross_module_cost(g, truth) + 1e-12
+    assert r.ncut == pytest.approx(normalized_cut(g, r))
     if noise == 0.0:
-        assert r.cost == 0.0 and r.info["n_components"] == 3
+        assert r.cost == 0.0 and r.info["n_components"] == 3 and r.significance.p_value < 1e-9
     else:
         assert r.cost > 0 and r.info["n_components"] == 1  # noise edges join the blocks
+        assert r.significance.p_value < 1e-3
 
 
-@pytest.mark.parametrize("quality", ["modularity", "cpm"])
-def test_leiden_hits_requested_number_of_modules(quality):
+@pytest.mark.parametrize("method", ["leiden", "spectral"])
+def test_requested_number_of_modules(method):
     g, truth = planted(noise=0.05, n_blocks=4, seed=2)
-    r = find_modules(g, method="leiden", quality=quality, n_modules=4)
+    r = find_modules(g, method=method, n_modules=4)
     kept = truth >= 0
-    assert r.n_modules == 4
+    assert r.n_modules == 4 and r.significance is None and "requested" in r.verdict
     assert adjusted_rand_index(r.membership_array[kept], truth[kept]) == 1.0
-    assert r.info["resolution_used"] > 0
-    r6 = find_modules(g, method="leiden", quality=quality, n_modules=6)
-    assert r6.n_modules == 6 and r6.cost > r.cost
+    r6 = find_modules(g, method=method, n_modules=6)
+    assert r6.n_modules == 6 and r6.ncut > r.ncut
 
 
-def test_cpm_default_resolution_finds_planted_modules():
+def test_leiden_at_a_given_resolution():
     g, truth = planted(noise=0.05, seed=4)
-    r = find_modules(g, method="leiden", quality="cpm")
+    gamma = ConnectedGraph(g).density
+    r = find_modules(g, method="leiden", quality="cpm", resolution=gamma)
     kept = truth >= 0
     assert adjusted_rand_index(r.membership_array[kept], truth[kept]) == 1.0
-    assert r.info["resolution_used"] == pytest.approx(ConnectedGraph(g).density)
+    assert r.info["resolution_used"] == gamma and r.significance is None
 
 
 def test_spectral_with_more_modules_than_planted_covers_every_node_once():
@@ -188,29 +317,10 @@ def test_spectral_with_more_modules_than_planted_covers_every_node_once():
 def test_fewer_modules_than_components_merges_components_at_no_cost(method):
     g, truth = planted(noise=0.0, n_blocks=4)
     r = find_modules(g, method=method, n_modules=2)
-    assert r.n_modules == 2 and r.cost == 0.0
+    assert r.n_modules == 2 and r.cost == 0.0 and r.ncut == 0.0
     kept = truth >= 0
-    # Each planted block (a component) lies inside one module.
-    for b in range(4):
+    for b in range(4):  # each planted block (a component) lies inside one module
         assert len(set(r.membership_array[kept & (truth == b)].tolist())) == 1
-
-
-def test_refinement_reaches_a_local_optimum_without_emptying_modules():
-    g, _ = planted(noise=0.2, seed=5)
-    sub = ConnectedGraph(g)
-    rng = np.random.default_rng(0)
-    start = rng.integers(0, 4, sub.n)
-    labels, n_moves = refine_moves(sub.A, start)
-    assert n_moves > 0 and sub.cost(labels) < sub.cost(start)
-    assert np.all(np.bincount(labels, minlength=4) > 0)
-    # Brute force: no single move of one node to another module lowers the cost further.
-    cost = sub.cost(labels)
-    for i in range(sub.n):
-        for m in range(4):
-            if m != labels[i] and np.sum(labels == labels[i]) > 1:
-                trial = labels.copy()
-                trial[i] = m
-                assert sub.cost(trial) >= cost - 1e-9
 
 
 @pytest.mark.parametrize("method", ["leiden", "spectral"])
@@ -219,6 +329,7 @@ def test_same_seed_same_modules(method):
     a = find_modules(g, method=method, seed=11)
     b = find_modules(g, method=method, seed=11)
     assert a.membership == b.membership and a.cost == b.cost
+    assert a.info["splits"] == b.info["splits"]
     c = find_modules(g, method=method, n_modules=3, seed=5)
     d = find_modules(g, method=method, n_modules=3, seed=5)
     assert c.membership == d.membership
@@ -226,16 +337,141 @@ def test_same_seed_same_modules(method):
 
 def test_result_repeats_from_params_and_serialises():
     g, _ = planted(noise=0.05)
-    r = find_modules(g, method="leiden", quality="cpm", resolution=0.05, seed=3)
+    r = find_modules(g, method="leiden", seed=3)
     assert isinstance(r, ModuleResult)
     assert find_modules(g, **r.params).membership == r.membership
     d = json.loads(json.dumps(r.to_dict()))
-    assert d["membership"] == r.membership and d["n_modules"] == r.n_modules
-    assert d["params"]["resolution"] == 0.05 and d["method"] == "leiden"
+    assert d["membership"] == r.membership and d["n_modules"] == r.n_modules == 3
+    assert d["verdict"] == r.verdict and d["significance"]["p_value"] == r.significance.p_value
+    assert d["params"]["alpha"] == 0.05 and d["method"] == "leiden"
     with pytest.raises(AttributeError):
         r.cost = 0.0
 
 
+# ---------------------------------------------------------------------------- null model
+def test_null_graph_keeps_layers_and_every_nodes_strength_per_layer():
+    g, _ = planted(noise=0.05, seed=9)
+    sub = ConnectedGraph(g)
+    null = null_graph(sub, np.random.default_rng(0))
+    assert null.n == sub.n
+    np.testing.assert_array_equal(null.layer, sub.layer)
+    for graph in (sub, null):  # edges only join adjacent layers
+        assert np.all(np.abs(graph.layer[graph.src] - graph.layer[graph.dst]) == 1)
+    for nxt in (+1, -1):
+        for graph_a, graph_b in ((sub, null),):
+            def towards(graph, nxt=nxt):
+                out = np.zeros(graph.n)
+                for s, d in ((graph.src, graph.dst), (graph.dst, graph.src)):
+                    sel = graph.layer[d] == graph.layer[s] + nxt
+                    np.add.at(out, s[sel], graph.strength[sel])
+                return out
+
+            np.testing.assert_allclose(towards(graph_b), towards(graph_a), rtol=1e-9, atol=1e-12)
+    # Who talks to whom is new: the planted blocks are gone.
+    assert adjusted_rand_index(*[ConnectedGraph.component for _ in ()] or [[0], [0]]) == 1.0
+    assert null.n_components == 1 and sub.n_components == 1
+    assert len(null.src) > len(sub.src)
+
+
+def test_shuffled_graph_is_an_interaction_graph_with_the_same_strengths():
+    g, _ = planted(noise=0.0, seed=10)
+    s = shuffled_graph(g, np.random.default_rng(3))
+    assert s.nodes == g.nodes and s.layer_sizes == g.layer_sizes and s.eps == g.eps
+    for a, b in zip(g.w, s.w):
+        ka, kb = np.where(a > g.threshold, np.log(a / g.threshold), 0), np.log(
+            np.maximum(b, g.threshold) / g.threshold
+        )
+        np.testing.assert_allclose(kb.sum(0), ka.sum(0), rtol=1e-8, atol=1e-10)
+        np.testing.assert_allclose(kb.sum(1), ka.sum(1), rtol=1e-8, atol=1e-10)
+    assert ConnectedGraph(g).n_components == 3 and ConnectedGraph(s).n_components == 1
+
+
+# ---------------------------------------------------------------------------- significance
+@pytest.mark.parametrize("method", ["leiden", "spectral"])
+@pytest.mark.parametrize("k", [2, 3])
+def test_planted_modules_are_significant_at_requested_k(method, k):
+    g, _ = planted(noise=0.05, seed=7)
+    r = find_modules(g, method=method, n_modules=k)
+    sig = module_significance(g, r, n_null=20, seed=0)
+    assert sig.ncut == pytest.approx(r.ncut) and sig.null_ncut.shape == (20,)
+    assert sig.n_modules == k and sig.params["method"] == method
+    assert sig.p_empirical == 1 / 21 and sig.p_value < 1e-4 and sig.z < -5
+
+
+@pytest.mark.parametrize("method", ["leiden", "spectral"])
+def test_graphs_without_modules_come_back_as_one_module(method):
+    fired = []
+    for seed in range(8):
+        g = random_graph(seed=seed)
+        r = find_modules(g, method=method, n_null=10)
+        assert r.n_modules == 1 or r.significance.p_value <= 0.05
+        fired.append(r.n_modules > 1)
+        if r.n_modules == 1:
+            assert r.verdict.startswith("no significant modular structure")
+    assert sum(fired) <= 1
+
+
+@pytest.mark.parametrize("k", [2, 3, 4])
+def test_requested_k_on_graphs_without_modules_is_calibrated(k):
+    ps = []
+    for seed in range(10):
+        g = random_graph(seed=100 + seed)
+        r = find_modules(g, method="spectral", n_modules=k)
+        ps.append(module_significance(g, r, n_null=10, seed=seed).p_value)
+    assert np.mean(np.array(ps) <= 0.05) <= 0.1, ps
+
+
+def test_one_module_result_is_tested_as_its_best_split():
+    g, _ = planted(noise=0.05, seed=7)
+    one = find_modules(g, n_modules=1)
+    sig = module_significance(g, one, n_null=10)
+    assert sig.n_modules == 2 and sig.p_value < 1e-3
+
+
+def test_a_null_that_cannot_be_drawn_is_stated_not_passed_off():
+    # Each layer pair's edges all meet one node: keeping strengths leaves nothing to shuffle.
+    w = (np.array([[THR * 3, THR * 5, THR * 4]]), np.array([[THR * 2], [THR * 6]]))
+    g = InteractionGraph(("a", "b", "c"), (np.ones(3), np.ones(1), np.ones(2)), w, eps=EPS)
+    r = find_modules(g, n_modules=2)
+    sig = module_significance(g, r, n_null=5)
+    assert math.isnan(sig.p_value) and sig.note.startswith("cannot test")
+    auto = find_modules(g)
+    assert auto.n_modules == 1 and "cannot test" in auto.verdict
+
+
+def test_significance_rejects_bad_arguments():
+    g, _ = planted(noise=0.05)
+    r = find_modules(g)
+    with pytest.raises(
+        InputError, match="'n_null' parameter of module_significance must be an int >= 2. Got 1 "
+    ):
+        module_significance(g, r, n_null=1)
+    with pytest.raises(
+        InputError, match="'result' parameter of module_significance must be a ModuleResult"
+    ):
+        module_significance(g, r.membership)
+    g2, _ = planted(noise=0.05, seed=1)
+    with pytest.raises(InputError, match="found on a different graph"):
+        module_significance(g2, r)
+
+
+# ---------------------------------------------------------------------------- cost curve
+@pytest.mark.parametrize("method", ["spectral", "leiden"])
+def test_cost_curve_shows_the_objective_against_the_null(method):
+    g, truth = planted(noise=0.05, seed=6)
+    curve = cost_curve(g, method=method, ks=range(1, 6), n_null=5)
+    np.testing.assert_array_equal(curve.ks, np.arange(1, 6))
+    np.testing.assert_array_equal(curve.n_modules, curve.ks)
+    assert curve.ncut[0] == 0.0 and curve.cost[0] == 0.0 and math.isnan(curve.null_mean[0])
+    assert curve.ncut[2] <= normalized_cut(g, truth) + 1e-12
+    assert np.all(curve.ncut[1:] < curve.null_mean[1:] - 3 * curve.null_std[1:])
+    one = find_modules(g, method=method, n_modules=3)
+    assert curve.ncut[2] == pytest.approx(one.ncut) and curve.cost[2] == pytest.approx(one.cost)
+    assert math.isnan(cost_curve(g, ks=[2], n_null=0).null_mean[0])
+    with pytest.raises(InputError, match="'ks' parameter of cost_curve must be a non-empty"):
+        cost_curve(g, ks=[])
+    with pytest.raises(InputError, match="'n_null' parameter of cost_curve must be 0 or an int"):
+        cost_curve(g, n_null=1)
 # ---------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize(
     "kwargs, match",
@@ -245,7 +481,17 @@ def test_result_repeats_from_params_and_serialises():
             r"'method' parameter of find_modules must be one of .*Got 'louvain'",
         ),
         (
-            {"quality": "surprise"},
+            {"quality": "cpm"},
+            r"'quality' parameter of find_modules must be 'modularity' unless a resolution",
+        ),
+        ({"alpha": 1.0}, r"'alpha' parameter of find_modules must be a finite float in \(0, 1\)"),
+        ({"n_null": 1}, r"'n_null' parameter of find_modules must be an int >= 2. Got 1 "),
+        (
+            {"n_modules": 3, "resolution": 1.0},
+            r"'resolution' parameter of find_modules must be None when n_modules is given",
+        ),
+        (
+            {"quality": "surprise", "resolution": 1.0},
             r"'quality' parameter of find_modules must be one of .*Got 'surprise'",
         ),
         (
@@ -267,7 +513,7 @@ def test_result_repeats_from_params_and_serialises():
             r"'resolution' parameter of find_modules must be a positive finite float. Got nan ",
         ),
         (
-            {"resolution": math.inf, "quality": "cpm"},
+            {"resolution": math.inf},
             r"'resolution' parameter of find_modules must be .*Got inf ",
         ),
         (
@@ -308,74 +554,3 @@ def test_graph_without_edges_is_an_input_error():
         find_modules(nx.Graph())
 
 
-# ---------------------------------------------------------------------------- cost curve
-def test_spectral_cost_curve():
-    g, truth = planted(noise=0.05, seed=6)
-    curve = cost_curve(g, method="spectral", ks=range(1, 8))
-    np.testing.assert_array_equal(curve.ks, np.arange(1, 8))
-    np.testing.assert_array_equal(curve.n_modules, curve.ks)
-    assert curve.cost[0] == 0.0
-    assert np.all(curve.cost[1:] > 0)
-    planted_cost = cross_module_cost(g, truth)
-    assert curve.cost[2] <= planted_cost + 1e-12
-    assert np.all(curve.cost[3:] > curve.cost[2])  # splitting a planted module costs more
-    one = find_modules(g, method="spectral", n_modules=3)
-    assert curve.cost[2] == pytest.approx(one.cost)
-
-
-def test_leiden_cost_curve_spans_one_module_per_component_to_singletons():
-    g, _ = planted(noise=0.05, seed=6)
-    curve = cost_curve(g, method="leiden", quality="cpm")
-    assert np.all(np.diff(curve.resolutions) > 0)
-    assert curve.n_modules[0] <= 3
-    assert curve.n_modules[-1] == 66 and curve.cost[-1] == pytest.approx(g.edges.strength.sum())
-    # More modules never come with a lower cost than the planted 3 here.
-    assert np.all(curve.cost[curve.n_modules > 3] > curve.cost[curve.n_modules == 3].min())
-    with pytest.raises(
-        InputError, match="'ks' parameter of cost_curve must be None with method='leiden'"
-    ):
-        cost_curve(g, method="leiden", ks=[2])
-    with pytest.raises(
-        InputError, match=r"'resolutions\[...\]' parameter of cost_curve must be a positive"
-    ):
-        cost_curve(g, method="leiden", resolutions=[0.1, -1.0])
-
-
-# ---------------------------------------------------------------------------- significance
-@pytest.mark.parametrize(
-    "method, refine", [("leiden", True), ("spectral", False), ("spectral", True)]
-)
-def test_planted_modules_are_significant(method, refine):
-    g, _ = planted(noise=0.05, seed=7)
-    r = find_modules(g, method=method, refine=refine)
-    sig = module_significance(g, r, n_null=20, seed=0)
-    assert sig.cost == r.cost and sig.null_costs.shape == (20,)
-    assert sig.p_value == 1 / 21  # every null graph costs more
-    assert sig.params["refine"] == refine
-    if refine and method == "spectral":
-        # Refinement erodes null modules to single nodes in some null graphs and not in others:
-        # the null costs are bimodal, so only the rank (p_value) is informative.
-        assert np.min(sig.null_costs) < 0.1 * np.max(sig.null_costs)
-    else:
-        assert sig.z < -5
-
-
-def test_graph_without_modules_is_not_significant():
-    g = random_graph(seed=8)
-    r = find_modules(g, method="spectral", n_modules=3)
-    sig = module_significance(g, r, n_null=20, seed=0)
-    assert sig.params["n_modules"] == 3
-    assert abs(sig.z) < 3 and sig.p_value > 0.05
-
-
-def test_significance_rejects_bad_arguments():
-    g, _ = planted(noise=0.05)
-    r = find_modules(g)
-    with pytest.raises(
-        InputError, match="'n_null' parameter of module_significance must be an int >= 2. Got 1 "
-    ):
-        module_significance(g, r, n_null=1)
-    with pytest.raises(
-        InputError, match="'result' parameter of module_significance must be a ModuleResult"
-    ):
-        module_significance(g, r.membership)

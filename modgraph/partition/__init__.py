@@ -25,6 +25,7 @@ from .objective import (
     adjusted_rand_index,
     cross_module_cost,
     module_interactions,
+    normalized_cut,
 )
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "Significance",
     "find_modules",
     "cross_module_cost",
+    "normalized_cut",
     "cost_curve",
     "module_significance",
     "shuffled_graph",

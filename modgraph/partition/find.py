@@ -1,7 +1,18 @@
-"""``find_modules`` and ``cost_curve``: the solvers behind one entry point."""
+"""``find_modules`` and ``cost_curve``: one objective, two solvers, and the number of modules.
+
+The number of modules comes from the null model (:mod:`.null`): the graph is split in two, the
+split is kept only if its normalized cut is significantly lower than the same solver finds on
+null graphs, and each kept side is split again the same way (a module tree). Tests are made at
+level ``alpha * n_c / N`` for a cluster of ``n_c`` of the ``N`` connected nodes, and a cluster is
+tested only if its parent's split was kept: the hierarchical procedure of Meinshausen (2008,
+"Hierarchical testing of variable importance", Biometrika 95:265), which bounds the chance of
+keeping any split of a cluster without modules (the family-wise error) by ``alpha``. On a graph
+without modules the first test fails with probability ``1 - alpha`` and one module comes back.
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -10,40 +21,55 @@ from .._validation import check_bool, check_choice, check_int, check_real, check
 from ..errors import InputError
 from ..graph import InteractionGraph
 from .leiden import leiden_labels
+from .null import Significance, null_graph, null_test
 from .objective import UNASSIGNED, ConnectedGraph, ModuleResult, canonical, check_graph
-from .spectral import EIGENGAP_MAX_MODULES, component_spectra, spectral_labels
+from .refine import refine_ncut
+from .solvers import labels_at_k
+from .spectral import component_spectra
 
 __all__ = ["METHODS", "QUALITIES", "CostCurve", "find_modules", "cost_curve", "solve"]
 
 METHODS = ("leiden", "spectral")
 QUALITIES = ("modularity", "cpm")
 #: The options of find_modules, in order: a ModuleResult's ``params``.
-_PARAMS = ("method", "n_modules", "resolution", "quality", "seed", "n_iterations", "refine")
+_PARAMS = (
+    "method", "n_modules", "resolution", "quality", "seed", "n_iterations", "refine", "alpha",
+    "n_null",
+)  # fmt: skip
+#: Null graphs drawn per split before the test may stop early (see ``_split_recursively``).
+MIN_NULL = 8
+#: Largest number of modules a cost curve scans by default.
+CURVE_MAX_MODULES = 10
 
 
 @dataclass(frozen=True)
 class CostCurve:
-    """Cross-module cost against the number of modules.
+    """The objective against the number of modules, with the null model's band.
 
     Attributes
     ----------
     method : str
+    ks : ndarray of int64, shape (n_points,)
+        Requested numbers of modules.
     n_modules : ndarray of int64, shape (n_points,)
-        Number of modules found at each point of the scan.
+        Number of modules found at each ``k`` (fewer when the solver could not make ``k``).
+    ncut : ndarray of float64, shape (n_points,)
+        Normalized cut of the partition at each ``k`` (the objective; lower is more modular).
     cost : ndarray of float64, shape (n_points,)
-        Cross-module cost of that partition.
-    ks : ndarray of int64 or None
-        Requested numbers of modules (spectral scan).
-    resolutions : ndarray of float64 or None
-        Resolutions scanned (Leiden scan).
+        The paper's cross-module cost of the same partitions.
+    null_mean, null_std : ndarray of float64, shape (n_points,)
+        Mean and standard deviation of the normalized cut the same solver finds at ``k`` on
+        ``n_null`` null graphs (``nan`` at ``k = 1``, where every partition scores 0).
     params : dict
     """
 
     method: str
+    ks: np.ndarray
     n_modules: np.ndarray
+    ncut: np.ndarray
     cost: np.ndarray
-    ks: np.ndarray | None = None
-    resolutions: np.ndarray | None = None
+    null_mean: np.ndarray
+    null_std: np.ndarray
     params: dict = field(default_factory=dict)
 
 
@@ -51,20 +77,25 @@ def _validate(where: str, graph, params: dict) -> ConnectedGraph:
     """Check the options of ``where`` (find_modules or cost_curve); the graph's connected part."""
     check_graph(graph, where)
     method, n_modules, resolution = params["method"], params["n_modules"], params["resolution"]
-    quality, seed, n_iterations = params["quality"], params["seed"], params["n_iterations"]
-    refine = params["refine"]
-    check_bool(where, "refine", refine)
+    check_bool(where, "refine", params["refine"])
     check_choice(where, "method", method, METHODS)
-    check_choice(where, "quality", quality, QUALITIES)
-    check_seed(where, seed)
+    check_choice(where, "quality", params["quality"], QUALITIES)
+    check_seed(where, params["seed"])
+    n_iterations = params["n_iterations"]
     n_iterations = check_int(where, "n_iterations", n_iterations, low=-(2**31), high=2**31 - 1)
     if n_iterations == 0:
         raise invalid(where, "n_iterations", "positive, or negative (until stable)", 0)
+    check_real(where, "alpha", params["alpha"], low=0, high=1, low_open=True, high_open=True)
+    check_int(where, "n_null", params["n_null"], low=2)
+    if resolution is None and params["quality"] != "modularity":
+        raise invalid(where, "quality", "'modularity' unless a resolution is given", params["quality"])
     if resolution is not None:
         if method == "spectral":
             raise invalid(
                 where, "resolution", "None with method='spectral' (give n_modules)", resolution
             )
+        if n_modules is not None:
+            raise invalid(where, "resolution", "None when n_modules is given", resolution)
         check_real(where, "resolution", resolution, low=0, low_open=True)
     sub = ConnectedGraph(graph)
     if sub.n == 0:
@@ -77,7 +108,9 @@ def _validate(where: str, graph, params: dict) -> ConnectedGraph:
     return sub
 
 
-def _finish(sub: ConnectedGraph, labels, params: dict, info: dict) -> ModuleResult:
+def _finish(
+    sub: ConnectedGraph, labels, params: dict, info: dict, significance=None
+) -> ModuleResult:
     graph = sub.graph
     full = np.full(graph.n_nodes, UNASSIGNED, dtype=np.int64)
     full[sub.idx] = labels
@@ -90,38 +123,90 @@ def _finish(sub: ConnectedGraph, labels, params: dict, info: dict) -> ModuleResu
         method=params["method"],
         params=params,
         info=info,
+        ncut=sub.ncut(full[sub.idx]),
+        significance=significance,
     )
 
 
-def solve(sub: ConnectedGraph, params: dict, *, spectra=None) -> ModuleResult:
-    """Partition the connected part ``sub`` with checked :func:`find_modules` ``params``.
+def _split_recursively(sub: ConnectedGraph, params: dict):
+    """Module tree by significant bisections (see the module docstring); (labels, splits)."""
+    alpha, n = params["alpha"], sub.n
+    rng = np.random.default_rng(params["seed"])
+    labels = np.zeros(n, dtype=np.int64)
+    splits: list[tuple[dict, Significance]] = []
+    todo = [(np.arange(n), 0)]
+    while todo:
+        nodes, depth = todo.pop(0)
+        part, kept = sub.subgraph(nodes)
+        if part.n < 2:
+            continue
+        level = alpha * len(nodes) / n
+        two, _ = labels_at_k(
+            part, params["method"], 2, seed=params["seed"], n_iterations=params["n_iterations"],
+            refine=params["refine"],
+        )  # fmt: skip
+        if two.max() < 1:
+            continue
+        # Stop drawing null graphs once the answer cannot change much: far past the level,
+        # or the split no better than a typical null one.
+        test = null_test(
+            part, two, params, n_null=params["n_null"], rng=rng, min_null=MIN_NULL,
+            decided=lambda p, level=level: p < level * 1e-3 or p > 0.5,
+        )  # fmt: skip
+        accepted = test.testable and test.p_value <= level
+        splits.append(({"depth": depth, "size": len(nodes), "level": level,
+                        "accepted": accepted}, test))  # fmt: skip
+        if accepted:
+            side = nodes[kept[two == 1]]
+            new = int(labels.max()) + 1
+            labels[side] = new
+            todo += [(nodes[labels[nodes] != new], depth + 1), (side, depth + 1)]
+    return canonical(labels), splits
 
-    ``spectra`` (spectral only) reuses eigenpairs already computed for a scan over ``k``.
-    """
-    params = {**params, "refine": bool(params.get("refine", True))}
-    n_modules = params["n_modules"]
-    if n_modules is not None and n_modules <= sub.n_components:
-        # Whole components are modules for free (cost 0): no search can do better.
-        labels, info = sub.merged_components(n_modules), {"shortcut": "components"}
-    elif n_modules is not None and n_modules == sub.n:
-        labels, info = np.arange(sub.n), {"shortcut": "singletons"}
-    elif params["method"] == "leiden":
-        labels, info = leiden_labels(
-            sub,
-            n_modules=n_modules,
-            resolution=params["resolution"],
-            quality=params["quality"],
-            seed=params["seed"],
-            n_iterations=params["n_iterations"],
-        )
+
+def _automatic(sub: ConnectedGraph, params: dict) -> ModuleResult:
+    labels, splits = _split_recursively(sub, params)
+    info = {
+        "alpha": params["alpha"],
+        "splits": [{**s, **t.to_dict()} for s, t in splits],
+        "n_splits_kept": sum(s["accepted"] for s, _ in splits),
+    }
+    if not splits:
+        root = Significance(
+            ncut=0.0, null_ncut=np.zeros(0), z=math.nan, p_value=math.nan, p_empirical=math.nan,
+            n_modules=1, n_null=0, params=dict(params),
+            note="cannot test: fewer than 2 connected nodes, nothing to split",
+        )  # fmt: skip
     else:
-        labels, info = spectral_labels(
-            sub, n_modules=n_modules, seed=params["seed"], refine=params["refine"], spectra=spectra
-        )
+        root = splits[0][1]
+    if labels.max() >= 1 and params["refine"]:
+        info["ncut_before_refinement"] = sub.ncut(labels)
+        labels, info["refinement_moves"] = refine_ncut(sub, labels)
+    return _finish(sub, labels, params, info, significance=root)
+
+
+def solve(sub: ConnectedGraph, params: dict, *, spectra=None) -> ModuleResult:
+    """Partition the connected part ``sub`` with checked :func:`find_modules` ``params``."""
+    k = params["n_modules"]
+    if k is None and params["resolution"] is None:
+        return _automatic(sub, params)
+    if k is not None:
+        labels, info = labels_at_k(
+            sub, params["method"], k, seed=params["seed"], n_iterations=params["n_iterations"],
+            refine=params["refine"], spectra=spectra,
+        )  # fmt: skip
+        return _finish(sub, labels, params, info)
+    labels, info = leiden_labels(
+        sub, n_modules=None, resolution=params["resolution"], quality=params["quality"],
+        seed=params["seed"], n_iterations=params["n_iterations"],
+    )  # fmt: skip
+    if params["refine"] and labels.max() >= 1:
+        info["ncut_before_refinement"] = sub.ncut(labels)
+        labels, info["refinement_moves"] = refine_ncut(sub, labels)
     return _finish(sub, labels, params, info)
 
 
-def find_modules(
+def find_modules(  # noqa: PLR0913 (keyword-only options of one entry point)
     graph: InteractionGraph,
     *,
     method: str = "leiden",
@@ -131,153 +216,141 @@ def find_modules(
     seed: int = 0,
     n_iterations: int = -1,
     refine: bool = True,
+    alpha: float = 0.05,
+    n_null: int = 20,
 ) -> ModuleResult:
-    """Partition the interaction graph into modules.
+    """Partition the interaction graph into modules of lowest normalized cut.
 
-    Only nodes with at least one edge are partitioned; nodes without edges get module ``-1``
-    (unassigned) and are not counted in ``n_modules``. Edge weights are the strengths
-    ``ln(w / eps^1/2) >= 0``, on the undirected view of the graph.
+    The objective is the paper's cross-module cost made relative to module size, the
+    normalized cut in units of ``ln(w / eps^1/2)`` (see :func:`normalized_cut` for why the bare
+    cost cannot be used). Only nodes with at least one edge are partitioned; nodes without edges
+    get module ``-1`` (unassigned) and are not counted in ``n_modules``.
 
     Parameters
     ----------
     graph : InteractionGraph
     method : {"leiden", "spectral"}
-        ``"leiden"``: leidenalg on the strength-weighted graph, optimizing ``quality``.
-        ``"spectral"``: k-means on the row-normalized smallest eigenvectors of the normalized
-        Laplacian (per connected component), then greedy single-node moves that strictly lower
-        the cross-module cost, never emptying a module.
+        How the search starts. ``"leiden"``: leidenalg (modularity) on the cost-weighted graph,
+        then modules merged pairwise (the merge that lowers the normalized cut most) down to the
+        number wanted. ``"spectral"``: k-means on the row-normalized smallest eigenvectors of
+        the normalized Laplacian (the normalized cut's relaxation), per connected component.
+        Either way single nodes are then moved while that lowers the normalized cut.
     n_modules : int, optional
-        Number of modules wanted, ``1 <= n_modules <= number of connected nodes``. Spectral:
-        the number of clusters (default: the largest gap among the 20 smallest Laplacian
-        eigenvalues, and never fewer than the number of connected components). Leiden: the
-        resolution is bisected (log scale, at most 40 runs) to get this many modules; best effort,
-        ``result.n_modules`` says what was achieved. If it is at most the number of connected
-        components, whole components are grouped into modules (cost 0, the optimum).
+        Number of modules wanted, ``1 <= n_modules <= number of connected nodes``. By default it
+        is found from the null model: recursive bisection, keeping a split only when it is
+        significant (see :mod:`modgraph.partition.find`); ``result.significance`` holds the
+        first split's test and ``result.info["splits"]`` every test made. A graph without
+        significant structure comes back as one module (``result.verdict`` says so).
     resolution : float, optional
-        Leiden only (positive). With ``quality="modularity"``, a given resolution switches to
-        ``RBConfigurationVertexPartition`` (modularity with a resolution parameter; 1 is plain
-        modularity). With ``quality="cpm"`` it is CPM's ``gamma``, default the graph's density
-        ``sum(strength) / (n (n - 1) / 2)`` over connected nodes: a module is kept when it is
-        denser than the graph as a whole. With ``n_modules`` it is the search's start.
+        Leiden only, instead of ``n_modules``: one plain Leiden run at this resolution (CPM's
+        ``gamma`` with ``quality="cpm"``, else modularity's resolution), then refined. No test.
     quality : {"modularity", "cpm"}
-        Leiden quality function. CPM maximises ``sum_c (e_c - gamma * n_c (n_c - 1) / 2)``, with
-        ``e_c`` the strength inside module ``c``; since ``sum_c e_c`` is the total strength minus
-        the cross-module cost, this *minimises the cross-module cost plus gamma times the number
-        of node pairs within modules*: the paper's cost plus a size penalty.
+        Leiden quality for a given ``resolution``.
     seed : int
-        Seed for Leiden, ARPACK's start vector and k-means; equal seeds give equal results (on CPU;
-        other BLAS builds can round eigenvectors differently).
+        Seed for Leiden, ARPACK's start vector, k-means and the null graphs; equal seeds give
+        equal results (on CPU; other BLAS builds can round eigenvectors differently).
     n_iterations : int
         Leiden iterations; negative (default) iterates until the partition is stable.
     refine : bool
-        Spectral only: after k-means, move single nodes while a move strictly lowers the
-        cross-module cost (never emptying a module). This fixes nodes k-means put on the wrong
-        side of a real module boundary. On graphs *without* module structure it erodes modules,
-        often down to single weakly connected nodes, because a node's strength into a module
-        grows with the module's size; the cost is then low but the split trivial. Check
-        ``result.modules`` sizes, or compare with ``refine=False`` (the plain normalized-cut
-        partition; ``info["cost_before_refinement"]`` holds its cost).
+        Move single nodes while that strictly lowers the normalized cut (default). ``False``
+        keeps the solver's own partition.
+    alpha : float
+        Family-wise error rate of the automatic number of modules, in (0, 1).
+    n_null : int
+        Null graphs per split test (automatic number of modules only), at least 2. A test stops
+        early, after 8, when its p-value is below ``level / 1000`` or above 0.5.
 
     Returns
     -------
     ModuleResult
+        ``cost`` is the paper's cross-module cost, ``ncut`` the objective.
 
     Raises
     ------
     InputError
         Unknown ``method`` or ``quality``; ``n_modules`` out of range; ``resolution`` not
-        positive and finite, or given with ``method="spectral"``; a graph without edges.
+        positive and finite, or given with ``method="spectral"`` or with ``n_modules``;
+        ``alpha`` outside (0, 1); a graph without edges.
 
     Examples
     --------
     >>> import numpy as np
     >>> w = np.kron(np.eye(2), np.full((2, 2), 10.0))  # two blocks of 2 x 2 strong edges
     >>> g = InteractionGraph(("a", "b"), (np.ones(4), np.ones(4)), (w,), eps=1.0)
-    >>> r = find_modules(g, method="spectral")
+    >>> r = find_modules(g, method="spectral", n_modules=2)
     >>> r.n_modules, r.cost, r.modules[0]
     (2, 0.0, ['0:0', '0:1', '1:0', '1:1'])
     """
-    options = (method, n_modules, resolution, quality, seed, n_iterations, refine)
+    options = (method, n_modules, resolution, quality, seed, n_iterations, refine, alpha, n_null)
     params = dict(zip(_PARAMS, options, strict=True))
     return solve(_validate("find_modules", graph, params), params)
 
 
 # ---------------------------------------------------------------------------- cost curve
-def cost_curve(
+def cost_curve(  # noqa: PLR0913 (keyword-only options of one entry point)
     graph: InteractionGraph,
     *,
     method: str = "spectral",
     ks=None,
-    resolutions=None,
-    quality: str = "cpm",
+    n_null: int = 10,
     seed: int = 0,
     n_iterations: int = -1,
     refine: bool = True,
 ) -> CostCurve:
-    """Cross-module cost against the number of modules.
+    """The objective (normalized cut) against the number of modules, with the null's band.
 
     Parameters
     ----------
     graph : InteractionGraph
     method : {"spectral", "leiden"}
-        Spectral scans the number of modules ``ks``; Leiden scans ``resolutions``.
     ks : sequence of int, optional
-        Spectral only; default ``1 .. min(20, number of connected nodes)``.
-    resolutions : sequence of float, optional
-        Leiden only; default 24 log-spaced values from ``density / 100`` to the largest edge
-        strength for CPM (past which every node is its own module), ``0.01 .. 100`` for
-        modularity.
-    quality : {"cpm", "modularity"}
-        Leiden quality (see :func:`find_modules`).
-    seed, n_iterations : int
+        Numbers of modules; default ``1 .. min(10, number of connected nodes)``.
+    n_null : int
+        Null graphs per ``k`` (at least 2; 0 for no band).
+    seed, n_iterations, refine
         As in :func:`find_modules`.
-    refine : bool
-        Spectral only, as in :func:`find_modules`.
 
     Returns
     -------
     CostCurve
-        One point per ``k`` or resolution; the partition at ``k`` is the one
-        ``find_modules(graph, method="spectral", n_modules=k)`` returns (up to eigensolver
-        rounding, as the spectrum is computed once for the whole scan).
+        The partition at ``k`` is the one ``find_modules(graph, method=method, n_modules=k)``
+        returns (up to eigensolver rounding, as the spectrum is computed once for the scan).
     """
     where = "cost_curve"
-    base = dict(zip(_PARAMS, (method, None, None, quality, seed, n_iterations, refine)))
+    base = dict(zip(_PARAMS, (method, None, None, "modularity", seed, n_iterations, refine,
+                              0.05, max(n_null, 2))))  # fmt: skip
     sub = _validate(where, graph, base)
-    n_mod, costs = [], []
+    n_null = check_int(where, "n_null", n_null, low=0)
+    if n_null == 1:
+        raise invalid(where, "n_null", "0 or an int >= 2", n_null)
+    ks = np.arange(1, min(CURVE_MAX_MODULES, sub.n) + 1) if ks is None else ks
+    ks = np.array([check_int(where, "ks[...]", k, low=1, high=sub.n) for k in ks], np.int64)
+    if len(ks) == 0:
+        raise invalid(where, "ks", "a non-empty sequence of ints", [])
+    spectra = None
     if method == "spectral":
-        if resolutions is not None:
-            raise invalid(where, "resolutions", "None with method='spectral'", resolutions)
-        ks = np.arange(1, min(EIGENGAP_MAX_MODULES, sub.n) + 1) if ks is None else ks
-        ks = np.array([check_int(where, "ks[...]", k, low=1, high=sub.n) for k in ks], np.int64)
-        spectra = component_spectra(sub, int(ks.max()) + 1, seed) if len(ks) else None
-        for k in ks.tolist():
-            r = solve(sub, {**base, "n_modules": k}, spectra=spectra)
-            n_mod.append(r.n_modules)
-            costs.append(r.cost)
-        res = None
-    else:
-        if ks is not None:
-            raise invalid(where, "ks", "None with method='leiden'", ks)
-        if resolutions is None:
-            if quality == "cpm":
-                top = float(sub.strength.max())
-                resolutions = np.geomspace(min(sub.density / 100, top / 1e4), top, 24)
-            else:
-                resolutions = np.geomspace(1e-2, 1e2, 24)
-        res = np.array(
-            [check_real(where, "resolutions[...]", r, low=0, low_open=True) for r in resolutions]
-        )
-        for gamma in res.tolist():
-            r = solve(sub, {**base, "resolution": gamma, "refine": True})
-            n_mod.append(r.n_modules)
-            costs.append(r.cost)
-        ks = None
+        spectra = component_spectra(sub, int(ks.max()) + 1, seed)
+    rng = np.random.default_rng(seed)
+    nulls = [null_graph(sub, rng) for _ in range(n_null)]
+    rows = []
+    for k in ks.tolist():
+        r = solve(sub, {**base, "n_modules": k}, spectra=spectra)
+        null = [
+            g.ncut(labels_at_k(g, method, min(k, g.n), seed=seed, n_iterations=n_iterations,
+                               refine=refine)[0])
+            for g in (nulls if k > 1 else [])
+        ]  # fmt: skip
+        mean = float(np.mean(null)) if null else math.nan
+        sd = float(np.std(null, ddof=1)) if len(null) > 1 else math.nan
+        rows.append((r.n_modules, r.ncut, r.cost, mean, sd))
+    n_mod, ncut, cost, mean, sd = (np.array(c) for c in zip(*rows, strict=True))
     return CostCurve(
         method=method,
-        n_modules=np.array(n_mod, dtype=np.int64),
-        cost=np.array(costs, dtype=np.float64),
         ks=ks,
-        resolutions=res,
-        params={"quality": quality, "seed": seed, "n_iterations": n_iterations, "refine": refine},
+        n_modules=n_mod.astype(np.int64),
+        ncut=ncut.astype(np.float64),
+        cost=cost.astype(np.float64),
+        null_mean=mean.astype(np.float64),
+        null_std=sd.astype(np.float64),
+        params={"seed": seed, "n_null": n_null, "n_iterations": n_iterations, "refine": refine},
     )

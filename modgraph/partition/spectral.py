@@ -1,4 +1,8 @@
-"""Spectral partitions: k-means on the normalized Laplacian's eigenvectors, then refinement."""
+"""Spectral partitions: k-means on the normalized Laplacian's eigenvectors.
+
+The normalized Laplacian's smallest eigenvectors are the standard relaxation of the normalized
+cut (Shi & Malik 2000), the objective every partition is then refined on.
+"""
 
 from __future__ import annotations
 
@@ -13,13 +17,11 @@ from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, eigsh
 
 from .objective import ConnectedGraph, canonical
 
-__all__ = ["spectral_labels", "component_spectra", "refine_moves", "EIGENGAP_MAX_MODULES"]
+__all__ = ["spectral_labels", "component_spectra"]
 
 #: Components below this many nodes use a dense eigensolver: it is exact and faster than ARPACK
 #: there, and ARPACK needs the number of wanted eigenpairs to be well below the matrix size.
 DENSE_EIGEN_MAX_NODES = 500
-#: Eigenvalues scanned for the eigengap when the number of modules is not given.
-EIGENGAP_MAX_MODULES = 20
 #: k-means restarts of the spectral embedding (the best distortion is kept).
 KMEANS_RESTARTS = 10
 
@@ -54,24 +56,6 @@ def component_spectra(sub: ConnectedGraph, m: int, seed: int):
     return spectra
 
 
-def choose_k(spectra, n_components: int) -> int:
-    """Number of modules at the largest gap among the smallest eigenvalues (at least one per
-    component, whose zero eigenvalue comes first)."""
-    vals = np.sort(np.concatenate([s[1] for s in spectra]))[:EIGENGAP_MAX_MODULES]
-    if len(vals) <= n_components:
-        return n_components
-    gaps = np.diff(vals)  # gaps[i-1] = vals[i] - vals[i-1]: a cut after the first i eigenvalues
-    i = np.arange(1, len(vals))
-    # The layered graph is bipartite (edges only join adjacent layers), so its normalized
-    # Laplacian spectrum is symmetric about 1 and every gap below 1 reappears mirrored above it:
-    # only cuts after an eigenvalue below 1 describe modules.
-    gaps[(i < n_components) | (vals[:-1] >= 1.0 - 1e-9)] = -np.inf
-    if not np.isfinite(gaps).any():
-        return n_components
-    # Among (numerically) equal largest gaps take the fewest modules.
-    return int(i[np.flatnonzero(gaps >= gaps.max() * (1 - 1e-9))[0]])
-
-
 def kmeans(X: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
     best, best_d = None, np.inf
     for _ in range(KMEANS_RESTARTS):
@@ -91,61 +75,13 @@ def kmeans(X: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
     return best
 
 
-def refine_moves(
-    A: sp.csr_matrix, labels: np.ndarray, *, rtol: float = 1e-12, max_passes: int = 10_000
-):
-    """Greedy single-node moves that strictly lower the cross-module cost.
+def spectral_labels(sub: ConnectedGraph, k: int, seed: int, spectra=None):
+    """``k`` modules by k-means on the normalized Laplacian's eigenvectors (Ng, Jordan & Weiss).
 
-    Each pass computes, for every node, its strength into every neighboring module, and moves an
-    independent set of improving nodes at once (a node moves only if its gain beats every
-    improving neighbor's): the ends of no edge both move, so the gains add up exactly and the
-    cost falls by their sum. A module never loses its last node.
+    ``spectra`` reuses eigenpairs from :func:`component_spectra` (at least ``k + 1`` of them).
     """
-    labels = labels.copy()
-    n = len(labels)
-    k = int(labels.max()) + 1
-    n_moves = 0
-    for _ in range(max_passes):
-        Z = sp.csr_matrix((np.ones(n), (np.arange(n), labels)), shape=(n, k))
-        S = (A @ Z).tocsr()
-        S.sum_duplicates()
-        srows = np.repeat(np.arange(n), np.diff(S.indptr))
-        is_own = S.indices == labels[srows]
-        own = np.zeros(n)
-        own[srows[is_own]] = S.data[is_own]
-        S.data[is_own] = 0.0
-        S.eliminate_zeros()
-        best = np.asarray(S.max(axis=1).todense()).ravel()
-        target = np.asarray(S.argmax(axis=1)).ravel()
-        gain = best - own
-        # rtol keeps rounding noise in the two sums from counting as an improvement.
-        cand = gain > rtol * np.maximum(best, own)
-        if not cand.any():
-            break
-        order = np.lexsort((np.arange(n), -gain))  # best gain first, ties by node number
-        prio = np.zeros(n)
-        prio[order] = np.arange(n, 0, -1)
-        prio[~cand] = 0.0
-        P = sp.csr_matrix((prio[A.indices], A.indices, A.indptr), shape=(n, n))
-        nb = np.asarray(P.max(axis=1).todense()).ravel()
-        move = cand & (prio > nb)
-        size = np.bincount(labels, minlength=k)
-        leaving = np.bincount(labels[move], minlength=k)
-        for m in np.flatnonzero(leaving >= size):  # rare: keep the least eager leaver home
-            members = np.flatnonzero(move & (labels == m))
-            move[members[np.argmin(prio[members])]] = False
-        if not move.any():
-            break
-        labels[move] = target[move]
-        n_moves += int(move.sum())
-    return labels, n_moves
-
-
-def spectral_labels(sub: ConnectedGraph, *, n_modules, seed, refine=True, spectra=None):
     if spectra is None:
-        m = (n_modules if n_modules is not None else EIGENGAP_MAX_MODULES) + 1
-        spectra = component_spectra(sub, m, seed)
-    k = choose_k(spectra, sub.n_components) if n_modules is None else n_modules
+        spectra = component_spectra(sub, k + 1, seed)
     info = {"eigenvalues": np.sort(np.concatenate([s[1] for s in spectra]))[: k + 1].tolist()}
     if k <= sub.n_components:
         return sub.merged_components(k), info
@@ -164,15 +100,9 @@ def spectral_labels(sub: ConnectedGraph, *, n_modules, seed, refine=True, spectr
     for (nodes, _, vecs), kc in zip(spectra, k_c, strict=True):
         local = np.zeros(len(nodes), dtype=np.int64)
         if kc > 1:
-            # Ng-Jordan-Weiss: rows of the first kc eigenvectors, normalized to unit length.
-            X = vecs[:, :kc]
+            X = vecs[:, :kc]  # rows of the first kc eigenvectors, normalized to unit length
             X = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-300)
             local = canonical(kmeans(X, int(kc), rng))
         labels[nodes] = offset + local
         offset += int(local.max()) + 1
-    labels = canonical(labels)
-    if refine:
-        cost_before = sub.cost(labels)
-        labels, n_moves = refine_moves(sub.A, labels)
-        info.update(cost_before_refinement=cost_before, refinement_moves=n_moves)
     return canonical(labels), info
