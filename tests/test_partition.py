@@ -272,7 +272,10 @@ def test_planted_modules_are_recovered_at_automatic_k(method, noise, seed):
     np.testing.assert_array_equal(labels[~kept], -1)  # isolated nodes are unassigned
     assert adjusted_rand_index(labels[kept], truth[kept]) == 1.0
     assert r.n_modules == 3 and r.verdict.startswith("3 modules, significant")
-    assert r.info["n_splits_kept"] == 2
+    scan = r.info["scan"]
+    assert [t["k"] for t in scan] == list(range(2, 11)) and r.info["bonferroni_tests"] == 9
+    chosen = min((t for t in scan if t["p_value"] <= 0.05 / 9), key=lambda t: t["z"])
+    assert chosen["k"] == 3 and r.significance.p_value == min(1, 9 * chosen["p_value"])
     assert r.cost <= cross_module_cost(g, truth) + 1e-12
     assert r.ncut == pytest.approx(normalized_cut(g, r))
     if noise == 0.0:
@@ -329,7 +332,7 @@ def test_same_seed_same_modules(method):
     a = find_modules(g, method=method, seed=11)
     b = find_modules(g, method=method, seed=11)
     assert a.membership == b.membership and a.cost == b.cost
-    assert a.info["splits"] == b.info["splits"]
+    assert a.info["scan"] == b.info["scan"]
     c = find_modules(g, method=method, n_modules=3, seed=5)
     d = find_modules(g, method=method, n_modules=3, seed=5)
     assert c.membership == d.membership
@@ -349,28 +352,29 @@ def test_result_repeats_from_params_and_serialises():
 
 
 # ---------------------------------------------------------------------------- null model
-def test_null_graph_keeps_layers_and_every_nodes_strength_per_layer():
+def test_null_graph_keeps_layers_degrees_and_strengths_per_layer():
     g, _ = planted(noise=0.05, seed=9)
     sub = ConnectedGraph(g)
     null = null_graph(sub, np.random.default_rng(0))
     assert null.n == sub.n
     np.testing.assert_array_equal(null.layer, sub.layer)
+
+    def towards(graph, step, weight):
+        """Each node's summed ``weight`` (or edge count) towards layer ``l + step``."""
+        out = np.zeros(graph.n)
+        for s, d in ((graph.src, graph.dst), (graph.dst, graph.src)):
+            sel = graph.layer[d] == graph.layer[s] + step
+            np.add.at(out, s[sel], graph.strength[sel] if weight else 1.0)
+        return out
+
     for graph in (sub, null):  # edges only join adjacent layers
         assert np.all(np.abs(graph.layer[graph.src] - graph.layer[graph.dst]) == 1)
-    for nxt in (+1, -1):
-        for graph_a, graph_b in ((sub, null),):
-            def towards(graph, nxt=nxt):
-                out = np.zeros(graph.n)
-                for s, d in ((graph.src, graph.dst), (graph.dst, graph.src)):
-                    sel = graph.layer[d] == graph.layer[s] + nxt
-                    np.add.at(out, s[sel], graph.strength[sel])
-                return out
-
-            np.testing.assert_allclose(towards(graph_b), towards(graph_a), rtol=1e-9, atol=1e-12)
-    # Who talks to whom is new: the planted blocks are gone.
-    assert adjusted_rand_index(*[ConnectedGraph.component for _ in ()] or [[0], [0]]) == 1.0
-    assert null.n_components == 1 and sub.n_components == 1
-    assert len(null.src) > len(sub.src)
+    for step in (+1, -1):
+        np.testing.assert_allclose(towards(null, step, True), towards(sub, step, True), rtol=1e-9)
+        np.testing.assert_array_equal(towards(null, step, False), towards(sub, step, False))
+    # who talks to whom is new
+    key = lambda c: set(zip(c.src.tolist(), c.dst.tolist()))  # noqa: E731
+    assert len(key(null) & key(sub)) < 0.6 * len(sub.src)
 
 
 def test_shuffled_graph_is_an_interaction_graph_with_the_same_strengths():
@@ -383,7 +387,7 @@ def test_shuffled_graph_is_an_interaction_graph_with_the_same_strengths():
         )
         np.testing.assert_allclose(kb.sum(0), ka.sum(0), rtol=1e-8, atol=1e-10)
         np.testing.assert_allclose(kb.sum(1), ka.sum(1), rtol=1e-8, atol=1e-10)
-    assert ConnectedGraph(g).n_components == 3 and ConnectedGraph(s).n_components == 1
+    assert ConnectedGraph(g).n_components == 3 and ConnectedGraph(s).n_components < 3
 
 
 # ---------------------------------------------------------------------------- significance

@@ -157,32 +157,30 @@ def test_plot_spectra_shows_zero_eigenvalues_on_a_floor(a):
 
 
 # ---------------------------------------------------------------------------- cost curve
-def test_plot_cost_curve_with_null_band(a, modules):
-    cs = cost_curve(a.graph, method="spectral", ks=range(1, 5))
-    cl = cost_curve(a.graph, method="leiden", resolutions=np.geomspace(0.01, 3, 6))
-    sig = module_significance(a.graph, modules, n_null=5)
-    ax = plot_cost_curve([cs, cl], chosen=modules, significance=sig)
+def test_plot_cost_curve_with_null_band(a):
+    cs = cost_curve(a.graph, method="spectral", ks=range(1, 5), n_null=4)
+    cl = cost_curve(a.graph, method="leiden", ks=range(1, 5), n_null=4)
+    auto = mg.find_modules(a.graph, method="spectral", n_null=5)
+    ax = plot_cost_curve({"spectral": cs, "Leiden": cl}, chosen=auto)
     check_labelled(ax.figure)
     texts = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert any("chosen" in t for t in texts) and any("null" in t for t in texts)
-    (band,) = [c for c in ax.collections if not isinstance(c, LineCollection)]
+    assert any(auto.verdict in t for t in texts) and sum("null graphs" in t for t in texts) == 2
+    band = [c for c in ax.collections if not isinstance(c, LineCollection)][0]
     y = band.get_paths()[0].vertices[:, 1]
-    mean, sd = sig.null_costs.mean(), sig.null_costs.std(ddof=1)
-    np.testing.assert_allclose([y.min(), y.max()], [mean - 2 * sd, mean + 2 * sd])
+    mean, sd = cs.null_mean[1:], cs.null_std[1:]  # k = 1 has no band (every partition scores 0)
+    np.testing.assert_allclose([y.min(), y.max()], [max((mean - 2 * sd).min(), 0), (mean + 2 * sd).max()])
+    found = [l for l in ax.get_lines() if l.get_label() == "spectral: found"][0]
+    np.testing.assert_allclose(found.get_ydata(), cs.ncut)
 
 
-def test_plot_cost_curve_rejects_mismatched_significance(a, modules):
-    cs = cost_curve(a.graph, method="spectral", ks=range(1, 4))
-    sig = module_significance(a.graph, modules, n_null=3)
-    other = mg.find_modules(a.graph, method="spectral", n_modules=2)
-    with pytest.raises(InputError, match="significance"):
-        plot_cost_curve(cs, chosen=other, significance=sig)
-    with pytest.raises(InputError, match="significance"):
-        plot_cost_curve(cs, chosen=[modules, other], significance=[sig])
+def test_plot_cost_curve_rejects_bad_input(a):
+    cs = cost_curve(a.graph, method="spectral", ks=range(1, 4), n_null=0)
     with pytest.raises(InputError, match="curves"):
         plot_cost_curve([])
     with pytest.raises(InputError, match="curves"):
         plot_cost_curve([cs, "spectral"])
+    with pytest.raises(InputError, match="chosen"):
+        plot_cost_curve(cs, chosen="leiden")
 
 
 # ---------------------------------------------------------------------------- heatmap
@@ -310,9 +308,12 @@ def test_write_report_from_the_api(tmp_path, analyses, a, caplog):
     assert json.loads((out / "summary.json").read_text())["modules"] == summary["modules"]
     assert summary["graph"]["edges"] == a.graph.n_edges
     assert set(summary["bases"]) == {"interaction", "neuron", "pca"}
-    assert summary["modules"]["significance"]["leiden"]["n_null"] == 3
-    leiden = mg.find_modules(a.graph, method="leiden", seed=0)
-    assert summary["modules"]["leiden"]["membership"] == leiden.membership
+    assert summary["modules"]["n_null"] == 3
+    leiden = mg.find_modules(a.graph, method="leiden", seed=0, n_null=3)
+    m = summary["modules"]["leiden"]
+    assert m["membership"] == leiden.membership and m["verdict"] == leiden.verdict
+    assert summary["modules"]["verdict"] == leiden.verdict
+    assert [t["k"] for t in m["scan"]] == list(range(2, 2 + len(m["scan"])))
     assert "finding modules" in caplog.text
     assert mg.load_analysis(out / "analysis").graph.n_edges == a.graph.n_edges
     # a file in the way: refused before anything is written

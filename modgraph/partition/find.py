@@ -1,17 +1,20 @@
 """``find_modules`` and ``cost_curve``: one objective, two solvers, and the number of modules.
 
-The number of modules comes from the null model (:mod:`.null`): the graph is split in two, the
-split is kept only if its normalized cut is significantly lower than the same solver finds on
-null graphs, and each kept side is split again the same way (a module tree). Tests are made at
-level ``alpha * n_c / N`` for a cluster of ``n_c`` of the ``N`` connected nodes, and a cluster is
-tested only if its parent's split was kept: the hierarchical procedure of Meinshausen (2008,
-"Hierarchical testing of variable importance", Biometrika 95:265), which bounds the chance of
-keeping any split of a cluster without modules (the family-wise error) by ``alpha``. On a graph
-without modules the first test fails with probability ``1 - alpha`` and one module comes back.
+The number of modules comes from the null model (:mod:`.null`), as in the gap statistic of
+Tibshirani, Walther & Hastie (2001) with a significance test on top. For every ``k = 2 .. 10``
+the graph is partitioned into ``k`` modules, and so is each of ``n_null`` null graphs (drawn
+once, shared by all ``k``); each ``k`` gets a one-sided test of "the graph's normalized cut is no
+lower than its null graphs'". A ``k`` counts only if its p-value is at most ``alpha / m``
+(Bonferroni over the ``m`` values of ``k`` scanned, so a graph without modules passes with
+probability at most ``alpha`` whatever the dependence between the tests). Among those, the
+``k`` with the largest gap between the graph and its null graphs (most negative ``z``, in log
+normalized cut) is chosen; with none, the graph is one module and the verdict says "no
+significant modular structure".
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -21,10 +24,10 @@ from .._validation import check_bool, check_choice, check_int, check_real, check
 from ..errors import InputError
 from ..graph import InteractionGraph
 from .leiden import leiden_labels
-from .null import Significance, null_graph, null_test
+from .null import compare, fixed_by_strengths, null_graph, untestable
 from .objective import UNASSIGNED, ConnectedGraph, ModuleResult, canonical, check_graph
 from .refine import refine_ncut
-from .solvers import labels_at_k
+from .solvers import from_start, labels_at_k, leiden_fine
 from .spectral import component_spectra
 
 __all__ = ["METHODS", "QUALITIES", "CostCurve", "find_modules", "cost_curve", "solve"]
@@ -36,8 +39,8 @@ _PARAMS = (
     "method", "n_modules", "resolution", "quality", "seed", "n_iterations", "refine", "alpha",
     "n_null",
 )  # fmt: skip
-#: Null graphs drawn per split before the test may stop early (see ``_split_recursively``).
-MIN_NULL = 8
+#: Largest number of modules the automatic choice considers.
+AUTO_MAX_MODULES = 10
 #: Largest number of modules a cost curve scans by default.
 CURVE_MAX_MODULES = 10
 
@@ -128,61 +131,73 @@ def _finish(
     )
 
 
-def _split_recursively(sub: ConnectedGraph, params: dict):
-    """Module tree by significant bisections (see the module docstring); (labels, splits)."""
-    alpha, n = params["alpha"], sub.n
-    rng = np.random.default_rng(params["seed"])
-    labels = np.zeros(n, dtype=np.int64)
-    splits: list[tuple[dict, Significance]] = []
-    todo = [(np.arange(n), 0)]
-    while todo:
-        nodes, depth = todo.pop(0)
-        part, kept = sub.subgraph(nodes)
-        if part.n < 2:
-            continue
-        level = alpha * len(nodes) / n
-        two, _ = labels_at_k(
-            part, params["method"], 2, seed=params["seed"], n_iterations=params["n_iterations"],
-            refine=params["refine"],
-        )  # fmt: skip
-        if two.max() < 1:
-            continue
-        # Stop drawing null graphs once the answer cannot change much: far past the level,
-        # or the split no better than a typical null one.
-        test = null_test(
-            part, two, params, n_null=params["n_null"], rng=rng, min_null=MIN_NULL,
-            decided=lambda p, level=level: p < level * 1e-3 or p > 0.5,
-        )  # fmt: skip
-        accepted = test.testable and test.p_value <= level
-        splits.append(({"depth": depth, "size": len(nodes), "level": level,
-                        "accepted": accepted}, test))  # fmt: skip
-        if accepted:
-            side = nodes[kept[two == 1]]
-            new = int(labels.max()) + 1
-            labels[side] = new
-            todo += [(nodes[labels[nodes] != new], depth + 1), (side, depth + 1)]
-    return canonical(labels), splits
+def _scan(sub: ConnectedGraph, params: dict, ks: np.ndarray, n_null: int, spectra=None):
+    """For each ``k``: the partition found, and the same search on ``n_null`` null graphs.
+
+    The null graphs are drawn once and partitioned at every ``k``. Returns (partitions,
+    tests) with ``tests[i]`` the :class:`Significance` of ``partitions[i]``.
+    """
+    method, seed = params["method"], params["seed"]
+    kwargs = {"seed": seed, "n_iterations": params["n_iterations"], "refine": params["refine"]}
+    rng = np.random.default_rng(seed)
+    nulls = [null_graph(sub, rng) for _ in range(n_null)] if not fixed_by_strengths(sub) else []
+    kmax = int(ks.max())
+    if method == "spectral":
+        spectra = [spectra, *(component_spectra(g, kmax + 1, seed) for g in nulls)]
+
+        def at_k(i, g, k):
+            return labels_at_k(g, method, min(k, g.n), spectra=spectra[i], **kwargs)[0]
+    else:
+        # One Leiden run per graph, merged down to each k (see leiden_fine)
+        starts = [leiden_fine(g, kmax, seed, params["n_iterations"]) for g in [sub, *nulls]]
+
+        def at_k(i, g, k):
+            return from_start(g, starts[i], min(k, g.n), params["refine"])
+
+    found, tests = [], []
+    for k in ks.tolist():
+        labels = at_k(0, sub, k)
+        found.append(labels)
+        null_labels = [at_k(i + 1, g, k) for i, g in enumerate(nulls)]
+        tests.append(compare(sub, labels, nulls, null_labels, params))
+    return found, tests
 
 
 def _automatic(sub: ConnectedGraph, params: dict) -> ModuleResult:
-    labels, splits = _split_recursively(sub, params)
-    info = {
-        "alpha": params["alpha"],
-        "splits": [{**s, **t.to_dict()} for s, t in splits],
-        "n_splits_kept": sum(s["accepted"] for s, _ in splits),
-    }
-    if not splits:
-        root = Significance(
-            ncut=0.0, null_ncut=np.zeros(0), z=math.nan, p_value=math.nan, p_empirical=math.nan,
-            n_modules=1, n_null=0, params=dict(params),
-            note="cannot test: fewer than 2 connected nodes, nothing to split",
-        )  # fmt: skip
+    ks = np.arange(2, min(AUTO_MAX_MODULES, sub.n - 1) + 1)
+    if len(ks) == 0 or sub.n_components >= AUTO_MAX_MODULES:
+        # Too few nodes to test, or more components than k's scanned: components are modules.
+        labels, info = labels_at_k(sub, params["method"], max(sub.n_components, 1),
+                                   seed=params["seed"])  # fmt: skip
+        note = "cannot test: fewer than 4 connected nodes" if len(ks) == 0 else (
+            f"cannot test: {sub.n_components} connected components, each a module at no cost")
+        return _finish(sub, labels, params, info, significance=untestable(params, note))
+    spectra = None
+    if params["method"] == "spectral":
+        spectra = component_spectra(sub, int(ks.max()) + 1, params["seed"])
+    found, tests = _scan(sub, params, ks, params["n_null"], spectra=spectra)
+    m = len(ks)
+    level = params["alpha"] / m
+    scan = [{"k": int(k), **t.to_dict()} for k, t in zip(ks, tests, strict=True)]
+    info = {"alpha": params["alpha"], "bonferroni_tests": m, "scan": scan}
+    testable = [i for i, t in enumerate(tests) if t.testable]
+    if not testable:
+        labels = np.zeros(sub.n, dtype=np.int64)
+        return _finish(sub, labels, params, info, significance=tests[0])
+    significant = [i for i in testable if tests[i].p_value <= level]
+    if significant:
+        # the largest gap between the graph and its null graphs (in log normalized cut)
+        best = min(significant, key=lambda i: (tests[i].z, ks[i]))
+        labels = found[best]
     else:
-        root = splits[0][1]
-    if labels.max() >= 1 and params["refine"]:
-        info["ncut_before_refinement"] = sub.ncut(labels)
-        labels, info["refinement_moves"] = refine_ncut(sub, labels)
-    return _finish(sub, labels, params, info, significance=root)
+        best = min(testable, key=lambda i: (tests[i].p_value, ks[i]))
+        labels = np.zeros(sub.n, dtype=np.int64)
+    t = tests[best]
+    sig = dataclasses.replace(
+        t, p_value=min(1.0, m * t.p_value),
+        note=f"Bonferroni-adjusted over k = 2..{int(ks.max())}; raw p = {t.p_value:.3g}",
+    )  # fmt: skip
+    return _finish(sub, labels, params, info, significance=sig)
 
 
 def solve(sub: ConnectedGraph, params: dict, *, spectra=None) -> ModuleResult:
@@ -237,10 +252,10 @@ def find_modules(  # noqa: PLR0913 (keyword-only options of one entry point)
         Either way single nodes are then moved while that lowers the normalized cut.
     n_modules : int, optional
         Number of modules wanted, ``1 <= n_modules <= number of connected nodes``. By default it
-        is found from the null model: recursive bisection, keeping a split only when it is
-        significant (see :mod:`modgraph.partition.find`); ``result.significance`` holds the
-        first split's test and ``result.info["splits"]`` every test made. A graph without
-        significant structure comes back as one module (``result.verdict`` says so).
+        is chosen from the null model among 1 .. 10 (see :mod:`modgraph.partition.find`):
+        ``result.significance`` is the test of the chosen ``k`` (Bonferroni-adjusted p) and
+        ``result.info["scan"]`` the test at every ``k``. A graph without significant structure
+        comes back as one module (``result.verdict`` says so).
     resolution : float, optional
         Leiden only, instead of ``n_modules``: one plain Leiden run at this resolution (CPM's
         ``gamma`` with ``quality="cpm"``, else modularity's resolution), then refined. No test.
@@ -257,8 +272,8 @@ def find_modules(  # noqa: PLR0913 (keyword-only options of one entry point)
     alpha : float
         Family-wise error rate of the automatic number of modules, in (0, 1).
     n_null : int
-        Null graphs per split test (automatic number of modules only), at least 2. A test stops
-        early, after 8, when its p-value is below ``level / 1000`` or above 0.5.
+        Null graphs of the automatic number of modules (each partitioned at every ``k``), at
+        least 2.
 
     Returns
     -------

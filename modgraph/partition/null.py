@@ -29,17 +29,18 @@ from ..graph import InteractionGraph
 from .objective import ConnectedGraph, ModuleResult, canonical, check_graph, module_labels
 from .solvers import labels_at_k
 
-__all__ = ["Significance", "shuffled_graph", "module_significance", "null_graph", "null_test"]
+__all__ = ["Significance", "shuffled_graph", "module_significance", "null_graph", "null_test", "compare"]
 
 #: Sinkhorn scaling stops when every row and column sum is within this relative error.
 SINKHORN_RTOL = 1e-10
 SINKHORN_MAX_ITER = 2000
+#: Rounds of degree-preserving swaps per layer pair (each pairs every edge with another).
+SWAP_ROUNDS = 10
 #: Smallest spread of the log null normalized cut the test assumes: differences of less than
 #: about this fraction of the null's normalized cut are never called structure.
 MIN_EFFECT = 0.02
-#: Added to normalized cuts before the logarithm of the null model (a cut of exactly 0, between
-#: connected components, stays finite).
-LOG_FLOOR = 1e-6
+#: Normalized cuts at most this are 0: splits along connected components.
+ZERO_CUT = 1e-12
 
 
 @dataclass(frozen=True)
@@ -53,21 +54,21 @@ class Significance:
     null_ncut : ndarray of float64, shape (n_null,)
         Normalized cut the same solver finds, at the same number of modules, on each null graph.
     z : float
-        ``(log ncut - mean(log null_ncut)) / sd``, with ``sd`` the null's standard deviation
-        of ``log ncut`` but at least ``MIN_EFFECT = 0.02`` (so a partition 0.1% better than
-        null graphs that all agree is not called significant); strongly negative = modular.
+        ``(log ncut - mean) / sd`` over the null graphs' ``log ncut`` above 0, ``sd`` floored at
+        ``MIN_EFFECT = 0.02`` (so a partition 0.1% better than null graphs that all agree is not
+        called significant); strongly negative = modular.
     p_value : float
-        One-sided, from the normal model of the log null normalized cut (it is positive and
-        skewed to the right): ``ncut`` is compared with the null sample
-        as a new draw would be, ``P(T_{n-1} <= z / sqrt(1 + 1/n))`` (Student's t prediction
-        interval, ``n = n_null``). Decisions use it because the hierarchical test of
-        :func:`find_modules` needs levels far below ``1 / (1 + n_null)``, which a rank cannot
-        reach. It is never below the share ``#{null_ncut <= ncut} / (1 + n_null)`` of null
-        graphs that tie or beat the partition (the normal model cannot weigh null cuts of
-        exactly 0, which sparse graphs often have); ``nan`` when the test cannot be made
-        (``note`` says why).
+        One-sided. The null's normalized cuts above 0 are modelled as log-normal (they are
+        positive and skewed to the right) and ``ncut`` is compared with them as a new draw would
+        be (Student's t prediction interval); null graphs with a cut of exactly 0 (split along
+        components) beat any positive cut. It is never below the share ``n_le / (1 + n_null)``
+        of null graphs that tie or beat the partition; for a cut of 0 those are the null graphs
+        with a cut of 0 whose smallest module has at least as many nodes (sparse null graphs
+        often cut off a few stray nodes for free). Decisions use this p, since the hierarchical
+        test of :func:`find_modules` needs levels far below ``1 / (1 + n_null)``, which a rank
+        cannot reach. ``nan`` when the test cannot be made (``note`` says why).
     p_empirical : float
-        ``(1 + #{null_ncut <= ncut}) / (1 + n_null)``, never below ``1 / (1 + n_null)``.
+        ``(1 + n_le) / (1 + n_null)``, never below ``1 / (1 + n_null)``.
     n_modules : int
         Number of modules of the partitions compared.
     n_null : int
@@ -118,12 +119,49 @@ def _sinkhorn(block: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarr
     return block
 
 
+def _rewired(rows: np.ndarray, cols: np.ndarray, shape, rng: np.random.Generator):
+    """The edges ``(rows, cols)`` of a bipartite block after random double-edge swaps.
+
+    A swap turns edges ``(a, b), (c, d)`` into ``(a, d), (c, b)`` when neither exists yet, so
+    every node keeps its number of edges (Maslov & Sneppen 2002). Each round pairs all edges at
+    random and makes the swaps that stay simple; ``SWAP_ROUNDS`` rounds.
+    """
+    m = len(rows)
+    if m < 2:
+        return rows, cols
+    present = np.zeros(shape, dtype=bool)
+    present[rows, cols] = True
+    rows, cols = rows.copy(), cols.copy()
+    for _ in range(SWAP_ROUNDS):
+        order = rng.permutation(m)
+        e1, e2 = order[: m // 2], order[m // 2 : 2 * (m // 2)]
+        a, b, c, d = rows[e1], cols[e1], rows[e2], cols[e2]
+        ok = (a != c) & (b != d) & ~present[a, d] & ~present[c, b]
+        # two swaps of one round may create the same edge: keep the first of each
+        new = np.concatenate([a * shape[1] + d, c * shape[1] + b])
+        ok_both = np.concatenate([ok, ok])
+        _, first, counts = np.unique(new[ok_both], return_index=True, return_counts=True)
+        dup = np.zeros(len(new), dtype=bool)
+        idx = np.flatnonzero(ok_both)
+        keep_first = np.zeros(len(idx), dtype=bool)
+        keep_first[first[counts == 1]] = True
+        dup[idx[~keep_first]] = True
+        ok &= ~(dup[: len(ok)] | dup[len(ok) :])
+        e1, e2 = e1[ok], e2[ok]
+        present[rows[e1], cols[e1]] = present[rows[e2], cols[e2]] = False
+        cols[e1], cols[e2] = cols[e2].copy(), cols[e1].copy()
+        present[rows[e1], cols[e1]] = present[rows[e2], cols[e2]] = True
+    return rows, cols
+
+
 def null_graph(sub: ConnectedGraph, rng: np.random.Generator) -> ConnectedGraph:
     """A graph like ``sub`` without module structure (see the module docstring).
 
-    Nodes, layers and each node's summed edge cost towards every layer are kept (to
-    ``SINKHORN_RTOL``); a node whose row of the shuffled block happens to be all zero gets the
-    block's mean cost towards every node its layer may reach, so no node is lost.
+    Per layer pair, the edges are rewired by degree-preserving swaps (:func:`_rewired`), the
+    edge costs shuffled over the new edges, and the block scaled by rows and columns (Sinkhorn)
+    until every node's summed cost towards that layer is what it is in ``sub`` (to
+    ``SINKHORN_RTOL``). Nodes, layers, each node's number of edges towards every layer and its
+    strength there are kept; who talks to whom is random.
     """
     la, lb = sub.layer[sub.src], sub.layer[sub.dst]
     pos = np.empty(sub.n, dtype=np.int64)
@@ -132,21 +170,15 @@ def null_graph(sub: ConnectedGraph, rng: np.random.Generator) -> ConnectedGraph:
         rows_n, cols_n = np.flatnonzero(sub.layer == a), np.flatnonzero(sub.layer == b)
         pos[rows_n], pos[cols_n] = np.arange(len(rows_n)), np.arange(len(cols_n))
         sel = (la == a) & (lb == b)
-        block = np.zeros((len(rows_n), len(cols_n)))
-        block[pos[sub.src[sel]], pos[sub.dst[sel]]] = sub.strength[sel]
-        r, c = block.sum(axis=1), block.sum(axis=0)
-        shuffled = rng.permutation(block.ravel()).reshape(block.shape)
-        shuffled[r == 0, :] = 0.0
-        shuffled[:, c == 0] = 0.0
-        fill = float(block[block > 0].mean())
-        for axis, target in ((1, r), (0, c)):
-            empty = (shuffled.sum(axis=axis) == 0) & (target > 0)
-            if empty.any():
-                if axis == 1:
-                    shuffled[np.ix_(empty, c > 0)] = fill
-                else:
-                    shuffled[np.ix_(r > 0, empty)] = fill
-        shuffled = _sinkhorn(shuffled, r, c)
+        r_i, c_i = pos[sub.src[sel]], pos[sub.dst[sel]]
+        shape = (len(rows_n), len(cols_n))
+        block = np.zeros(shape)
+        block[r_i, c_i] = sub.strength[sel]
+        target_r, target_c = block.sum(axis=1), block.sum(axis=0)
+        r_i, c_i = _rewired(r_i, c_i, shape, rng)
+        shuffled = np.zeros(shape)
+        shuffled[r_i, c_i] = rng.permutation(sub.strength[sel])
+        shuffled = _sinkhorn(shuffled, target_r, target_c)
         i, j = np.nonzero(shuffled)
         src.append(rows_n[i])
         dst.append(cols_n[j])
@@ -179,53 +211,51 @@ def shuffled_graph(graph: InteractionGraph, rng: np.random.Generator) -> Interac
     return InteractionGraph(graph.layer_names, graph.importance, tuple(w), eps=graph.eps)
 
 
-def null_test(
-    sub: ConnectedGraph, labels: np.ndarray, params: dict, *, n_null: int,
-    rng: np.random.Generator, min_null: int | None = None, decided=None,
-) -> Significance:  # fmt: skip
-    """Test ``labels`` (a partition of ``sub``) against ``n_null`` null graphs.
-
-    ``params`` says how to partition them (``method``, ``seed``, ``n_iterations``, ``refine``).
-    With ``min_null`` and ``decided`` (a function of the running p-value), sampling stops early
-    once ``min_null`` graphs have been drawn and ``decided(p)`` is true.
-    """
-    k = int(labels.max()) + 1
-    value = sub.ncut(labels)
-    if _fixed_by_strengths(sub):
-        return Significance(
-            ncut=value, null_ncut=np.zeros(0), z=math.nan, p_value=math.nan,
-            p_empirical=math.nan, n_modules=k, n_null=0, params=dict(params),
-            note="cannot test: in every layer pair the nodes with edges form a single row or "
-            "column, so keeping each node's strength leaves only the graph itself to draw",
-        )  # fmt: skip
-    null = []
-    for t in range(n_null):
-        g = null_graph(sub, rng)
-        kk = min(k, g.n)
-        found, _ = labels_at_k(
-            g, params["method"], kk, seed=params["seed"],
-            n_iterations=params.get("n_iterations", -1), refine=params.get("refine", True),
-        )  # fmt: skip
-        null.append(g.ncut(found))
-        if min_null is not None and t + 1 >= min_null and decided(_p_normal(value, null)[1]):
-            break
-    null = np.asarray(null)
-    z, p = _p_normal(value, null)
-    note = ""
-    n_le = int(np.sum(null <= value + 1e-12 * max(value, 1.0)))
-    p_emp = (1 + n_le) / (1 + len(null))
-    if not math.isnan(p):
-        # Null graphs that tie or beat the partition (typically several with a cut of exactly 0,
-        # between components) are evidence the normal model cannot weigh: p is at least their
-        # share.
-        p = max(p, n_le / (1 + len(null)))
+def untestable(params: dict, note: str, value: float = 0.0, k: int = 1) -> Significance:
+    """A :class:`Significance` that says why no test could be made (``p_value`` is nan)."""
     return Significance(
-        ncut=value, null_ncut=null, z=z, p_value=p, p_empirical=p_emp, n_modules=k,
-        n_null=len(null), params=dict(params), note=note,
+        ncut=value, null_ncut=np.zeros(0), z=math.nan, p_value=math.nan, p_empirical=math.nan,
+        n_modules=k, n_null=0, params=dict(params), note=note,
     )  # fmt: skip
 
 
-def _fixed_by_strengths(sub: ConnectedGraph) -> bool:
+CANNOT_SHUFFLE = (
+    "cannot test: in every layer pair the nodes with edges form a single row or column, so "
+    "keeping each node's strength leaves only the graph itself to draw"
+)
+
+
+def compare(sub: ConnectedGraph, labels, nulls, null_labels, params: dict) -> Significance:
+    """Test partition ``labels`` of ``sub`` against partitions of null graphs at the same k."""
+    k = int(labels.max()) + 1
+    value = sub.ncut(labels)
+    if not nulls:
+        return untestable(params, CANNOT_SHUFFLE, value, k)
+    null = [g.ncut(z) for g, z in zip(nulls, null_labels, strict=True)]
+    null_smallest = [int(np.bincount(z).min()) for z in null_labels]
+    z, p, n_le = _p_value(value, int(np.bincount(labels).min()), null, null_smallest)
+    return Significance(
+        ncut=value, null_ncut=np.asarray(null), z=z, p_value=p,
+        p_empirical=(1 + n_le) / (1 + len(null)), n_modules=k, n_null=len(null),
+        params=dict(params),
+    )  # fmt: skip
+
+
+def null_test(
+    sub: ConnectedGraph, labels: np.ndarray, params: dict, *, n_null: int,
+    rng: np.random.Generator,
+) -> Significance:  # fmt: skip
+    """Test ``labels`` (a partition of ``sub``) against ``n_null`` null graphs partitioned at
+    the same k with ``params`` (``method``, ``seed``, ``n_iterations``, ``refine``)."""
+    k = int(labels.max()) + 1
+    nulls = [] if fixed_by_strengths(sub) else [null_graph(sub, rng) for _ in range(n_null)]
+    kwargs = {"seed": params["seed"], "n_iterations": params.get("n_iterations", -1),
+              "refine": params.get("refine", True)}  # fmt: skip
+    null_labels = [labels_at_k(g, params["method"], min(k, g.n), **kwargs)[0] for g in nulls]
+    return compare(sub, labels, nulls, null_labels, params)
+
+
+def fixed_by_strengths(sub: ConnectedGraph) -> bool:
     """Whether every null graph equals ``sub``: each layer pair's edges meet one node on a side."""
     la, lb = sub.layer[sub.src], sub.layer[sub.dst]
     for a, b in set(zip(la.tolist(), lb.tolist(), strict=True)):
@@ -235,20 +265,36 @@ def _fixed_by_strengths(sub: ConnectedGraph) -> bool:
     return True
 
 
-def _p_normal(value: float, null) -> tuple[float, float]:
-    # The normalized cut is positive and skewed to the right (a few null graphs happen to have a
-    # cheap cut): its logarithm is far closer to normal, so the model is fitted on the log.
-    null = np.log(np.asarray(null, dtype=np.float64) + LOG_FLOOR)
-    value = math.log(value + LOG_FLOOR)
-    if len(null) < 2:
-        return math.nan, math.nan
-    # The spread is floored at MIN_EFFECT: when the null graphs all share one best split (often a
-    # cut between two layers, whose cost the null keeps exactly) their spread is ~0, and a split
-    # 0.1% better would otherwise count as overwhelming evidence of modules.
-    mean, sd = float(null.mean()), max(float(null.std(ddof=1)), MIN_EFFECT)
-    z = (value - mean) / sd
+def _p_value(value: float, smallest: int, null, null_smallest) -> tuple[float, float, int]:
+    """(z, p, number of null graphs that tie or beat the partition); see :class:`Significance`."""
+    null, null_smallest = np.asarray(null, dtype=np.float64), np.asarray(null_smallest)
     n = len(null)
-    return float(z), float(student_t.cdf(z / math.sqrt(1 + 1 / n), df=n - 1))
+    zero = null <= ZERO_CUT
+    if value <= ZERO_CUT:
+        # A cut of 0 splits along connected components. Null graphs of sparse graphs have
+        # components too, mostly a few stray nodes: one ties only if its smallest module is at
+        # least as large.
+        n_le = int(np.sum(zero & (null_smallest >= smallest)))
+    else:
+        n_le = int(np.sum(null <= value * (1 + 1e-12)))
+    pos = null[~zero]
+    if len(pos) < 2:
+        z, p = (-math.inf, 0.0) if value <= ZERO_CUT or len(pos) == 0 else (math.nan, math.nan)
+    else:
+        # The normalized cut is positive and skewed to the right (a few null graphs happen to
+        # have a cheap cut): its logarithm is far closer to normal, so the model is fitted on
+        # the log of the null cuts above 0. The spread is floored at MIN_EFFECT: when the null
+        # graphs all share one best split (often a cut between two layers, whose cost the null
+        # keeps exactly) it is ~0, and a split 0.1% better would otherwise count as
+        # overwhelming evidence.
+        logs = np.log(pos)
+        mean, sd = float(logs.mean()), max(float(logs.std(ddof=1)), MIN_EFFECT)
+        z = (math.log(max(value, ZERO_CUT)) - mean) / sd
+        p = float(student_t.cdf(z / math.sqrt(1 + 1 / len(pos)), df=len(pos) - 1))
+        # null graphs with a cut of 0 beat any positive cut
+        p = (len(pos) * p + (n - len(pos)) * (value > ZERO_CUT)) / n
+    # Null graphs that tie or beat the partition are evidence a model cannot outweigh.
+    return float(z), float(max(p, n_le / (1 + n))) if not math.isnan(p) else p, n_le
 
 
 def module_significance(

@@ -64,8 +64,9 @@ class ModuleResult:
     ncut : float
         The objective: normalized cut in units of ``ln(w / eps^1/2)`` (:func:`normalized_cut`).
     significance : Significance or None
-        With an automatic number of modules, the test of the first split (is there any modular
-        structure?); None when ``n_modules`` or ``resolution`` was given.
+        With an automatic number of modules, the test of the chosen number (or, for one
+        module, of the best one), its p-value Bonferroni-adjusted over the numbers scanned;
+        None when ``n_modules`` or ``resolution`` was given.
     """
 
     membership: dict[str, int]
@@ -87,16 +88,13 @@ class ModuleResult:
         if not sig.testable:
             return f"{self.n_modules} module{'s' * (self.n_modules != 1)}; {sig.note}"
         alpha = self.params.get("alpha", 0.05)
+        how = f"alpha = {alpha:g}, Bonferroni over {self.info.get('bonferroni_tests', 1)} k"
         if self.n_modules < 2:
             return (
-                f"no significant modular structure (best split in two: p = {sig.p_value:.2g}, "
-                f"alpha = {alpha:g})"
+                f"no significant modular structure (best: k = {sig.n_modules}, "
+                f"p = {sig.p_value:.2g}; {how})"
             )
-        kept = self.info.get("n_splits_kept", self.n_modules - 1)
-        return (
-            f"{self.n_modules} modules, significant: p = {sig.p_value:.2g} for the first split "
-            f"({kept} splits kept at family-wise alpha = {alpha:g})"
-        )
+        return f"{self.n_modules} modules, significant: p = {sig.p_value:.2g} ({how})"
 
     @property
     def membership_array(self) -> np.ndarray:

@@ -14,7 +14,7 @@ from .objective import ConnectedGraph, canonical
 from .refine import merge_to, refine_ncut
 from .spectral import spectral_labels
 
-__all__ = ["labels_at_k"]
+__all__ = ["labels_at_k", "leiden_fine", "from_start"]
 
 #: Leiden seeds tried on graphs of at most RESTARTS_MAX_NODES connected nodes.
 LEIDEN_RESTARTS = 4
@@ -66,3 +66,26 @@ def labels_at_k(
         if best is None or value < best[0] - 1e-12:
             best = (value, canonical(labels), {**info, "leiden_seed": s})
     return best[1], best[2]
+
+
+def leiden_fine(sub: ConnectedGraph, kmax: int, seed: int, n_iterations: int = -1) -> np.ndarray:
+    """A Leiden partition with at least ``kmax`` modules where it can find one (modularity, its
+    resolution raised when needed): every coarser partition of a scan over ``k`` is merged from
+    it (:func:`from_start`), so Leiden runs once per graph rather than once per ``k``."""
+    labels, _ = leiden_once(sub, "modularity", None, seed, n_iterations)
+    if labels.max() + 1 < kmax:
+        labels, _ = leiden_labels(
+            sub, n_modules=kmax, resolution=None, quality="modularity", seed=seed,
+            n_iterations=n_iterations,
+        )  # fmt: skip
+    return labels
+
+
+def from_start(sub: ConnectedGraph, start: np.ndarray, k: int, refine: bool) -> np.ndarray:
+    """``k`` modules merged from the finer partition ``start``, then refined."""
+    if k <= sub.n_components:
+        return sub.merged_components(k)
+    labels = merge_to(sub, start, k)
+    if refine:
+        labels, _ = refine_ncut(sub, labels)
+    return canonical(labels)

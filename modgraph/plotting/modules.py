@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from ..errors import InputError
-from ..partition import CostCurve, ModuleResult, Significance
+from ..partition import CostCurve, ModuleResult
 from ..partition.objective import module_interactions
 from .style import (
     HEATMAP_CMAP,
@@ -24,136 +23,60 @@ from .style import (
 __all__ = ["plot_cost_curve", "plot_module_heatmap"]
 
 
-def _curve_label(c: CostCurve) -> str:
-    if c.method == "spectral":
-        return (
-            f"spectral, k = {int(c.ks.min())}..{int(c.ks.max())}"
-            if c.ks is not None
-            else "spectral"
-        )
-    q = c.params.get("quality", "")
-    return f"Leiden ({q}) resolution scan" if q else "Leiden resolution scan"
-
-
 def plot_cost_curve(
     curves: CostCurve | Sequence[CostCurve] | Mapping[str, CostCurve],
     *,
     chosen: ModuleResult | Sequence[ModuleResult] | None = None,
-    significance: Significance | Sequence[Significance] | None = None,
     ax=None,
 ):
-    """Cross-module cost against the number of modules, with the chosen partitions marked.
+    """The objective against the number of modules, against the null model, with the choice.
 
     Parameters
     ----------
     curves : CostCurve, sequence of CostCurve, or dict {label: CostCurve}
-        From :func:`modgraph.partition.cost_curve`. Every scan point is a marker; the line joins
-        the lowest cost found at each number of modules.
+        From :func:`modgraph.partition.cost_curve`: the normalized cut of the partition found
+        at each ``k`` (line), and the band ``mean +- 2 sd`` of what the same solver finds at
+        ``k`` on null graphs (shaded). Modules are real where the line runs below the band.
     chosen : ModuleResult or sequence of ModuleResult, optional
-        Partitions to mark (stars).
-    significance : Significance or sequence of Significance, optional
-        One per ``chosen`` partition, from :func:`modgraph.partition.module_significance`: the
-        shuffle null's mean +- 2 sd at that number of modules is drawn as a band, its costs as
-        grey dots, and ``z`` and ``p`` are written beside it.
+        Partitions to mark (stars), e.g. the automatic choice; the legend gives its verdict.
     ax : Axes, optional
 
     Returns
     -------
     matplotlib.axes.Axes
     """
-    from matplotlib.lines import Line2D
-
     labels = list(curves.keys()) if isinstance(curves, Mapping) else None
     where = "plot_cost_curve"
     curves = as_list(where, "curves", curves, CostCurve)
     chosen = [] if chosen is None else as_list(where, "chosen", chosen, ModuleResult)
-    sigs = (
-        [] if significance is None else as_list(where, "significance", significance, Significance)
-    )
-    if sigs and len(sigs) != len(chosen):
-        raise InputError(
-            f"significance must have one entry per chosen partition ({len(chosen)}), "
-            f"got {len(sigs)}"
-        )
-    for r, s in zip(chosen, sigs):
-        if not math.isclose(r.cost, s.cost, rel_tol=1e-9, abs_tol=1e-9):
-            raise InputError(
-                f"significance (cost {s.cost:.6g}) does not test the chosen partition "
-                f"(cost {r.cost:.6g})"
-            )
-    ax = single_axes("plot_cost_curve", ax, (7.5, 4.8))
+    ax = single_axes(where, ax, (7.5, 4.8))
     styles = [("o", MODULE_COLORS[0]), ("s", MODULE_COLORS[3]), ("^", MODULE_COLORS[2])]
     for i, c in enumerate(curves):
         marker, color = styles[i % len(styles)]
-        color = MODULE_COLORS[(2 * i) % len(MODULE_COLORS)] if i >= len(styles) else color
-        n, cost = np.asarray(c.n_modules), np.asarray(c.cost)
-        label = labels[i] if labels else _curve_label(c)
-        ax.plot(n, cost, ls="", marker=marker, mfc="none", mec=color, ms=6, alpha=0.8)
-        xs = np.unique(n)
-        best = np.array([cost[n == k].min() for k in xs])
-        ax.plot(xs, best, color=color, marker=marker, ms=6, lw=1.5, label=label)
-    # Width of the null band in x (module counts): visible however long the scan is.
-    span = max([float(np.max(c.n_modules)) for c in curves if len(c.n_modules)] + [1.0])
-    band = max(0.6, span / 40)
-    for j, r in enumerate(chosen):
-        ax.plot(
-            [r.n_modules],
-            [r.cost],
-            ls="",
-            marker="*",
-            ms=14,
-            mfc=MODULE_COLORS[1],
-            mec="black",
-            zorder=5,
-            label=f"chosen: {r.method}, {r.n_modules} modules, cost {r.cost:.3g}",
-        )
-        if j < len(sigs):
-            s = sigs[j]
-            null = np.asarray(s.null_costs, dtype=np.float64)
-            mean, sd = float(null.mean()), float(null.std(ddof=1)) if len(null) > 1 else 0.0
-            x0, half = r.n_modules, 0.5 * band  # behind the star, wider than it
+        label = labels[i] if labels else c.method
+        ks = np.asarray(c.ks)
+        ax.plot(ks, c.ncut, color=color, marker=marker, ms=6, lw=1.5, label=f"{label}: found")
+        band = np.isfinite(c.null_mean)
+        if band.any():
+            lo = np.maximum(c.null_mean - 2 * np.nan_to_num(c.null_std), 0.0)
             ax.fill_between(
-                [x0 - half, x0 + half],
-                mean - 2 * sd,
-                mean + 2 * sd,
-                color="0.7",
-                alpha=0.7,
-                lw=0,
-                zorder=0,
-                label="shuffle null: mean $\\pm$ 2 sd" if j == 0 else None,
-            )
-            ax.plot([x0 - half, x0 + half], [mean, mean], color="0.2", lw=1.5, zorder=1)
-            jitter = np.linspace(-0.6, 0.6, len(null)) * half if len(null) > 1 else null * 0
-            ax.plot(
-                x0 + jitter,
-                null,
-                ls="",
-                marker=".",
-                color="0.25",
-                ms=4,
-                zorder=2,
-                label=f"null costs ({s.n_null} shuffled graphs)" if j == 0 else None,
-            )
-            ax.annotate(
-                f"z = {s.z:.2g}, p = {s.p_value:.2g}",
-                (x0, mean + 2 * sd),
-                xytext=(0, 4),
-                textcoords="offset points",
-                fontsize=9,
-                ha="center",
-                va="bottom",
-                zorder=6,
-                bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="0.6", lw=0.5, alpha=0.9),
-            )
+                ks[band], lo[band], (c.null_mean + 2 * np.nan_to_num(c.null_std))[band],
+                color=color, alpha=0.18, lw=0,
+                label=f"{label}: null graphs, mean $\\pm$ 2 sd ({c.params.get('n_null')} per k)",
+            )  # fmt: skip
+            ax.plot(ks[band], c.null_mean[band], color=color, lw=1, ls="--")
+    for r in chosen:
+        ax.plot(
+            [r.n_modules], [r.ncut], ls="", marker="*", ms=15, mfc=MODULE_COLORS[1],
+            mec="black", zorder=5, label=f"{r.method}: {r.verdict}",
+        )  # fmt: skip
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylim(bottom=0)
-    ax.set_xlabel("number of modules")
-    ax.set_ylabel(f"cross-module cost ({STRENGTH_UNITS})")
-    ax.set_title("Cost of cutting the graph into modules (lower line: best found per count)")
+    ax.set_xlabel("number of modules k")
+    ax.set_ylabel(f"normalized cut (cut / volume, {STRENGTH_UNITS})")
+    ax.set_title("Modules against graphs without modules (lower than the band: real structure)")
     ax.grid(True, color="0.9", lw=0.6)
-    handles, _ = ax.get_legend_handles_labels()
-    if any(isinstance(h, Line2D) for h in handles):
-        ax.legend(fontsize=9, frameon=False, loc="best")
+    ax.legend(fontsize=8, frameon=False, loc="upper left")
     return ax
 
 
