@@ -63,9 +63,9 @@ from .partition import (
     adjusted_rand_index,
     cost_curve,
     cross_module_cost,
-    normalized_cut,
     find_modules,
     module_significance,
+    normalized_cut,
 )
 from .pipeline import analyze
 from .plotting import (

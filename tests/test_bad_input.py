@@ -265,7 +265,7 @@ CASES = [
     ),
     (
         "modules of another graph",
-        lambda c: mg.plot_graph(c["a"].with_eps(1e-2), mg.find_modules(c["a"].graph)),
+        lambda c: mg.plot_graph(c["a"].with_eps(1e-2), mg.find_modules(c["a"].graph, n_modules=3)),
         mg.InputError,
         "different graph",
     ),

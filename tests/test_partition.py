@@ -102,6 +102,7 @@ def ncut_by_networkx_loop(graph, labels):
 
 def set_partitions(n, k):
     """Every partition of range(n) into exactly k non-empty blocks, as label arrays."""
+
     def rec(i, labels, used):
         if i == n:
             if used == k:
@@ -238,8 +239,7 @@ def test_merge_to_takes_the_best_merge_each_time():
     labels = np.random.default_rng(2).integers(0, 6, sub.n)
     merged = merge_to(sub, labels, 5)
     best = min(
-        sub.ncut(np.where(labels == b, a, labels))
-        for a, b in itertools.combinations(range(6), 2)
+        sub.ncut(np.where(labels == b, a, labels)) for a, b in itertools.combinations(range(6), 2)
     )
     assert sub.ncut(merged) == pytest.approx(best, abs=1e-12)
     assert merged.max() + 1 == 5
@@ -382,8 +382,9 @@ def test_shuffled_graph_is_an_interaction_graph_with_the_same_strengths():
     s = shuffled_graph(g, np.random.default_rng(3))
     assert s.nodes == g.nodes and s.layer_sizes == g.layer_sizes and s.eps == g.eps
     for a, b in zip(g.w, s.w):
-        ka, kb = np.where(a > g.threshold, np.log(a / g.threshold), 0), np.log(
-            np.maximum(b, g.threshold) / g.threshold
+        ka, kb = (
+            np.where(a > g.threshold, np.log(a / g.threshold), 0),
+            np.log(np.maximum(b, g.threshold) / g.threshold),
         )
         np.testing.assert_allclose(kb.sum(0), ka.sum(0), rtol=1e-8, atol=1e-10)
         np.testing.assert_allclose(kb.sum(1), ka.sum(1), rtol=1e-8, atol=1e-10)
@@ -476,6 +477,8 @@ def test_cost_curve_shows_the_objective_against_the_null(method):
         cost_curve(g, ks=[])
     with pytest.raises(InputError, match="'n_null' parameter of cost_curve must be 0 or an int"):
         cost_curve(g, n_null=1)
+
+
 # ---------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize(
     "kwargs, match",
@@ -556,5 +559,3 @@ def test_graph_without_edges_is_an_input_error():
         InputError, match="'graph' parameter of find_modules must be an InteractionGraph"
     ):
         find_modules(nx.Graph())
-
-

@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 
 import modgraph as mg
 from modgraph.errors import InputError
-from modgraph.partition import cost_curve, module_interactions, module_significance
+from modgraph.partition import cost_curve, module_interactions
 from modgraph.plotting import (
     plot_basis_comparison,
     plot_cost_curve,
@@ -168,7 +168,9 @@ def test_plot_cost_curve_with_null_band(a):
     band = [c for c in ax.collections if not isinstance(c, LineCollection)][0]
     y = band.get_paths()[0].vertices[:, 1]
     mean, sd = cs.null_mean[1:], cs.null_std[1:]  # k = 1 has no band (every partition scores 0)
-    np.testing.assert_allclose([y.min(), y.max()], [max((mean - 2 * sd).min(), 0), (mean + 2 * sd).max()])
+    np.testing.assert_allclose(
+        [y.min(), y.max()], [max((mean - 2 * sd).min(), 0), (mean + 2 * sd).max()]
+    )
     found = [l for l in ax.get_lines() if l.get_label() == "spectral: found"][0]
     np.testing.assert_allclose(found.get_ydata(), cs.ncut)
 

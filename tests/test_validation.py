@@ -51,6 +51,7 @@ CALLS = {
     "fit_basis": lambda c: ((c["a"].statistics[0],), {"name": "input", "position": 0}),
     "find_modules": lambda c: ((c["a"].graph,), {}),
     "cross_module_cost": lambda c: ((c["a"].graph, c["r"]), {}),
+    "normalized_cut": lambda c: ((c["a"].graph, c["r"]), {}),
     "cost_curve": lambda c: ((c["a"].graph,), {}),
     "module_significance": lambda c: ((c["a"].graph, c["r"]), {}),
     "adjusted_rand_index": lambda c: (([0, 1], [0, 1]), {}),

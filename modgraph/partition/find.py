@@ -91,7 +91,9 @@ def _validate(where: str, graph, params: dict) -> ConnectedGraph:
     check_real(where, "alpha", params["alpha"], low=0, high=1, low_open=True, high_open=True)
     check_int(where, "n_null", params["n_null"], low=2)
     if resolution is None and params["quality"] != "modularity":
-        raise invalid(where, "quality", "'modularity' unless a resolution is given", params["quality"])
+        raise invalid(
+            where, "quality", "'modularity' unless a resolution is given", params["quality"]
+        )
     if resolution is not None:
         if method == "spectral":
             raise invalid(
@@ -169,8 +171,11 @@ def _automatic(sub: ConnectedGraph, params: dict) -> ModuleResult:
         # Too few nodes to test, or more components than k's scanned: components are modules.
         labels, info = labels_at_k(sub, params["method"], max(sub.n_components, 1),
                                    seed=params["seed"])  # fmt: skip
-        note = "cannot test: fewer than 4 connected nodes" if len(ks) == 0 else (
-            f"cannot test: {sub.n_components} connected components, each a module at no cost")
+        note = (
+            "cannot test: fewer than 4 connected nodes"
+            if len(ks) == 0
+            else (f"cannot test: {sub.n_components} connected components, each a module at no cost")
+        )
         return _finish(sub, labels, params, info, significance=untestable(params, note))
     spectra = None
     if params["method"] == "spectral":
@@ -185,6 +190,7 @@ def _automatic(sub: ConnectedGraph, params: dict) -> ModuleResult:
         labels = np.zeros(sub.n, dtype=np.int64)
         return _finish(sub, labels, params, info, significance=tests[0])
     significant = [i for i in testable if tests[i].p_value <= level]
+    info["significant_ks"] = [int(ks[i]) for i in significant]
     if significant:
         # the largest gap between the graph and its null graphs (in log normalized cut)
         best = min(significant, key=lambda i: (tests[i].z, ks[i]))
@@ -332,12 +338,13 @@ def cost_curve(  # noqa: PLR0913 (keyword-only options of one entry point)
         returns (up to eigensolver rounding, as the spectrum is computed once for the scan).
     """
     where = "cost_curve"
-    base = dict(zip(_PARAMS, (method, None, None, "modularity", seed, n_iterations, refine,
-                              0.05, max(n_null, 2))))  # fmt: skip
-    sub = _validate(where, graph, base)
+    check_graph(graph, where)
     n_null = check_int(where, "n_null", n_null, low=0)
     if n_null == 1:
         raise invalid(where, "n_null", "0 or an int >= 2", n_null)
+    base = dict(zip(_PARAMS, (method, None, None, "modularity", seed, n_iterations, refine,
+                              0.05, max(n_null, 2))))  # fmt: skip
+    sub = _validate(where, graph, base)
     ks = np.arange(1, min(CURVE_MAX_MODULES, sub.n) + 1) if ks is None else ks
     ks = np.array([check_int(where, "ks[...]", k, low=1, high=sub.n) for k in ks], np.int64)
     if len(ks) == 0:

@@ -29,7 +29,14 @@ from ..graph import InteractionGraph
 from .objective import ConnectedGraph, ModuleResult, canonical, check_graph, module_labels
 from .solvers import labels_at_k
 
-__all__ = ["Significance", "shuffled_graph", "module_significance", "null_graph", "null_test", "compare"]
+__all__ = [
+    "Significance",
+    "shuffled_graph",
+    "module_significance",
+    "null_graph",
+    "null_test",
+    "compare",
+]
 
 #: Sinkhorn scaling stops when every row and column sum is within this relative error.
 SINKHORN_RTOL = 1e-10

@@ -94,7 +94,9 @@ class ModuleResult:
                 f"no significant modular structure (best: k = {sig.n_modules}, "
                 f"p = {sig.p_value:.2g}; {how})"
             )
-        return f"{self.n_modules} modules, significant: p = {sig.p_value:.2g} ({how})"
+        others = [k for k in self.info.get("significant_ks", []) if k != self.n_modules]
+        also = f"; also significant: k = {', '.join(map(str, others))}" if others else ""
+        return f"{self.n_modules} modules, significant: p = {sig.p_value:.2g} ({how}{also})"
 
     @property
     def membership_array(self) -> np.ndarray:

@@ -19,6 +19,9 @@ __all__ = ["labels_at_k", "leiden_fine", "from_start"]
 #: Leiden seeds tried on graphs of at most RESTARTS_MAX_NODES connected nodes.
 LEIDEN_RESTARTS = 4
 RESTARTS_MAX_NODES = 500
+#: Largest graph on which Leiden, when no resolution gives k modules, falls back to merging
+#: single nodes (each merge costs O(k^2) with k modules left).
+AGGLOMERATE_MAX_NODES = 2000
 
 
 def _leiden_start(sub: ConnectedGraph, k: int, seed: int, n_iterations: int):
@@ -32,6 +35,9 @@ def _leiden_start(sub: ConnectedGraph, k: int, seed: int, n_iterations: int):
             n_iterations=n_iterations,
         )  # fmt: skip
         info.update(more)
+    if labels.max() + 1 < k and sub.n <= AGGLOMERATE_MAX_NODES:
+        # no resolution gave k modules: merge up from single nodes instead
+        labels, info["start"] = np.arange(sub.n), "single nodes merged"
     return merge_to(sub, labels, k), info
 
 
