@@ -134,8 +134,8 @@ def _rewired(rows: np.ndarray, cols: np.ndarray, shape, rng: np.random.Generator
     random and makes the swaps that stay simple; ``SWAP_ROUNDS`` rounds.
     """
     m = len(rows)
-    if m < 2:
-        return rows, cols
+    if m < 2 or m == shape[0] * shape[1]:
+        return rows, cols  # nothing to swap (a complete block stays complete)
     present = np.zeros(shape, dtype=bool)
     present[rows, cols] = True
     rows, cols = rows.copy(), cols.copy()
