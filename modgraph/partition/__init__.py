@@ -1,17 +1,20 @@
-"""Modules of an interaction graph: the paper's cost, Leiden and spectral solvers, the null.
+"""Modules of an interaction graph: one objective, two solvers, a null model, the number.
 
 Bushnaq et al. 2024 (sec. 5) score a split of the network into modules by what it costs to cut the
 edges between modules: an edge of strength ``w`` costs ``ln(w / eps^1/2)`` (nothing when
-``w <= eps^1/2``, so those edges are not in the graph at all). The best modules minimise
+``w <= eps^1/2``, so those edges are not in the graph at all):
 
 .. math::
 
     \\mathrm{cost}(z) = \\sum_{(a, b) \\in E,\\ z_a \\neq z_b} \\ln\\left(
-        \\frac{w_{ab}}{\\varepsilon^{1/2}}\\right),
+        \\frac{w_{ab}}{\\varepsilon^{1/2}}\\right).
 
-which alone is minimised by putting everything in one module, so every method here adds a notion
-of module size: Leiden through its quality function (modularity or CPM), spectral clustering
-through the normalized Laplacian (a relaxation of the normalized cut) and a fixed number of modules.
+That alone is minimised by one module, and at a fixed number of modules by cutting off weakly
+connected nodes one by one, so modules minimise it per unit of module strength, the normalized
+cut (:func:`normalized_cut`, which derives it). Leiden and spectral clustering start the search
+(:mod:`.solvers`), single-node moves finish it (:mod:`.refine`); :mod:`.null` draws graphs
+without modules and tests a partition against them; :mod:`.find` chooses the number of modules
+from those tests.
 
 Nodes without any edge (every interaction below ``eps^1/2``) carry no information about modules;
 they get the label ``-1`` ("unassigned") and are not counted in ``n_modules``.

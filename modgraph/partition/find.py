@@ -261,7 +261,8 @@ def find_modules(  # noqa: PLR0913 (keyword-only options of one entry point)
         is chosen from the null model among 1 .. 10 (see :mod:`modgraph.partition.find`):
         ``result.significance`` is the test of the chosen ``k`` (Bonferroni-adjusted p) and
         ``result.info["scan"]`` the test at every ``k``. A graph without significant structure
-        comes back as one module (``result.verdict`` says so).
+        comes back as one module (``result.verdict`` says so). A graph of 10 or more connected
+        components gets one module per component (cost 0), untested.
     resolution : float, optional
         Leiden only, instead of ``n_modules``: one plain Leiden run at this resolution (CPM's
         ``gamma`` with ``quality="cpm"``, else modularity's resolution), then refined. No test.

@@ -1,15 +1,18 @@
 """Are the modules real? Graphs without modules that keep everything else, and the test.
 
 The null model keeps what every interaction graph has whether or not it is modular: which
-layers talk to which, how strong each node's interactions are in total (its strength towards
-each neighbouring layer), and the spread of single edge costs. It forgets only *who talks to
-whom*. Per layer pair, the block of edge costs ``c = ln(w / eps^1/2)`` (zeros included) is
-shuffled over all its positions, then scaled by rows and columns (Sinkhorn & Knopp 1967) until
-every node's summed cost towards that layer is what it is in the real graph.
+layers talk to which, each node's number of edges towards each neighbouring layer and its summed
+edge cost ``c = ln(w / eps^1/2)`` there, and the spread of single edge costs. It forgets only
+*who talks to whom*. Per layer pair the edges are rewired by degree-preserving double-edge swaps
+(Maslov & Sneppen 2002), the costs shuffled over the new edges, and the block scaled by rows and
+columns (Sinkhorn & Knopp 1967) until every node's summed cost is what it is in the real graph.
 
 Why strengths must be kept: a shuffle alone flattens them (coefficient of variation 0.69 real,
 0.42 shuffled on random ReLU MLPs), and weakly connected nodes are exactly what is cheapest to
-cut off, so a real graph of random weights then looks "modular" next to its shuffles.
+cut off, so a real graph of random weights then looks "modular" next to its shuffles. Why edge
+counts must be kept: interaction graphs are sparse (about two edges per node in the demo), and
+sparse graphs have cheap cuts for free; a null that redistributes the edges makes them denser
+and every sparse graph look modular, or, with a free pattern, sparser and nothing significant.
 
 The test statistic is the objective itself: the normalized cut of the partition found, against
 the normalized cuts the same solver finds, at the same number of modules, on null graphs.
@@ -313,6 +316,8 @@ def module_significance(
     found it (``result.params``) finds at ``k`` on ``n_null`` null graphs (see
     :func:`null_graph`: layers and every node's strength kept, who talks to whom shuffled). A
     one-module result is tested as the best split into two (is there any structure at all?).
+    A result with an automatic number of modules already carries its test, adjusted for the
+    choice of ``k`` (``result.significance``); this one is not.
 
     Parameters
     ----------

@@ -166,7 +166,7 @@ class ConnectedGraph:
     """The subgraph of nodes with at least one edge: all that partitioning ever sees.
 
     Built from an :class:`InteractionGraph`, or (:meth:`from_edges`) from edge arrays: a null
-    graph or the part of a graph inside one module (:meth:`subgraph`) is partitioned the same way.
+    graph is partitioned the same way.
     """
 
     def __init__(self, graph: InteractionGraph):
@@ -203,26 +203,6 @@ class ConnectedGraph:
         structure = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(self.n, self.n))
         self.n_components, comp = connected_components(structure, directed=False)
         self.component = canonical(comp)
-
-    def subgraph(self, nodes: np.ndarray) -> tuple[ConnectedGraph, np.ndarray]:
-        """The edges among ``nodes`` (indices into this graph), and which of them have any.
-
-        Returns the induced graph on those of ``nodes`` with at least one edge to another of
-        ``nodes``, and their positions in ``nodes``.
-        """
-        pos = np.full(self.n, -1, dtype=np.int64)
-        pos[nodes] = np.arange(len(nodes))
-        inside = (pos[self.src] >= 0) & (pos[self.dst] >= 0) & (self.strength > 0)
-        s, d = pos[self.src[inside]], pos[self.dst[inside]]
-        keep = np.zeros(len(nodes), dtype=bool)
-        keep[s] = keep[d] = True
-        kept = np.flatnonzero(keep)
-        renum = np.full(len(nodes), -1, dtype=np.int64)
-        renum[kept] = np.arange(len(kept))
-        part = ConnectedGraph.from_edges(
-            renum[s], renum[d], self.strength[inside], self.layer[nodes[kept]]
-        )
-        return part, kept
 
     @cached_property
     def igraph(self):
