@@ -259,7 +259,7 @@ def null_test(
     the same k with ``params`` (``method``, ``seed``, ``n_iterations``, ``refine``)."""
     k = int(labels.max()) + 1
     nulls = [] if fixed_by_strengths(sub) else [null_graph(sub, rng) for _ in range(n_null)]
-    kwargs = {"seed": params["seed"], "n_iterations": params.get("n_iterations", -1),
+    kwargs = {"seed": params["seed"], "n_iterations": params.get("n_iterations", 2),
               "refine": params.get("refine", True)}  # fmt: skip
     null_labels = [labels_at_k(g, params["method"], min(k, g.n), **kwargs)[0] for g in nulls]
     return compare(sub, labels, nulls, null_labels, params)
@@ -360,4 +360,4 @@ def module_significance(
     return null_test(sub, labels, params, n_null=n_null, rng=np.random.default_rng(seed))
 
 
-_NULL_DEFAULTS = {"method": "leiden", "seed": 0, "n_iterations": -1, "refine": True}
+_NULL_DEFAULTS = {"method": "leiden", "seed": 0, "n_iterations": 2, "refine": True}

@@ -22,6 +22,8 @@ RESTARTS_MAX_NODES = 500
 #: Largest graph on which Leiden, when no resolution gives k modules, falls back to merging
 #: single nodes (each merge costs O(k^2) with k modules left).
 AGGLOMERATE_MAX_NODES = 2000
+#: Leiden runs at rising resolution (x4 each) that leiden_fine may add to find enough modules.
+FINE_SEARCH_RUNS = 6
 
 
 def _leiden_start(sub: ConnectedGraph, k: int, seed: int, n_iterations: int):
@@ -42,7 +44,7 @@ def _leiden_start(sub: ConnectedGraph, k: int, seed: int, n_iterations: int):
 
 
 def labels_at_k(
-    sub: ConnectedGraph, method: str, k: int, *, seed: int, n_iterations: int = -1,
+    sub: ConnectedGraph, method: str, k: int, *, seed: int, n_iterations: int = 2,
     refine: bool = True, spectra=None,
 ) -> tuple[np.ndarray, dict]:  # fmt: skip
     """``k`` modules of the connected graph ``sub`` (labels ``0 .. k - 1``) and what was found.
@@ -74,16 +76,17 @@ def labels_at_k(
     return best[1], best[2]
 
 
-def leiden_fine(sub: ConnectedGraph, kmax: int, seed: int, n_iterations: int = -1) -> np.ndarray:
+def leiden_fine(sub: ConnectedGraph, kmax: int, seed: int, n_iterations: int = 2) -> np.ndarray:
     """A Leiden partition with at least ``kmax`` modules where it can find one (modularity, its
     resolution raised when needed): every coarser partition of a scan over ``k`` is merged from
     it (:func:`from_start`), so Leiden runs once per graph rather than once per ``k``."""
     labels, _ = leiden_once(sub, "modularity", None, seed, n_iterations)
-    if labels.max() + 1 < kmax:
-        labels, _ = leiden_labels(
-            sub, n_modules=kmax, resolution=None, quality="modularity", seed=seed,
-            n_iterations=n_iterations,
-        )  # fmt: skip
+    gamma = 1.0
+    for _ in range(FINE_SEARCH_RUNS):  # raise the resolution in big steps: a few runs, not 40
+        if labels.max() + 1 >= kmax:
+            break
+        gamma *= 4.0
+        labels, _ = leiden_once(sub, "modularity", gamma, seed, n_iterations)
     return labels
 
 
