@@ -178,7 +178,7 @@ def _automatic(sub: ConnectedGraph, params: dict) -> ModuleResult:
         labels, info = labels_at_k(sub, params["method"], max(sub.n_components, 1),
                                    seed=params["seed"])  # fmt: skip
         note = (
-            "cannot test: fewer than 4 connected nodes"
+            "cannot test: fewer than 3 connected nodes"
             if len(ks) == 0
             else (f"cannot test: {sub.n_components} connected components, each a module at no cost")
         )
