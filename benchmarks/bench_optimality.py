@@ -6,7 +6,7 @@ partition each solver returns at ``k`` is compared with the exact minimum over a
 into ``k`` modules (86,526 of them at k = 3). Prints the mean, median and largest relative gap
 per solver and ``k``, and how often the optimum was reached.
 
-Run: ``python benchmarks/bench_optimality.py [--graphs 30] [--nodes 3,3,3,3]`` (about 1 minute).
+Run: ``python benchmarks/bench_optimality.py [--graphs 30] [--nodes 3,3,3,3]`` (about 10 s).
 """
 
 from __future__ import annotations
