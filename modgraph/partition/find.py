@@ -26,8 +26,8 @@ from ..graph import InteractionGraph
 from .leiden import leiden_labels
 from .null import compare, fixed_by_strengths, null_graph, untestable
 from .objective import UNASSIGNED, ConnectedGraph, ModuleResult, canonical, check_graph
-from .refine import merge_to, refine_ncut
-from .solvers import from_start, labels_at_k, leiden_fine
+from .refine import merge_to
+from .solvers import from_start, labels_at_k, leiden_fine, refined
 from .spectral import component_spectra
 
 __all__ = ["METHODS", "QUALITIES", "CostCurve", "find_modules", "cost_curve", "solve"]
@@ -227,9 +227,8 @@ def solve(sub: ConnectedGraph, params: dict, *, spectra=None) -> ModuleResult:
         sub, n_modules=None, resolution=params["resolution"], quality=params["quality"],
         seed=params["seed"], n_iterations=params["n_iterations"],
     )  # fmt: skip
-    if params["refine"] and labels.max() >= 1:
-        info["ncut_before_refinement"] = sub.ncut(labels)
-        labels, info["refinement_moves"] = refine_ncut(sub, labels)
+    if params["refine"]:
+        labels = refined(sub, labels, info)
     return _finish(sub, labels, params, info)
 
 
@@ -279,8 +278,8 @@ def find_modules(  # noqa: PLR0913 (keyword-only options of one entry point)
         equal results (on CPU; other BLAS builds can round eigenvectors differently).
     n_iterations : int
         Leiden iterations (2, leidenalg's default; the refinement on the normalized cut follows
-        anyway); negative iterates until the partition is stable, which on graphs without
-        modules (every null graph) takes 5-10 times longer.
+        anyway); negative iterates until the partition is stable, which took about 10
+        iterations per run on the null graphs of ``benchmarks/bench_partition.py``.
     refine : bool
         Move single nodes while that strictly lowers the normalized cut (default). ``False``
         keeps the solver's own partition.
@@ -363,14 +362,20 @@ def cost_curve(  # noqa: PLR0913 (keyword-only options of one entry point)
         spectra = component_spectra(sub, int(ks.max()) + 1, seed)
     rng = np.random.default_rng(seed)
     nulls = [null_graph(sub, rng) for _ in range(n_null)]
+    # each null graph's spectrum once for the whole scan, as the graph's own
+    null_spectra = [
+        component_spectra(g, int(ks.max()) + 1, seed) if method == "spectral" else None
+        for g in nulls
+    ]
+    kwargs = {"seed": seed, "n_iterations": n_iterations, "refine": refine}
     rows = []
     for k in ks.tolist():
         r = solve(sub, {**base, "n_modules": k}, spectra=spectra)
         null = [
-            g.ncut(labels_at_k(g, method, min(k, g.n), seed=seed, n_iterations=n_iterations,
-                               refine=refine)[0])
-            for g in (nulls if k > 1 else [])
-        ]  # fmt: skip
+            g.ncut(labels_at_k(g, method, min(k, g.n), spectra=sp_, **kwargs)[0])
+            for g, sp_ in zip(nulls, null_spectra, strict=True)
+            if k > 1
+        ]
         mean = float(np.mean(null)) if null else math.nan
         sd = float(np.std(null, ddof=1)) if len(null) > 1 else math.nan
         rows.append((r.n_modules, r.ncut, r.cost, mean, sd))

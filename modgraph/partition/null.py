@@ -10,7 +10,7 @@ columns (Sinkhorn & Knopp 1967) until every node's summed cost is what it is in 
 Why strengths must be kept: a shuffle alone flattens them (coefficient of variation 0.69 real,
 0.42 shuffled on random ReLU MLPs), and weakly connected nodes are exactly what is cheapest to
 cut off, so a real graph of random weights then looks "modular" next to its shuffles. Why edge
-counts must be kept: interaction graphs are sparse (about two edges per node in the demo), and
+counts must be kept: interaction graphs are sparse (1.8 edges per connected node in the demo), and
 sparse graphs have cheap cuts for free; a null that redistributes the edges makes them denser
 and every sparse graph look modular, or, with a free pattern, sparser and nothing significant.
 

@@ -14,7 +14,7 @@ from .objective import ConnectedGraph, canonical
 from .refine import merge_to, refine_ncut
 from .spectral import spectral_labels
 
-__all__ = ["labels_at_k", "leiden_fine", "from_start"]
+__all__ = ["labels_at_k", "leiden_fine", "from_start", "refined"]
 
 #: Leiden seeds tried on graphs of at most RESTARTS_MAX_NODES connected nodes.
 LEIDEN_RESTARTS = 4
@@ -43,6 +43,15 @@ def _leiden_start(sub: ConnectedGraph, k: int, seed: int, n_iterations: int):
     return merge_to(sub, labels, k), info
 
 
+def refined(sub: ConnectedGraph, labels: np.ndarray, info: dict) -> np.ndarray:
+    """``labels`` after :func:`refine_ncut`; records the objective before and the moves in
+    ``info``."""
+    labels = canonical(labels)
+    info["ncut_before_refinement"] = sub.ncut(labels)
+    labels, info["refinement_moves"] = refine_ncut(sub, labels)
+    return labels
+
+
 def labels_at_k(
     sub: ConnectedGraph, method: str, k: int, *, seed: int, n_iterations: int = 2,
     refine: bool = True, spectra=None,
@@ -58,18 +67,13 @@ def labels_at_k(
         return np.arange(sub.n), {"shortcut": "singletons"}
     if method == "spectral":
         labels, info = spectral_labels(sub, k, seed, spectra=spectra)
-        if refine:
-            info["ncut_before_refinement"] = sub.ncut(canonical(labels))
-            labels, info["refinement_moves"] = refine_ncut(sub, labels)
-        return canonical(labels), info
+        return (refined(sub, labels, info) if refine else canonical(labels)), info
     # Leiden's partition depends on its seed more than k-means' does on its restarts: on small
     # graphs, where a run costs little, keep the best of a few seeds (each merged and refined).
     best = None
     for s in range(seed, seed + (LEIDEN_RESTARTS if sub.n <= RESTARTS_MAX_NODES else 1)):
         labels, info = _leiden_start(sub, k, s, n_iterations)
-        if refine:
-            info["ncut_before_refinement"] = sub.ncut(canonical(labels))
-            labels, info["refinement_moves"] = refine_ncut(sub, labels)
+        labels = refined(sub, labels, info) if refine else canonical(labels)
         value = sub.ncut(labels)
         if best is None or value < best[0] - 1e-12:
             best = (value, canonical(labels), {**info, "leiden_seed": s})
