@@ -8,7 +8,7 @@ edges) only ever calls the stages, so any model that can be cut into such a chai
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -16,9 +16,13 @@ from torch import Tensor, nn
 from ._validation import invalid
 from .errors import InputError
 
-__all__ = ["LayerChain", "LayerSelector", "INPUT", "device_and_dtype"]
+__all__ = ["Chain", "LayerChain", "LayerSelector", "INPUT", "FEATURE_MAPS", "device_and_dtype"]
 
 INPUT = "input"
+#: How an activation of shape (batch, channels, *spatial) is read: every spatial position a
+#: sample with ``channels`` features (``"positions"``, the convention of sequences), or one
+#: sample of ``channels * prod(spatial)`` features (``"flatten"``).
+FEATURE_MAPS = ("positions", "flatten")
 
 #: Picks layer boundaries by name: ``None`` (default boundaries), one name, a list of names, or a
 #: predicate called on each candidate name.
@@ -37,8 +41,83 @@ def _flatten(module: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]
     return out
 
 
+class FeatureMaps:
+    """Reads module outputs of shape (batch, C, *spatial) as layers, and writes layers back.
+
+    Activations of rank 2 (batch, d) and 3 (batch, positions, d) are layers as they are. A feature
+    map (rank 4 or more, channels first as ``nn.Conv2d`` writes them) becomes (batch, H*W, C) with
+    ``mode="positions"`` or (batch, C*H*W) with ``"flatten"``. The per-sample shape of every layer
+    read is remembered, so that :meth:`write` can turn a layer back into the module's shape.
+
+    Examples
+    --------
+    >>> maps = FeatureMaps("positions")
+    >>> t = torch.randn(2, 3, 4, 5)
+    >>> maps.read(0, t).shape
+    torch.Size([2, 20, 3])
+    >>> bool((maps.write(0, maps.read(0, t)) == t).all())
+    True
+    """
+
+    def __init__(self, mode: str = "positions"):
+        if mode not in FEATURE_MAPS:
+            raise invalid("analyze", "feature_maps", f"one of {FEATURE_MAPS}", mode)
+        self.mode = mode
+        self.shapes: dict[int, tuple[int, ...]] = {}
+
+    def read(self, l: int, t: Tensor) -> Tensor:
+        if not isinstance(t, Tensor) or t.ndim < 4:
+            return t
+        self.shapes[l] = tuple(t.shape[1:])
+        return t.flatten(1) if self.mode == "flatten" else t.flatten(2).transpose(1, 2)
+
+    def write(self, l: int, f: Tensor) -> Tensor:
+        shape = self.shapes.get(l)
+        if shape is None:
+            return f
+        if self.mode == "flatten":
+            return f.reshape(f.shape[0], *shape)
+        return f.transpose(1, 2).reshape(f.shape[0], *shape)
+
+
+class Chain:
+    """What every layer chain offers: ``names`` (layer ``0..L``), ``forward(x, upto)``,
+    ``stage(l, x)``, ``run_from(l, f, x)``, ``perturbed(x, deltas, first)``, ``for_inputs(x)``
+    and ``modules()``; the rest of the library reads a model only through these."""
+
+    names: tuple[str, ...]
+
+    def __len__(self) -> int:
+        """Number of layers (stages + 1)."""
+        return len(self.names)
+
+    def index(self, layer: int | str) -> int:
+        """Position of a layer given by position (negative counts from the end) or name."""
+        if isinstance(layer, bool) or not isinstance(layer, (int, str)):
+            raise invalid("LayerChain.index", "layer", "an int position or a str name", layer)
+        if isinstance(layer, int):
+            if not -len(self) <= layer < len(self):
+                raise InputError(f"layer position {layer} out of range for {len(self)} layers")
+            return layer % len(self)
+        if layer not in self.names:
+            raise InputError(f"unknown layer name {layer!r}; the layers are {list(self.names)}")
+        return self.names.index(layer)
+
+    def parameters(self) -> Iterator[nn.Parameter]:
+        for module in self.modules():
+            yield from module.parameters()
+
+    def fingerprint(self) -> tuple:
+        """Layer names and every parameter's shape and sums: equal on equal models."""
+        params = []
+        for p in self.parameters():
+            p64 = p.detach().to(torch.float64)
+            params.append((tuple(p.shape), float(p64.sum()), float(p64.square().sum())))
+        return (self.names, tuple(params))
+
+
 @dataclass(frozen=True)
-class LayerChain:
+class LayerChain(Chain):
     """A model cut into stages ``g_0 .. g_{L-1}`` at named layer boundaries.
 
     Attributes
@@ -51,11 +130,15 @@ class LayerChain:
     embed : nn.Module or None
         Applied to the raw input before layer 0, for inputs that are not a vector space (token
         ids): layer 0 is then the embedding's output. See :meth:`for_inputs`.
+    feature_maps : {"positions", "flatten"}
+        How activations of shape (batch, C, H, W) are read (see :class:`FeatureMaps`).
     """
 
     stages: tuple[nn.Module, ...]
     names: tuple[str, ...]
     embed: nn.Module | None = None
+    feature_maps: str = "positions"
+    maps: FeatureMaps = field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
         if len(self.names) != len(self.stages) + 1:
@@ -63,10 +146,13 @@ class LayerChain:
                 f"a chain of {len(self.stages)} stages needs {len(self.stages) + 1} layer names, "
                 f"got {len(self.names)}"
             )
+        object.__setattr__(self, "maps", FeatureMaps(self.feature_maps))
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_model(cls, model, layers: LayerSelector = None) -> LayerChain:
+    def from_model(
+        cls, model, layers: LayerSelector = None, *, feature_maps: str = "positions"
+    ) -> LayerChain:
         """Build the chain of a model.
 
         Parameters
@@ -80,6 +166,8 @@ class LayerChain:
             Which boundaries between modules are layers. A boundary is named after the module whose
             output it is. ``None``: before every module that has parameters, plus the final output.
             The input and the final output are always layers.
+        feature_maps : {"positions", "flatten"}
+            How activations of shape (batch, C, H, W) are read (see :class:`FeatureMaps`).
 
         Examples
         --------
@@ -105,7 +193,7 @@ class LayerChain:
             )
         if not children:
             raise InputError("model has no modules to analyse")
-        _check_eval_mode(children)
+        check_eval_mode(children)
 
         names = [name for name, _ in children]
         if layers is None and not isinstance(model, nn.Sequential):  # a list: one stage each
@@ -121,25 +209,9 @@ class LayerChain:
             part = [m for _, m in children[a:b]]
             stages.append(part[0] if len(part) == 1 else nn.Sequential(*part))
         layer_names = [INPUT] + [names[b - 1] for b in bounds[1:]]
-        return cls(tuple(stages), tuple(layer_names))
+        return cls(tuple(stages), tuple(layer_names), feature_maps=feature_maps)
 
     # ------------------------------------------------------------------ use
-    def __len__(self) -> int:
-        """Number of layers (stages + 1)."""
-        return len(self.names)
-
-    def index(self, layer: int | str) -> int:
-        """Position of a layer given by position (negative counts from the end) or name."""
-        if isinstance(layer, bool) or not isinstance(layer, (int, str)):
-            raise invalid("LayerChain.index", "layer", "an int position or a str name", layer)
-        if isinstance(layer, int):
-            if not -len(self) <= layer < len(self):
-                raise InputError(f"layer position {layer} out of range for {len(self)} layers")
-            return layer % len(self)
-        if layer not in self.names:
-            raise InputError(f"unknown layer name {layer!r}; the layers are {list(self.names)}")
-        return self.names.index(layer)
-
     def for_inputs(self, x: Tensor) -> LayerChain:
         """The chain to analyse on inputs like ``x``.
 
@@ -158,42 +230,62 @@ class LayerChain:
                 f"data holds integer values (dtype {x.dtype}, e.g. token ids); the model needs an "
                 "embedding stage followed by at least one more stage"
             )
-        return LayerChain(self.stages[1:], self.names[1:], embed=self.stages[0])
+        return LayerChain(
+            self.stages[1:], self.names[1:], embed=self.stages[0], feature_maps=self.feature_maps
+        )
 
     def forward(self, x: Tensor, upto: int | None = None) -> list[Tensor]:
         """Activations ``[f_0, ..., f_upto]`` (all layers by default) for a batch of inputs."""
         upto = len(self.stages) if upto is None else upto
-        acts = [x if self.embed is None else _tensor(self.embed(x), self.names[0])]
-        for l, stage in enumerate(self.stages[:upto]):
-            acts.append(_tensor(stage(acts[-1]), self.names[l + 1]))
+        first = x if self.embed is None else one_tensor(self.embed(x), self.names[0])
+        acts = [self.maps.read(0, first)]
+        for l in range(upto):
+            acts.append(self.stage(l, x)(acts[-1]))
         return acts
 
-    def run_from(self, layer: int, f: Tensor) -> Tensor:
+    def stage(self, l: int, x: Tensor | None = None) -> Callable[[Tensor], Tensor]:
+        """The map ``g_l`` from layer ``l`` to layer ``l + 1`` (``x``, the batch's input, is
+        not needed here: every stage is a module; :class:`~modgraph.HookedChain` needs it)."""
+        stage, name, maps = self.stages[l], self.names[l + 1], self.maps
+
+        def g(f: Tensor) -> Tensor:
+            return maps.read(l + 1, one_tensor(stage(maps.write(l, f)), name))
+
+        return g
+
+    def run_from(self, layer: int, f: Tensor, x: Tensor | None = None) -> Tensor:
         """The final output computed from the activations ``f`` of layer ``layer``."""
-        for stage in self.stages[layer:]:
-            f = stage(f)
+        for l in range(layer, len(self.stages)):
+            f = self.stage(l, x)(f)
         return f
 
-    def parameters(self) -> Iterator[nn.Parameter]:
-        for stage in ([self.embed] if self.embed is not None else []) + list(self.stages):
-            yield from stage.parameters()
+    def perturbed(self, x: Tensor, deltas: Sequence[Tensor], first: int) -> Tensor:
+        """The final output with ``deltas[i]`` added to layer ``first + i`` (``i < len(deltas)``).
 
-    def fingerprint(self) -> tuple:
-        """Layer names and every parameter's shape and sums: equal on equal models."""
-        params = []
-        for p in self.parameters():
-            p64 = p.detach().to(torch.float64)
-            params.append((tuple(p.shape), float(p64.sum()), float(p64.square().sum())))
-        return (self.names, tuple(params))
+        With zero ``deltas``, the vjp with respect to them is the vjp with respect to the
+        activations of every layer at once (one backward pass per output row).
+        """
+        f = self.forward(x, upto=0)[0]
+        f = f + deltas[0] if first == 0 else f
+        for l in range(len(self.stages)):
+            f = self.stage(l, x)(f)
+            if first <= l + 1 < first + len(deltas):
+                f = f + deltas[l + 1 - first]
+        return f
+
+    def modules(self) -> list[nn.Module]:
+        """The modules the chain runs (embedding first)."""
+        return [m for m in (self.embed, *self.stages) if m is not None]
 
 
-def _tensor(out, layer: str) -> Tensor:
-    """A stage's output, which must be one tensor."""
+def one_tensor(out, layer: str) -> Tensor:
+    """A layer's value, which must be one tensor."""
     if not isinstance(out, Tensor):
         raise InputError(
             f"layer {layer!r} is the output of a module that returned a {type(out).__name__}, "
-            "not a tensor; modgraph reads one tensor per layer: wrap the module so that it "
-            "returns the tensor to analyse (e.g. out[0] of a tuple, or out.logits)"
+            "not a tensor; modgraph reads one tensor per layer: select it by module path and "
+            f"element, e.g. layers=['{layer}[0]'] for element 0 of a tuple or "
+            f"['{layer}[logits]'] for a key (see HookedChain)"
         )
     return out
 
@@ -202,7 +294,7 @@ def _has_params(module: nn.Module) -> bool:
     return any(True for _ in module.parameters())
 
 
-def _check_eval_mode(children: list[tuple[str, nn.Module]]) -> None:
+def check_eval_mode(children: list[tuple[str, nn.Module]]) -> None:
     stochastic = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm)
     for path, child in children:
         for sub, m in child.named_modules():

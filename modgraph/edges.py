@@ -24,7 +24,7 @@ from torch.func import vjp
 from . import distributed
 from ._validation import check_choice, check_int
 from .basis import LayerBasis
-from .chain import LayerChain
+from .chain import Chain
 from .data import Batches
 from .errors import InputError
 from .statistics import DEFAULT_JACOBIAN_BUDGET, check_finite, checked_forward, jacobian_rows, rows
@@ -61,7 +61,7 @@ def quadrature(n_steps: int, rule: str = "gauss-legendre") -> tuple[np.ndarray, 
 
 @torch.no_grad()
 def interaction_strengths(
-    chain: LayerChain,
+    chain: Chain,
     bases: list[LayerBasis],
     batches: Batches,
     *,
@@ -97,16 +97,16 @@ def interaction_strengths(
         alphas, weights = np.ones(1), np.ones(1)
     sums = [
         torch.zeros(bases[l + 1].k, bases[l].k, dtype=torch.float64, device=batches.device)
-        for l in range(len(chain.stages))
+        for l in range(len(chain) - 1)
     ]
-    counts = [0] * len(chain.stages)
+    counts = [0] * (len(chain) - 1)
     error, seen = None, False
     try:
         for b, x in enumerate(batches):
             seen = True
             acts = checked_forward(chain, x, b)
-            for l, stage in enumerate(chain.stages):
-                src, dst, f = bases[l], bases[l + 1], acts[l]
+            for l in range(len(chain) - 1):
+                stage, src, dst, f = chain.stage(l, x), bases[l], bases[l + 1], acts[l]
                 if src.k == 0 or dst.k == 0 or not f.is_floating_point():
                     continue
                 # per-sample Jacobians in the model's dtype (float32 contractions run ~2.5x
@@ -168,7 +168,7 @@ def _path_jacobians(paths, weights, readout, width, budget, layer, batch):
 
 @torch.no_grad()
 def output_attribution(
-    chain: LayerChain,
+    chain: Chain,
     bases: list[LayerBasis],
     batches: Batches,
     *,
@@ -186,7 +186,7 @@ def output_attribution(
     list of Tensor
         ``A[l]`` of shape (d_out, k_l), float64, one per layer.
     """
-    L = len(chain.stages)
+    L = len(chain) - 1
     sums: list[Tensor] | None = None
     counts = [0] * (L + 1)
     error = None
@@ -206,7 +206,7 @@ def output_attribution(
                     continue
                 f_hat = basis.transform(f).to(f.dtype)
                 C_pinv = basis.C_pinv.to(f.dtype)
-                paths = [vjp(lambda f, l=l: chain.run_from(l, f), f)]
+                paths = [vjp(lambda f, l=l, x=x: chain.run_from(l, f, x), f)]
                 for rows_idx, grad in _path_jacobians(
                     paths, [1.0], eye, f.numel() // x.shape[0], jacobian_budget, basis.name, b
                 ):

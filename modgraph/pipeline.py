@@ -19,10 +19,11 @@ from . import distributed
 from ._validation import check_choice, check_int, check_real, check_seed, invalid
 from .analysis import Analysis, versions
 from .basis import BASES, SCALES, LayerBasis, fit_basis
-from .chain import LayerChain, LayerSelector, device_and_dtype
+from .chain import FEATURE_MAPS, Chain, LayerSelector, device_and_dtype
 from .data import Batches
 from .edges import ATTRIBUTIONS, RULES, interaction_strengths
 from .errors import InputError, NonFiniteError
+from .hooked import HookedChain, as_chain
 from .rotation import ROTATIONS, sparse_rotation
 from .statistics import (
     DEFAULT_JACOBIAN_BUDGET,
@@ -40,7 +41,7 @@ CONSTANT_RTOL = 1e-10
 
 
 def analyze(  # noqa: PLR0913 (the paper's knobs, keyword-only)
-    model: nn.Module | list | LayerChain,
+    model: nn.Module | list | Chain,
     data,
     *,
     eps: float = 1e-3,
@@ -60,13 +61,17 @@ def analyze(  # noqa: PLR0913 (the paper's knobs, keyword-only)
     output_probes: int | None = None,
     seed: int = 0,
     jacobian_budget: int = DEFAULT_JACOBIAN_BUDGET,
+    feature_maps: str = "positions",
 ) -> Analysis:
     """Convert a model to the interaction basis and build its interaction graph.
 
     Parameters
     ----------
-    model : nn.Sequential, list of nn.Module, or LayerChain
-        The model, in eval mode (see :meth:`LayerChain.from_model`).
+    model : nn.Module, list of nn.Module, LayerChain or HookedChain
+        The model, in eval mode. An ``nn.Sequential`` or a list of modules is cut into stage
+        modules (:meth:`LayerChain.from_model`); any other ``nn.Module`` is read through forward
+        hooks at the module paths ``layers`` (:class:`HookedChain`; its output is the last
+        layer; wrap it in a ``HookedChain`` to select a tuple element or ``logits``).
     data : tensor, array, or re-iterable of batches
         Inputs only (a DataLoader's labels are ignored): everything is defined by the model's own
         behavior. Read once (global variant, baselines) or once per layer (local variant), plus
@@ -91,7 +96,12 @@ def analyze(  # noqa: PLR0913 (the paper's knobs, keyword-only)
         :mod:`modgraph.rotation`). Where every pair is determined the basis is the plain one, bit
         for bit. ``"none"``: the paper's plain basis.
     layers : None, str, list of str, or callable
-        Layer boundaries (see :meth:`LayerChain.from_model`).
+        Layer boundaries: module paths whose outputs are layers (``"encoder.3"``,
+        ``"blocks.1"``, ``"h.0[0]"`` for element 0 of a tuple output). For an ``nn.Sequential``
+        (see :meth:`LayerChain.from_model`) also a predicate on the names; default: before every
+        module with parameters. For other modules the default is the top-level modules, in call
+        order. Every layer must carry all that later layers read from earlier ones (checked on
+        the first batch: a skip connection around a layer is an error that names it).
     batch_size : int
         Batch size used to cut a tensor of inputs.
     device : torch device, optional
@@ -112,6 +122,9 @@ def analyze(  # noqa: PLR0913 (the paper's knobs, keyword-only)
         exact. Seeded by ``seed``.
     jacobian_budget : int
         Most Jacobian-row elements held at once; bounds memory.
+    feature_maps : {"positions", "flatten"}
+        Activations of shape (batch, C, H, W): every spatial position a sample with C features
+        (the convention of sequences, default), or one sample of C*H*W features.
 
     Returns
     -------
@@ -141,13 +154,16 @@ def analyze(  # noqa: PLR0913 (the paper's knobs, keyword-only)
     """
     check_real("analyze", "eps", eps, low=0, low_open=True)
     config = _config(locals())
-    chain = LayerChain.from_model(model, layers)
+    chain = as_chain(model, layers, feature_maps=feature_maps)
     device, dtype = _place(chain, device)
     batches = Batches(  # every progress bar says which analysis it belongs to
         data, batch_size=batch_size, device=device, dtype=dtype, progress=progress,
         desc=f"{basis} basis", where="analyze",
     )  # fmt: skip
-    chain = chain.for_inputs(_first_batch(batches.labelled(f"{batches.desc}: reading the data")))
+    first = _first_batch(batches.labelled(f"{batches.desc}: reading the data"))
+    chain = chain.for_inputs(first)
+    if isinstance(chain, HookedChain):
+        chain.check(first)
     config.update(world_size=distributed.world_size(), device=str(device))
     config["dtype"] = str(dtype).removeprefix("torch.")
     if distributed.active():  # the fingerprint reads every parameter: only when it matters
@@ -186,14 +202,14 @@ def analyze(  # noqa: PLR0913 (the paper's knobs, keyword-only)
     return Analysis(tuple(bases), tuple(w), tuple(stats), eps, config, timings, versions())
 
 
-def _place(chain: LayerChain, device) -> tuple[torch.device, torch.dtype]:
+def _place(chain: Chain, device) -> tuple[torch.device, torch.dtype]:
     """Move the chain to ``device`` (checked; default the model's); the analysis dtype."""
     device, dtype = device_and_dtype(chain, None if device is None else _check_device(device))
     if any(p.is_meta for p in chain.parameters()):
         raise InputError("model has parameters on the meta device (shapes only, no values)")
-    for stage in (chain.embed, *chain.stages):
-        if stage is not None:
-            stage.to(device)
+    for module in chain.modules():
+        if any(t.device != device for t in (*module.parameters(), *module.buffers())):
+            module.to(device)  # (some libraries print a line on every move)
     return device, dtype
 
 
@@ -210,7 +226,7 @@ def _check_device(device) -> torch.device:
     return dev
 
 
-def _check_variance(chain: LayerChain, stats) -> None:
+def _check_variance(chain: Chain, stats) -> None:
     """Refuse data that cannot define a basis: one sample, or a layer without any variance."""
     n = stats[0].n
     if n < 2:
@@ -228,7 +244,7 @@ def _check_variance(chain: LayerChain, stats) -> None:
             )
 
 
-def _check_strengths(chain: LayerChain, w, eps: float) -> None:
+def _check_strengths(chain: Chain, w, eps: float) -> None:
     """Refuse strengths that overflowed; warn when ``eps`` leaves no edge."""
     for l, wl in enumerate(w):
         if not torch.isfinite(wl).all():
@@ -265,8 +281,9 @@ def _config(options: dict) -> dict:
         check_int(where, "output_probes", options["output_probes"], low=1)
     check_seed(where, options["seed"])
     check_int(where, "jacobian_budget", options["jacobian_budget"], low=1)
+    check_choice(where, "feature_maps", options["feature_maps"], FEATURE_MAPS)
     keys = ("variant", "scale", "basis", "rotation", "rtol", "tie_rtol", "attribution")
-    keys += ("n_steps", "rule", "output_probes", "seed", "batch_size")
+    keys += ("n_steps", "rule", "output_probes", "seed", "batch_size", "feature_maps")
     return {k: options[k] for k in keys}
 
 
@@ -278,7 +295,7 @@ def _timed(timings: dict[str, float], stage: str):
     timings[stage] = time.perf_counter() - t0
 
 
-def _statistics(chain: LayerChain, batches: Batches, config: dict, budget: int):
+def _statistics(chain: Chain, batches: Batches, config: dict, budget: int):
     """Per-layer statistics: G (and the global M, in one pass) for every layer."""
     if config["basis"] == "interaction" and config["variant"] == "global":
         return global_statistics(
@@ -297,7 +314,7 @@ def _fit_bases(chain, batches, stats: list, config: dict, budget: int) -> list[L
 
     ``stats`` gains the local variant's M in place (it is part of the returned Analysis).
     """
-    L = len(chain.stages)
+    L = len(chain) - 1
     local = config["basis"] == "interaction" and config["variant"] == "local"
     fit = {k: config[k] for k in ("basis", "scale", "rtol", "tie_rtol")}
     if local:  # the output's Jacobian with respect to itself is the identity

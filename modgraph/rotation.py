@@ -172,7 +172,7 @@ def _read(chain, bases, batches, max_samples, global_, memory_budget, budget) ->
     computed from its content (:func:`sample_keys`) and the ones with the smallest keys are
     used, so a shuffled DataLoader or a permuted tensor gives the same basis (up to rounding).
     """
-    L = len(chain.stages)
+    L = len(chain) - 1
     first = next(iter(batches), None)
     if first is None:
         return "the data is empty"
@@ -211,11 +211,11 @@ def _read(chain, bases, batches, max_samples, global_, memory_budget, budget) ->
                 continue
             f = acts[l]
             C_pinv = bases[l].C_pinv.to(f.dtype)
-            Jl = _jacobian(f, chain.stages[l], bases[l + 1].C.to(f.dtype), C_pinv, budget)
+            Jl = _jacobian(f, chain.stage(l, x), bases[l + 1].C.to(f.dtype), C_pinv, budget)
             J[l].append(Jl)
             if global_:
                 eye = torch.eye(bases[L].d, dtype=f.dtype, device=f.device)
-                Bl = _jacobian(f, lambda f, l=l: chain.run_from(l, f), eye, C_pinv, budget)
+                Bl = _jacobian(f, lambda f, l=l, x=x: chain.run_from(l, f, x), eye, C_pinv, budget)
             else:
                 Bl = Jl
             psi2[l] += _psi_square_sum(coords[l], lams[l], Bl.flatten(1, 2))
@@ -571,7 +571,7 @@ def sparse_rotation(
     s = replace(settings or RotationSettings(), **overrides)
     if scale != "importance":
         return list(bases)
-    L = len(chain.stages)
+    L = len(chain) - 1
     global_ = variant == "global"
     data = _read(chain, bases, batches, s.max_samples, global_, s.memory_budget, s.jacobian_budget)
     if isinstance(data, str):

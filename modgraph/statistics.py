@@ -23,7 +23,7 @@ from torch.func import vjp, vmap
 
 from . import distributed
 from ._linalg import symmetrize
-from .chain import LayerChain
+from .chain import Chain
 from .data import Batches
 from .errors import InputError, NonFiniteError
 
@@ -138,7 +138,7 @@ def check_finite(t: Tensor, what: str, layer: str, batch: int) -> None:
 
 
 def checked_forward(
-    chain: LayerChain, x: Tensor, batch: int, upto: int | None = None
+    chain: Chain, x: Tensor, batch: int, upto: int | None = None
 ) -> list[Tensor]:
     try:
         acts = chain.forward(x, upto)
@@ -164,9 +164,9 @@ def checked_forward(
     return acts
 
 
-def _check_token_ids(chain: LayerChain, x: Tensor, batch: int) -> None:
+def _check_token_ids(chain: Chain, x: Tensor, batch: int) -> None:
     """Token ids outside an embedding's table get their own message."""
-    first = chain.embed if chain.embed is not None else chain.stages[0]
+    first = chain.modules()[0]
     table = next((m for m in first.modules() if isinstance(m, torch.nn.Embedding)), None)
     if table is not None and (int(x.max()) >= table.num_embeddings or int(x.min()) < 0):
         raise InputError(
@@ -240,10 +240,10 @@ def jacobian_rows(
 
 
 def activation_statistics(
-    chain: LayerChain, batches: Batches, *, upto: int | None = None
+    chain: Chain, batches: Batches, *, upto: int | None = None
 ) -> list[MomentAccumulator]:
     """One pass over the data: mean and centered Gram of every layer (or layers ``0..upto``)."""
-    upto = len(chain.stages) if upto is None else upto
+    upto = len(chain) - 1 if upto is None else upto
     accs: list[MomentAccumulator] | None = None
     error = None
     try:
@@ -266,7 +266,7 @@ def activation_statistics(
 
 @torch.no_grad()
 def global_statistics(
-    chain: LayerChain,
+    chain: Chain,
     batches: Batches,
     *,
     jacobian_budget: int = DEFAULT_JACOBIAN_BUDGET,
@@ -281,7 +281,7 @@ def global_statistics(
     ``jacobian_budget`` elements. ``probes=k`` estimates ``M`` from ``k`` random output probes per
     sample instead (for large outputs such as a vocabulary; see :func:`jacobian_rows`).
     """
-    L = len(chain.stages)
+    L = len(chain) - 1
     device = batches.device
     gen = torch.Generator().manual_seed(seed + distributed.rank())
     accs: list[MomentAccumulator] | None = None
@@ -303,17 +303,7 @@ def global_statistics(
             # layer 0 of a model of tokens is not differentiable: no perturbation there
             first = 0 if acts[0].is_floating_point() else 1
             deltas = tuple(torch.zeros_like(f) for f in acts[first:L])
-
-            def perturbed(deltas, x=x, first=first):
-                f = x if chain.embed is None else chain.embed(x)
-                f = f + deltas[0] if first == 0 else f
-                for l, stage in enumerate(chain.stages):
-                    f = stage(f)
-                    if first <= l + 1 < L:
-                        f = f + deltas[l + 1 - first]
-                return f
-
-            out, pullback = vjp(perturbed, deltas)
+            out, pullback = vjp(lambda d, x=x, first=first: chain.perturbed(x, d, first), deltas)
             eye = torch.eye(out.shape[-1], dtype=out.dtype, device=device)
             width = sum(f.numel() // x.shape[0] for f in acts)
             for _, weight, (grads,) in jacobian_rows(
@@ -350,7 +340,7 @@ def global_statistics(
 
 @torch.no_grad()
 def jacobian_gram(
-    chain: LayerChain,
+    chain: Chain,
     layer: int,
     readout: Tensor,
     batches: Batches,
@@ -371,7 +361,6 @@ def jacobian_gram(
     -------
     Tensor of shape (d_l, d_l), float64.
     """
-    stage = chain.stages[layer]
     device, dtype = batches.device, batches.dtype
     gen = torch.Generator().manual_seed(seed + distributed.rank())
     M = None
@@ -381,7 +370,7 @@ def jacobian_gram(
     try:
         for b, x in enumerate(batches):
             f = checked_forward(chain, x, b, upto=layer)[-1]
-            out, pullback = vjp(stage, f)
+            out, pullback = vjp(chain.stage(layer, x), f)
             if M is None:
                 M = torch.zeros(f.shape[-1], f.shape[-1], dtype=torch.float64, device=device)
             for _, weight, (g,) in jacobian_rows(

@@ -147,7 +147,12 @@ CASES = [
         "data batch 0",
     ),
     # models
-    ("a model that is a dict", lambda c: analyze({"a": 1}, c["x"]), mg.InputError, "model must be"),
+    (
+        "a model that is a dict",
+        lambda c: analyze({"a": 1}, c["x"]),
+        mg.InputError,
+        "'model' parameter of analyze",
+    ),
     (
         "empty Sequential",
         lambda c: analyze(nn.Sequential(), c["x"]),

@@ -40,15 +40,16 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
-from torch.func import vjp, vmap
+from torch.func import jvp
 
 from .._validation import check_choice, check_instance, check_int, check_seed, invalid
 from ..analysis import Analysis
 from ..basis import LayerBasis
-from ..chain import LayerChain, LayerSelector, device_and_dtype
+from ..chain import INPUT, Chain, LayerChain, LayerSelector, device_and_dtype
 from ..data import Batches
 from ..errors import InputError, NonFiniteError
-from ..statistics import DEFAULT_JACOBIAN_BUDGET, readout_rows
+from ..hooked import HookedChain, as_chain
+from ..statistics import DEFAULT_JACOBIAN_BUDGET, rows
 
 __all__ = [
     "MODES",
@@ -66,18 +67,27 @@ EDGE_METHODS = ("exact", "linear")
 
 
 # ---------------------------------------------------------------------------- checking
-def _chain_for(model, analysis: Analysis, layers: LayerSelector) -> LayerChain:
+def _chain_for(model, analysis: Analysis, layers: LayerSelector, first: Tensor) -> Chain:
     """The model's chain, cut where the analysis was cut, checked against the analysis."""
     names = list(analysis.layer_names)
-    if isinstance(model, LayerChain) or layers is not None:
-        chain = LayerChain.from_model(model, layers)
+    maps = analysis.config.get("feature_maps", "positions")
+    if isinstance(model, Chain) or layers is not None:
+        chain = as_chain(model, layers, feature_maps=maps)
     else:
         try:  # the boundaries the analysis used, by name, so layers= need not be repeated
-            chain = LayerChain.from_model(model, names[1:])
+            if isinstance(model, (torch.nn.Sequential, list, tuple)):
+                chain = LayerChain.from_model(model, names[1:], feature_maps=maps)
+            else:
+                inner = [n for n in names[:-1] if n != INPUT]
+                chain = HookedChain(
+                    model, inner, output_name=names[-1], feature_maps=maps,
+                    include_input=names[0] == INPUT,
+                )  # fmt: skip
         except InputError as err:
             raise InputError(
                 f"model does not match analysis: the analysis has layers {names}, and {err}"
             ) from err
+    chain = chain.for_inputs(first)
     if list(chain.names) != names:
         raise InputError(
             f"model does not match analysis: the model's layers are {list(chain.names)} but the "
@@ -87,21 +97,11 @@ def _chain_for(model, analysis: Analysis, layers: LayerSelector) -> LayerChain:
     return chain
 
 
-def _flat(f: Tensor) -> Tensor:
-    return f.reshape(f.shape[0], -1)
-
-
 def _check_width(f: Tensor, basis: LayerBasis, batch: int) -> None:
-    if f.ndim == 3:
+    if f.shape[-1] != basis.d:
         raise InputError(
-            f"layer {basis.name!r} has activations of shape {tuple(f.shape)} (positions); "
-            "ablations read (batch, d) layers only so far"
-        )
-    width = _flat(f).shape[1]
-    if width != basis.d:
-        raise InputError(
-            f"model does not match analysis: layer {basis.name!r} has {width} features in data "
-            f"batch {batch} but the analysis basis was fitted on {basis.d}"
+            f"model does not match analysis: layer {basis.name!r} has {f.shape[-1]} features in "
+            f"data batch {batch} but the analysis basis was fitted on {basis.d}"
         )
 
 
@@ -186,9 +186,14 @@ class Ablator:
         seed = check_seed(where, options.get("seed", 0))
         batch_size = check_int(where, "batch_size", options.get("batch_size", 256), low=1)
         check_instance(where, "analysis", analysis, Analysis)
-        self.chain = _chain_for(model, analysis, options.get("layers"))
+        chain = as_chain(model) if isinstance(model, Chain) else None
+        device, dtype = device_and_dtype(chain or as_chain(model, options.get("layers")))
+        self.batches = Batches(data, batch_size=batch_size, device=device, dtype=dtype, where=where)
+        first = next(iter(self.batches), None)
+        if first is None:
+            raise InputError("data is empty: it yielded no samples")
+        self.chain = _chain_for(model, analysis, options.get("layers"), first)
         self.analysis = analysis
-        device, dtype = device_and_dtype(self.chain)
         self.bases = [
             LayerBasis(
                 b.name,
@@ -203,7 +208,6 @@ class Ablator:
             )
             for b in analysis.layers
         ]
-        self.batches = Batches(data, batch_size=batch_size, device=device, dtype=dtype, where=where)
         self.mode, self.seed, self.method, self.where = mode, seed, method, where
         self._reference: Tensor | None = None
 
@@ -247,8 +251,10 @@ class Ablator:
         clean = None
         if perm is not None:  # resampled values come from the unablated model
             clean = self.chain.forward(x)
-        a = self._edit_nodes(x, 0, plan, b, perm, clean)
-        for l, stage in enumerate(self.chain.stages):
+        a = self.chain.forward(x, upto=0)[0]  # layer 0: the embedding's output for tokens
+        a = self._edit_nodes(a, 0, plan, b, perm, clean)
+        for l in range(len(self.chain) - 1):
+            stage = self.chain.stage(l, x)
             _check_width(a, self.bases[l], b)
             try:
                 nxt = stage(a)
@@ -264,14 +270,15 @@ class Ablator:
         return a
 
     def _replacement(self, l: int, idx: list[int], n: int, perm, clean) -> Tensor:
-        """New basis coordinates ``f_hat'`` for directions ``idx`` of layer ``l``, shape (n, s)."""
+        """New basis coordinates ``f_hat'`` for directions ``idx`` of layer ``l``, shape (n, s)
+        with ``n`` rows (samples, or (sample, position) pairs of sequences)."""
         basis = self.bases[l]
         C = basis.C[idx]
         if self.mode == "mean":
             return C.new_zeros(n, len(idx))
         if self.mode == "zero":
             return (-basis.mean @ C.T).expand(n, len(idx))
-        f = _flat(clean[l]).to(torch.float64)[perm]
+        f = rows(clean[l][perm]).to(torch.float64)
         return (f - basis.mean) @ C.T
 
     def _edit_nodes(self, a: Tensor, l: int, plan: AblationPlan, b: int, perm, clean) -> Tensor:
@@ -280,62 +287,57 @@ class Ablator:
             return a
         _check_width(a, self.bases[l], b)
         basis = self.bases[l]
-        f = _flat(a).to(torch.float64)
+        f = rows(a).to(torch.float64)
         f_hat = (f - basis.mean) @ basis.C[idx].T
-        new = self._replacement(l, idx, len(a), perm, clean)
+        new = self._replacement(l, idx, len(f), perm, clean)
         f = f + (new - f_hat) @ basis.C_pinv[:, idx].T
         return f.to(a.dtype).reshape(a.shape)
 
     def _edit_edges(self, stage, a, nxt, l, targets: dict[int, list[int]], perm, clean) -> Tensor:
         src, dst = self.bases[l], self.bases[l + 1]
-        f = _flat(a).to(torch.float64)
+        f = rows(a).to(torch.float64)
         sources = sorted({j for s in targets.values() for j in s})
         f_hat = (f - src.mean) @ src.C[sources].T
-        delta_src = self._replacement(l, sources, len(a), perm, clean) - f_hat  # (B, s)
+        delta_src = self._replacement(l, sources, len(f), perm, clean) - f_hat  # (rows_l, s)
         col = {j: c for c, j in enumerate(sources)}
         tgt = sorted(targets)
-        out = _flat(nxt).to(torch.float64)
-        old = (out - dst.mean) @ dst.C[tgt].T  # (B, t)
+        out = rows(nxt).to(torch.float64)
+        old = (out - dst.mean) @ dst.C[tgt].T  # (rows_{l+1}, t)
+        groups: dict[tuple[int, ...], list[int]] = {}  # targets that see the same sources
+        for i in tgt:
+            groups.setdefault(tuple(targets[i]), []).append(i)
+        # the change of layer l's activation that removing each source set makes
+        shifts = {S: delta_src[:, [col[j] for j in S]] @ src.C_pinv[:, list(S)].T for S in groups}
         if self.method == "exact":
-            new = self._exact_targets(stage, a, f, delta_src, col, targets, tgt, l)
+            moved = self._exact_outputs(stage, a, f, shifts)
         else:
-            new = old + self._linear_targets(stage, a, delta_src, col, targets, tgt, l)
+            moved = self._linear_outputs(stage, a, out, shifts)
+        new = old.clone()
+        pos = {i: c for c, i in enumerate(tgt)}
+        for S, ts in groups.items():
+            new[:, [pos[i] for i in ts]] = (moved[S] - dst.mean) @ dst.C[ts].T
         out = out + (new - old) @ dst.C_pinv[:, tgt].T
         return out.to(nxt.dtype).reshape(nxt.shape)
 
-    def _exact_targets(self, stage, a, f, delta_src, col, targets, tgt, l) -> Tensor:
-        src, dst = self.bases[l], self.bases[l + 1]
-        groups: dict[tuple[int, ...], list[int]] = {}
-        for i in tgt:
-            groups.setdefault(tuple(targets[i]), []).append(i)
-        new = f.new_empty(len(a), len(tgt))
-        pos = {i: c for c, i in enumerate(tgt)}
-        keys = list(groups)
+    def _exact_outputs(self, stage, a, f, shifts) -> dict:
+        """Layer ``l + 1`` (rows, float64) computed from layer ``l`` with each shift applied."""
+        keys, moved = list(shifts), {}
         per = max(1, DEFAULT_JACOBIAN_BUDGET // max(1, f.numel()))
         for start in range(0, len(keys), per):  # several source sets per stage call
             chunk = keys[start : start + per]
-            variants = torch.stack(
-                [f + delta_src[:, [col[j] for j in S]] @ src.C_pinv[:, list(S)].T for S in chunk]
-            )  # (g, B, d_l)
+            variants = torch.stack([f + shifts[S] for S in chunk])  # (g, rows_l, d_l)
             inp = variants.to(a.dtype).reshape(len(chunk) * len(a), *a.shape[1:])
-            y = _flat(stage(inp)).to(torch.float64).reshape(len(chunk), len(a), -1)
-            for g, S in enumerate(chunk):
-                ts = groups[S]
-                new[:, [pos[i] for i in ts]] = (y[g] - dst.mean) @ dst.C[ts].T
-        return new
+            y = stage(inp)
+            y = y.to(torch.float64).reshape(len(chunk), -1, y.shape[-1])
+            moved.update(zip(chunk, y))
+        return moved
 
-    def _linear_targets(self, stage, a, delta_src, col, targets, tgt, l) -> Tensor:
-        src, dst = self.bases[l], self.bases[l + 1]
-        mask = delta_src.new_zeros(len(tgt), delta_src.shape[1])
-        for r, i in enumerate(tgt):
-            mask[r, [col[j] for j in targets[i]]] = 1.0
-        sources = sorted(col, key=col.get)
-        out, pullback = vjp(stage, a)
-        rows = dst.C[tgt].to(a.dtype)
-        g = vmap(pullback)(readout_rows(rows, out, 0, len(tgt))[1])[0]
-        g = g.reshape(len(tgt), len(a), -1)
-        J = g.to(torch.float64) @ src.C_pinv[:, sources]  # (t, B, s): d f_hat_{l+1,i}/d f_hat_j
-        return (J * delta_src[None] * mask[:, None, :]).sum(-1).T  # (B, t)
+    def _linear_outputs(self, stage, a, out, shifts) -> dict:
+        """Layer ``l + 1`` moved to first order along each shift (one jvp per source set)."""
+        return {
+            S: out + rows(jvp(stage, (a,), (shift.to(a.dtype).reshape(a.shape),))[1]).double()
+            for S, shift in shifts.items()
+        }
 
 
 # ---------------------------------------------------------------------------- ablated runs
