@@ -3,7 +3,9 @@
 Bushnaq et al., "Using Degeneracy in the Loss Landscape for Mechanistic Interpretability"
 (arXiv 2405.10927). The pipeline, one module per stage, in order:
 
-1. :mod:`~modgraph.chain` and :mod:`~modgraph.data`: the model cut into layers; the data as batches;
+1. :mod:`~modgraph.chain`, :mod:`~modgraph.hooked` and :mod:`~modgraph.data`: the model cut into
+   layers (stage modules of an ``nn.Sequential``, or module paths of any model read through
+   forward hooks); the data as batches;
 2. :mod:`~modgraph.statistics`: streamed float64 means, activation Grams G, Jacobian Grams M;
 3. :mod:`~modgraph.basis`: the interaction basis C = Lambda^1/2 V (D_G^1/2)^+ U per layer, and
    :mod:`~modgraph.rotation`, the sparse rotation of pairs the data leaves undetermined;
@@ -55,6 +57,7 @@ from .diagnostics import (
 )
 from .errors import InputError, NonFiniteError
 from .graph import InteractionGraph
+from .hooked import HookedChain
 from .loss import behavioral_loss
 from .partition import (
     CostCurve,
@@ -86,6 +89,7 @@ __all__ = [
     "__version__",
     # stages 1-5
     "LayerChain",
+    "HookedChain",
     "Batches",
     "LayerStatistics",
     "LayerBasis",

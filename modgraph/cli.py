@@ -9,7 +9,9 @@ never leaves a half-written output. Bad input exits with status 2 and a one-line
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
+import pickle
 import signal
 import sys
 import threading
@@ -65,8 +67,21 @@ def _run(model, data, args, *, truth=None, extra: dict | None = None, **options)
 
 
 # ---------------------------------------------------------------------------- loading
+def import_modules(names: list[str]) -> None:
+    """Import the modules that define a saved model's classes (the working directory first on
+    the path, as ``python -m`` has it)."""
+    if str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception as err:
+            raise InputError(f"--import {name!r} failed: {type(err).__name__}: {err}") from None
+
+
 def load_model(path: str) -> torch.nn.Module:
-    """A saved ``nn.Sequential`` (``torch.save(model)``) or TorchScript module, in eval mode."""
+    """A saved module (``torch.save(model)``, any ``nn.Module`` whose class can be imported) or
+    a TorchScript ``nn.Sequential``, in eval mode."""
     p = Path(path)
     if not p.is_file():
         raise InputError(f"MODEL {path!r} does not exist")
@@ -77,6 +92,16 @@ def load_model(path: str) -> torch.nn.Module:
                 model = torch.jit.load(str(p), map_location="cpu")
         else:
             model = torch.load(p, map_location="cpu", weights_only=False)
+    except (AttributeError, ModuleNotFoundError, pickle.UnpicklingError) as err:
+        if isinstance(err, pickle.UnpicklingError):
+            raise InputError(f"MODEL {path!r} is not a saved torch model ({err})") from None
+        raise InputError(
+            f"MODEL {path!r}: the class of the saved model cannot be imported ({err}); "
+            "torch.save stores a module's class by name, so the code that defines it must be "
+            "importable: pass --import MODULE (a module on the path or in the working "
+            "directory that defines the class; a class defined in a script's __main__ cannot "
+            "be found from here: move it into a module file)"
+        ) from None
     except Exception as err:
         raise InputError(f"MODEL {path!r} is not a saved torch model ({err})") from None
     if not isinstance(model, torch.nn.Module):
@@ -148,9 +173,18 @@ def _demo(args) -> dict:
 
 
 def _analyze(args) -> dict:
+    from .adapters import is_transformer, transformer_chain
+    from .hooked import HookedChain
+
+    import_modules(args.imports)
     model = load_model(args.model)
     data = load_data(args.data)
-    layers = args.layers.split(",") if args.layers else None
+    layers = [n.strip() for n in args.layers.split(",") if n.strip()] if args.layers else None
+    if args.output is not None:  # an element of a tuple or dict output: an int index or a key
+        key = int(args.output) if args.output.lstrip("-").isdigit() else args.output
+        model, layers = HookedChain(model, layers, output=key), None
+    elif layers is None and is_transformer(model):
+        model = transformer_chain(model)
     return _run(
         model,
         data,
@@ -159,6 +193,9 @@ def _analyze(args) -> dict:
         scale=args.scale,
         layers=layers,
         batch_size=args.batch_size,
+        device=args.device,
+        output_probes=args.output_probes,
+        feature_maps=args.feature_maps,
     )
 
 
@@ -233,8 +270,11 @@ def build_parser() -> argparse.ArgumentParser:
     a = sub.add_parser(
         "analyze",
         help="analyse a saved model on saved inputs",
-        description="Analyse a saved nn.Sequential (torch.save) or TorchScript "
-        "model on inputs from a .pt tensor or .npy array.",
+        description="Analyse a saved model (torch.save of any nn.Module, or a TorchScript "
+        "nn.Sequential) on inputs from a .pt tensor or .npy array. An nn.Sequential is cut "
+        "before every module with parameters; TransformerLens and Hugging Face GPT-2 models at "
+        "the residual stream; other modules at --layers (module paths) or at their top-level "
+        "modules.",
     )
     a.add_argument("model", help="saved model (.pt)")
     a.add_argument("data", help="inputs: .pt tensor or .npy array of shape (n_samples, ...)")
@@ -260,9 +300,41 @@ def build_parser() -> argparse.ArgumentParser:
         help="rotate statistically undetermined pairs of interaction directions "
         "towards sparse edges (default: sparse; 'none' is the paper's plain basis)",
     )
-    a.add_argument("--layers", help="comma-separated layer names (module paths)")
+    a.add_argument(
+        "--layers",
+        help="comma-separated module paths whose outputs are the layers, e.g. "
+        "'encoder.3,blocks.1' or 'h.0[0]' for element 0 of a tuple output",
+    )
+    a.add_argument(
+        "--output",
+        help="element or key of the model's output to analyse as the final layer "
+        "(e.g. 'logits' or 0), for models that return a tuple or dict",
+    )
+    a.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE before loading MODEL, for the classes a saved model needs "
+        "(repeatable; the working directory is on the path)",
+    )
+    a.add_argument(
+        "--feature-maps",
+        choices=["positions", "flatten"],
+        default="positions",
+        help="activations of shape (batch, C, H, W): each spatial position a sample with C "
+        "features (positions, default) or one sample of C*H*W features (flatten)",
+    )
     a.add_argument(
         "--batch-size", type=int, default=512, help="samples per batch (default 512; bounds memory)"
+    )
+    a.add_argument("--device", help="torch device to run on, e.g. cuda:0 (default: the model's)")
+    a.add_argument(
+        "--output-probes",
+        type=int,
+        help="estimate M from this many random output probes per sample instead of one "
+        "backward pass per output dimension (for large outputs such as a vocabulary)",
     )
     a.set_defaults(run=_analyze)
     return p

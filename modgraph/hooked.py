@@ -227,8 +227,8 @@ class HookedChain(Chain):
         return self
 
     def _default_layers(self, x: Tensor) -> list[str]:
-        """Top-level modules called once by the forward, in call order, the last (whose output
-        is the model's) left out."""
+        """Top-level modules called once by the forward, in call order, the one whose output is
+        the model's (the final layer) left out."""
         calls: dict[str, list] = {}
         handles = [
             m.register_forward_hook(lambda mod, a, o, n=n: calls.setdefault(n, []).append(o))
@@ -240,7 +240,12 @@ class HookedChain(Chain):
         finally:
             for h in handles:
                 h.remove()
-        layers = [n for n, outs in calls.items() if len(outs) == 1 and outs[0] is not out]
+        try:
+            final = self._output(out)
+        except InputError:  # said again, in full, when the chain runs
+            final = out
+        last = [n for n, outs in calls.items() if outs[0] is out or outs[0] is final]
+        layers = [n for n, outs in calls.items() if len(outs) == 1 and n not in last]
         if not layers:
             raise InputError(
                 f"layers: found no top-level module of {type(self.model).__name__} to cut at "
