@@ -67,7 +67,8 @@ def test_a_custom_module_with_import_and_layers(tmp_path, capsys, custom):
     torch.save(module.Encoder().eval(), tmp_path / "model.pt")
     sys.modules.pop(name)  # a fresh process: the class is found only through --import
     x = torch.randn(500, 6)
-    s = _analyze(tmp_path, capsys, tmp_path / "model.pt", x, "--import", name, "--layers", "enc.1,enc")
+    options = ["--import", name, "--layers", "enc.1,enc"]
+    s = _analyze(tmp_path, capsys, tmp_path / "model.pt", x, *options)
     assert [layer["name"] for layer in s["layers"]] == ["input", "enc.1", "enc", "output"]
 
 

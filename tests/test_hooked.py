@@ -3,7 +3,6 @@ feature maps, tuple outputs, and ablations on hooked chains and sequence layers.
 
 import pytest
 import torch
-from conftest import mlp
 from torch import nn
 
 import modgraph as mg
