@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from .._validation import check_choice
-from ..chain import Chain, LayerChain
+from ..chain import LayerChain
 from ..errors import InputError
 from ..hooked import HookedChain
 
