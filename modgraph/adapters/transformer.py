@@ -100,7 +100,9 @@ def is_transformer(model) -> bool:
     return isinstance(model, nn.Module) and (_lens(model) or _gpt2(model))
 
 
-def transformer_chain(model: nn.Module, *, positions: str = "last", split: str = "block") -> Chain:
+def transformer_chain(
+    model: nn.Module, *, positions: str = "last", split: str = "block"
+) -> LayerChain | HookedChain:
     """The layer chain of a decoder-only transformer (see the module docstring for which).
 
     Parameters
