@@ -12,6 +12,7 @@ import argparse
 import importlib
 import logging
 import pickle
+import re
 import signal
 import sys
 import threading
@@ -80,9 +81,12 @@ def import_modules(names: list[str]) -> None:
 
 
 def load_model(path: str) -> torch.nn.Module:
-    """A saved module (``torch.save(model)``, any ``nn.Module`` whose class can be imported) or
-    a TorchScript ``nn.Sequential``, in eval mode."""
+    """A saved module (``torch.save(model)``, any ``nn.Module`` whose class can be imported), a
+    TorchScript ``nn.Sequential``, or ``MODULE:FUNCTION``, a function called without arguments
+    that builds the model (for models that cannot be pickled), in eval mode."""
     p = Path(path)
+    if not p.exists() and re.fullmatch(r"[\w.]+:\w+", path):
+        return _built(path)
     if not p.is_file():
         raise InputError(f"MODEL {path!r} does not exist")
     try:
@@ -115,6 +119,18 @@ def load_model(path: str) -> torch.nn.Module:
         from collections import OrderedDict
 
         model = torch.nn.Sequential(OrderedDict(model.named_children()))
+    return model.eval()
+
+
+def _built(spec: str) -> torch.nn.Module:
+    name, _, func = spec.partition(":")
+    import_modules([name])
+    build = getattr(sys.modules[name], func, None)
+    if not callable(build):
+        raise InputError(f"MODEL {spec!r}: module {name!r} has no function {func!r}")
+    model = build()
+    if not isinstance(model, torch.nn.Module):
+        raise InputError(f"MODEL {spec!r} returned a {type(model).__name__}, not an nn.Module")
     return model.eval()
 
 
@@ -276,7 +292,10 @@ def build_parser() -> argparse.ArgumentParser:
         "the residual stream; other modules at --layers (module paths) or at their top-level "
         "modules.",
     )
-    a.add_argument("model", help="saved model (.pt)")
+    a.add_argument(
+        "model",
+        help="saved model (.pt, torch.save), or MODULE:FUNCTION, a function that builds it",
+    )
     a.add_argument("data", help="inputs: .pt tensor or .npy array of shape (n_samples, ...)")
     common(a)
     a.add_argument("--eps", type=float, default=1e-3, help="noise scale eps (default 1e-3)")

@@ -90,16 +90,24 @@ def test_hugging_face_gpt2():
         mg.analyze(model, tokens, progress=False)
 
 
-TL4_SCRIPT = """
-import torch, modgraph as mg
-from transformer_lens.model_bridge import TransformerBridge
+BRIDGE = """
 from transformer_lens.config import TransformerBridgeConfig
 from transformer_lens.model_bridge.sources.native import boot
-cfg = TransformerBridgeConfig(
-    d_model=32, d_head=8, n_layers=2, n_ctx=6, n_heads=4, d_vocab=10, d_mlp=64, act_fn="relu",
-    normalization_type="LN", architecture="TransformerLensNative", seed=0,
-)
-model = boot(cfg).eval()
+
+def build():
+    cfg = TransformerBridgeConfig(
+        d_model=32, d_head=8, n_layers=2, n_ctx=6, n_heads=4, d_vocab=10, d_mlp=64,
+        act_fn="relu", normalization_type="LN", architecture="TransformerLensNative", seed=0,
+    )
+    return boot(cfg).eval()
+"""
+
+TL4_SCRIPT = """
+import json, torch, modgraph as mg
+from transformer_lens.model_bridge import TransformerBridge
+from modgraph.cli import main
+from bridge_model import build
+model = build()
 assert isinstance(model, TransformerBridge)
 torch.manual_seed(0)
 tokens = torch.randint(0, 10, (160, 6))
@@ -119,20 +127,28 @@ except mg.InputError as err:
     assert "alias of" in str(err), err
 else:
     raise AssertionError("split='sublayer' on a TransformerBridge was accepted")
+# from the CLI: a bridge cannot be pickled (TransformerLens 4.3 defines classes inside methods),
+# so MODEL names the function that builds it
+torch.save(tokens[:80], "tokens.pt")
+assert main(["analyze", "bridge_model:build", "tokens.pt", "--out", "out", "--quiet"]) == 0
+layers = [layer["name"] for layer in json.load(open("out/summary.json"))["layers"]]
+assert layers == list(chain.names), layers
 print("ok", list(chain.names), a.graph.n_edges)
 """
 
 
-def test_transformer_lens_4_transformer_bridge():
+def test_transformer_lens_4_transformer_bridge(tmp_path):
     assert (TL4 / "transformer_lens").is_dir(), (
         f"TransformerLens 4.x is not installed at {TL4}: run "
         f"{sys.executable} -m pip install --no-deps --target {TL4} transformer-lens==4.3.0 "
         "(the README's test command does)"
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TL4), *sys.path])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TL4), str(tmp_path), *sys.path])}
+    (tmp_path / "bridge_model.py").write_text(textwrap.dedent(BRIDGE))
     run = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(TL4_SCRIPT)],
-        env=env, capture_output=True, text=True, timeout=600,
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
-    assert run.stdout.startswith("ok ['blocks.0.hook_resid_pre', 'blocks.0.hook_resid_post'")
+    last = run.stdout.strip().splitlines()[-1]
+    assert last.startswith("ok ['blocks.0.hook_resid_pre', 'blocks.0.hook_resid_post'"), last
