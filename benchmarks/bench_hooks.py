@@ -8,7 +8,8 @@
    ``vocab_size`` 512, 512 sequences of 64 tokens, ``output_probes=64``: time per stage and peak
    resident memory, in a subprocess of its own so that the peak is its own.
 
-Run: ``python benchmarks/bench_hooks.py [--samples 10000] [--repeats 2] [--skip-gpt2]``
+Run: ``python benchmarks/bench_hooks.py [--samples 10000] [--repeats 2] [--skip-gpt2]
+[--sequences 512]``
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def mlp_part(samples: int, repeats: int) -> None:
     print(f"largest relative difference of the edges between the paths: {diff:.1e}")
 
 
-def gpt2_part() -> None:
+def gpt2_part(sequences: int) -> None:
     from transformers import GPT2Config, GPT2LMHeadModel
     from transformers.utils import logging
 
@@ -63,7 +64,7 @@ def gpt2_part() -> None:
     cfg = GPT2Config(n_layer=2, n_embd=128, n_head=4, n_positions=64, vocab_size=512)
     cfg._attn_implementation = "eager"  # sdpa's backward has no batching rule in torch.func
     model = GPT2LMHeadModel(cfg).eval()
-    tokens = torch.randint(0, 512, (512, 64))
+    tokens = torch.randint(0, 512, (sequences, 64))
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
     a = mg.analyze(mg.transformer_chain(model), tokens, output_probes=64, progress=False)
@@ -86,21 +87,25 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=10_000)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--skip-gpt2", action="store_true")
+    p.add_argument("--sequences", type=int, default=512, help="GPT-2 sequences (default 512)")
     p.add_argument("--part", choices=["gpt2"], help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.part == "gpt2":
-        gpt2_part()
+        gpt2_part(args.sequences)
         return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     mlp_part(args.samples, args.repeats)
     if args.skip_gpt2:
         return
     run = subprocess.run(
-        [sys.executable, __file__, "--part", "gpt2"], capture_output=True, text=True, check=True
+        [sys.executable, __file__, "--part", "gpt2", "--sequences", str(args.sequences)],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     r = json.loads(run.stdout.strip().splitlines()[-1])
     print(
-        "\nGPT-2 (HF, 2 layers, d_model 128, vocab 512), 512 sequences x 64 tokens, "
+        f"\nGPT-2 (HF, 2 layers, d_model 128, vocab 512), {args.sequences} sequences x 64 tokens, "
         "output_probes=64, float32"
     )
     print(f"layers {r['names']}, kept {r['kept']}, {r['edges']} edges")

@@ -189,7 +189,8 @@ class LayerChain(Chain):
         else:
             raise InputError(
                 "model must be an nn.Sequential, a list of nn.Module or a LayerChain, "
-                f"got {type(model).__name__}"
+                f"got {type(model).__name__} (this reads a model as stage modules; analyze() "
+                "and the circuit tools read any nn.Module through hooks: HookedChain)"
             )
         if not children:
             raise InputError("model has no modules to analyse")

@@ -161,9 +161,7 @@ def analyze(  # noqa: PLR0913 (the paper's knobs, keyword-only)
         desc=f"{basis} basis", where="analyze",
     )  # fmt: skip
     first = _first_batch(batches.labelled(f"{batches.desc}: reading the data"))
-    chain = chain.for_inputs(first)
-    if isinstance(chain, HookedChain):
-        chain.check(first)
+    chain = _chain_for_inputs(chain, first)
     config.update(world_size=distributed.world_size(), device=str(device))
     config["dtype"] = str(dtype).removeprefix("torch.")
     if distributed.active():  # the fingerprint reads every parameter: only when it matters
@@ -337,6 +335,20 @@ def _fit_bases(chain, batches, stats: list, config: dict, budget: int) -> list[L
             stats[l] = replace(stats[l], M=M)
         bases[l] = fit_basis(stats[l], name=chain.names[l], position=l, **fit)
     return bases
+
+
+def _chain_for_inputs(chain: Chain, first: Tensor) -> Chain:
+    """The chain for inputs like ``first``; a hooked chain's layers checked on it (every rank
+    learns of a failure on any rank, as for every other step)."""
+    error = None
+    try:
+        chain = chain.for_inputs(first)
+        if isinstance(chain, HookedChain):
+            chain.check(first)
+    except Exception as err:
+        error = err
+    distributed.settle(error)
+    return chain
 
 
 def _first_batch(batches: Batches) -> Tensor:

@@ -34,7 +34,10 @@ from .partition import (
     normalized_cut,
 )
 
-__all__ = ["write_report", "is_report_entry", "REPORT_FILES"]
+__all__ = ["write_report", "is_report_entry", "REPORT_FILES", "SUMMARY_SCHEMA"]
+
+#: The JSON Schema of ``summary.json``: every key, what it means, -1 for a node without edges.
+SUMMARY_SCHEMA = Path(__file__).with_name("summary.schema.json")
 
 _log = logging.getLogger("modgraph")
 
@@ -105,7 +108,9 @@ def write_report(
     Returns
     -------
     dict
-        The summary written to ``summary.json``; ``summary["files"]`` lists what was written.
+        The summary written to ``summary.json`` (every key is described in
+        :data:`SUMMARY_SCHEMA`, ``modgraph/summary.schema.json``); ``summary["files"]`` lists
+        what was written.
     """
     where = "write_report"
     check_instance(where, "analysis", analysis, Analysis)

@@ -11,6 +11,7 @@ import networkx as nx
 import numpy as np
 import pytest
 import torch
+from test_report import check_schema
 from torch import nn
 
 import modgraph as mg
@@ -54,6 +55,7 @@ def test_analyze_writes_every_output(saved, data, capsys):
     assert len([f for f in files if f.endswith(".png")]) >= 3
     assert len([f for f in files if f.endswith(".svg")]) >= 3
     summary = json.loads((out / "summary.json").read_text())
+    check_schema(summary)
     a = mg.load_analysis(out / "analysis")
     leiden = mg.find_modules(a.graph, method="leiden", seed=0)
     assert summary["modules"]["leiden"]["n_modules"] == leiden.n_modules
@@ -257,6 +259,7 @@ def test_help_for_every_command():
 def test_demo_end_to_end(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "demo"), "--quiet"]) == 0
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    check_schema(summary)  # planted, demo and timings keys documented too
     ari = summary["planted"]["adjusted_rand_index"]
     assert summary["planted"]["n_planted"] == 3
     assert max(ari.values()) > 0.8

@@ -23,6 +23,7 @@ from modgraph.plotting import (
     save_figure,
 )
 from modgraph.plotting.style import MAX_LEGEND_MODULES
+from modgraph.report import SUMMARY_SCHEMA
 
 matplotlib.use("Agg")
 
@@ -301,11 +302,23 @@ def test_save_figure_rejects_bad_input_and_leaves_no_temp_file(tmp_path, a):
 
 
 # ---------------------------------------------------------------------------- write_report
+def check_schema(summary: dict) -> None:
+    """``summary`` follows modgraph/summary.schema.json (which forbids undocumented keys)."""
+    import jsonschema
+
+    schema = json.loads(SUMMARY_SCHEMA.read_text())
+    jsonschema.validate(summary, schema)
+    undocumented = {**summary, "modules": {**summary["modules"], "new_key": 1}}
+    with pytest.raises(jsonschema.ValidationError, match="new_key"):
+        jsonschema.validate(undocumented, schema)
+
+
 def test_write_report_from_the_api(tmp_path, analyses, a, caplog):
     baselines = {"neuron": analyses["neuron"], "pca": analyses["pca"]}
     with caplog.at_level("INFO", logger="modgraph"):
         summary = mg.write_report(a, tmp_path / "out", baselines=baselines, n_null=3)
     out = tmp_path / "out"
+    check_schema(summary)
     assert sorted(p.name for p in out.iterdir()) == summary["files"]
     assert json.loads((out / "summary.json").read_text())["modules"] == summary["modules"]
     assert summary["graph"]["edges"] == a.graph.n_edges
