@@ -1,8 +1,10 @@
 """The layer chain: which activations are the "layers", and the maps between them.
 
 A model is read as a chain of stages ``f_{l+1} = g_l(f_l)``: ``f_0`` is the input, ``f_L`` the
-final output, and every stage ``g_l`` is an ``nn.Module``. Everything downstream (statistics, basis,
-edges) only ever calls the stages, so any model that can be cut into such a chain can be analysed.
+final output. Everything downstream (statistics, basis, edges, ablations) reads a model only
+through the small :class:`Chain` interface, so any model that can be cut into such a chain can be
+analysed. :class:`LayerChain` holds the stages as modules (an ``nn.Sequential`` cut at
+boundaries); :class:`~modgraph.hooked.HookedChain` reads any ``nn.Module`` through forward hooks.
 """
 
 from __future__ import annotations
@@ -94,7 +96,7 @@ class Chain:
     def index(self, layer: int | str) -> int:
         """Position of a layer given by position (negative counts from the end) or name."""
         if isinstance(layer, bool) or not isinstance(layer, (int, str)):
-            raise invalid("LayerChain.index", "layer", "an int position or a str name", layer)
+            raise invalid("index", "layer", "an int position or a str name", layer)
         if isinstance(layer, int):
             if not -len(self) <= layer < len(self):
                 raise InputError(f"layer position {layer} out of range for {len(self)} layers")

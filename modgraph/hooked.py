@@ -236,7 +236,7 @@ class HookedChain(Chain):
         ]
         try:
             with torch.no_grad():
-                out = self.model(x) if self.call is None else self.call(self.model, x)
+                out = self.call_model(x)
         finally:
             for h in handles:
                 h.remove()
@@ -269,9 +269,17 @@ class HookedChain(Chain):
     def modules(self) -> list[nn.Module]:
         return [self.model]
 
+    def call_model(self, x: Tensor):
+        """One call of the model on a batch of inputs (``call(model, x)`` if given)."""
+        return self.model(x) if self.call is None else self.call(self.model, x)
+
     # ------------------------------------------------------------------ running
     def _run(self, x: Tensor, stop: int | None = None, edit=None) -> list[Tensor]:
         """Layers ``0..stop`` on input ``x``, ``edit(l, f)`` applied to each as it is computed."""
+        if self._layer_specs is None:
+            raise InputError(
+                "this HookedChain chooses its layers on the data: use chain.for_inputs(x) first"
+            )
         L = len(self.names) - 1
         stop = L if stop is None else stop
         offset = 1 if self.has_input else 0
@@ -314,20 +322,23 @@ class HookedChain(Chain):
                 if i + offset <= stop and i + offset < L:
                     handles.append(module.register_forward_hook(hook_for(i + offset, key)))
             try:
-                out = self.model(x) if self.call is None else self.call(self.model, x)
+                out = self.call_model(x)
             except _Stop:
                 return acts
-            missing = [self.names[i] for i in range(min(stop, L - 1) + 1) if acts[i] is None]
-            if missing:
-                raise InputError(
-                    f"layers {missing}: the module did not run in the model's forward (a "
-                    "ModuleList or an unused module); name modules that the forward calls"
-                )
+            self._check_ran(acts, min(stop, L - 1))
             take(L, self._output(out))
             return acts
         finally:
             for h in handles:
                 h.remove()
+
+    def _check_ran(self, acts: list, upto: int) -> None:
+        missing = [self.names[i] for i in range(upto + 1) if acts[i] is None]
+        if missing:
+            raise InputError(
+                f"layers {missing}: the module did not run in the model's forward (a "
+                "ModuleList or an unused module); name modules that the forward calls"
+            )
 
     def _output(self, out) -> Tensor:
         if callable(self.output) and not isinstance(self.output, (int, str)):
@@ -414,14 +425,13 @@ class HookedChain(Chain):
             "layers without passing through it (a residual bypass, a skip connection or a "
             "cached value). The interaction basis needs a chain f_{l+1} = g_l(f_l)"
         )
-        cut = self._enclosing_cut(path, l, x, other, acts) if path else None
+        cut = self._enclosing_cut(path, l, x, order) if path else None
         if cut:
             msg += f"; cut at the output of the enclosing module {cut!r} instead of {name!r}"
         return msg
 
-    def _enclosing_cut(self, path: str, l: int, x: Tensor, other: Tensor, acts) -> str | None:
+    def _enclosing_cut(self, path: str, l: int, x: Tensor, order: list[str]) -> str | None:
         """The innermost module around ``path`` whose output is a valid cut before layer l+1."""
-        order = self._call_order(x)
         parts = path.split(".")
         for k in range(len(parts) - 1, 0, -1):
             cand = ".".join(parts[:k])
@@ -445,7 +455,7 @@ class HookedChain(Chain):
             for n, m in self.model.named_modules()
         ]
         try:
-            self.model(x) if self.call is None else self.call(self.model, x)
+            self.call_model(x)
         finally:
             for h in handles:
                 h.remove()
@@ -459,24 +469,16 @@ def _replacer(layer: int, value: Tensor):
     return edit
 
 
-class _Held:
-    def __init__(self, handle):
-        self.handle = handle
-
-    def remove(self):
-        self.handle.remove()
-
-
-def _hold(module: nn.Module, chain: HookedChain, x: Tensor) -> _Held:
+def _hold(module: nn.Module, chain: HookedChain, x: Tensor):
     """Hook ``module`` to return its output on ``x`` whatever its input."""
     saved = []
     h = module.register_forward_hook(lambda m, a, o: saved.append(o))
     try:
-        chain.model(x) if chain.call is None else chain.call(chain.model, x)
+        chain.call_model(x)
     finally:
         h.remove()
     it = iter(saved)
-    return _Held(module.register_forward_hook(lambda m, a, o: next(it, o)))
+    return module.register_forward_hook(lambda m, a, o: next(it, o))  # a handle: .remove()
 
 
 def _same(a: Tensor, b: Tensor, rtol: float | None) -> bool:

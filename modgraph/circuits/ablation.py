@@ -186,8 +186,8 @@ class Ablator:
         seed = check_seed(where, options.get("seed", 0))
         batch_size = check_int(where, "batch_size", options.get("batch_size", 256), low=1)
         check_instance(where, "analysis", analysis, Analysis)
-        chain = as_chain(model) if isinstance(model, Chain) else None
-        device, dtype = device_and_dtype(chain or as_chain(model, options.get("layers")))
+        layers = None if isinstance(model, Chain) else options.get("layers")  # checked below
+        device, dtype = device_and_dtype(as_chain(model, layers))
         self.batches = Batches(data, batch_size=batch_size, device=device, dtype=dtype, where=where)
         first = next(iter(self.batches), None)
         if first is None:
