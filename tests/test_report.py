@@ -116,6 +116,10 @@ def test_plot_graph_legend_is_capped(a):
     assert len(module_entries) == min(many.n_modules, MAX_LEGEND_MODULES)
     if many.n_modules > MAX_LEGEND_MODULES:
         assert any(t.startswith("+ ") for t in texts)
+    # largest first, as the CLI and summary.json list the sizes
+    sizes = [int(t.split("(")[1].split()[0]) for t in module_entries]
+    assert sizes == sorted(sizes, reverse=True)
+    assert sizes == sorted((len(m) for m in many.modules), reverse=True)[: len(sizes)]
 
 
 def test_plot_graph_into_given_axes(a):
@@ -146,7 +150,12 @@ def test_plot_spectra_shows_zero_eigenvalues_on_a_floor(a):
     n_zero = sum(int((layer.lambda_spectrum <= 0).sum()) for layer in a.layers)
     titles = " ".join(ax.get_title() for ax in fig.axes)
     if n_zero:
-        assert "zero eigenvalue" in titles
+        assert "at or below" in titles
+    # one floor for every panel, a decade below the lowest threshold: no axis down to 1e-48
+    bottoms = {ax.get_ylim()[0] for ax in fig.axes}
+    assert len(bottoms) == 1
+    lowest = min(1e-10 * float(layer.gram_spectrum[0]) for layer in a.layers)
+    assert lowest / 1e3 <= bottoms.pop() <= lowest
     for ax, layer in zip(fig.axes, a.layers):
         # every eigenvalue is drawn at a finite, positive height
         n_points = sum(

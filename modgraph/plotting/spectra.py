@@ -30,8 +30,9 @@ def plot_spectra(analysis: Analysis, *, ax=None):
         (``rtol`` from ``analysis.config``), the dotted black line is ``eps`` on the Lambda
         spectrum (a direction with ``Lambda < eps`` moves the loss by less than the noise scale).
         Zero eigenvalues (clamped there by :func:`~modgraph.basis.fit_basis`) would vanish on a
-        log axis: they are drawn as down-triangles on a floor below every other value, named in
-        each panel.
+        log axis: they, and values that are zero to rounding, are drawn as down-triangles on one
+        floor for all panels, a decade below the lowest truncation threshold (and ``eps``), named
+        in the legend and counted in each panel.
     """
     from matplotlib.lines import Line2D
 
@@ -45,22 +46,23 @@ def plot_spectra(analysis: Analysis, *, ax=None):
     l_style = dict(color=MODULE_COLORS[3], marker="s")
     has_lambda = has_zero = False
     truncates = basis != "neuron"
-    for ax_, layer in zip(axes, layers):
-        dG = layer.gram_spectrum.detach().cpu().numpy().astype(np.float64)
-        lam = layer.lambda_spectrum.detach().cpu().numpy().astype(np.float64)
+    spectra = [
+        (
+            layer.gram_spectrum.detach().cpu().numpy().astype(np.float64),
+            layer.lambda_spectrum.detach().cpu().numpy().astype(np.float64),
+        )
+        for layer in layers
+    ]
+    floor = _floor(spectra, rtol if truncates else None, analysis.eps)
+    for ax_, layer, (dG, lam) in zip(axes, layers, spectra):
         kG = len(dG) if basis == "neuron" else n_above(dG, rtol)
         kL = layer.k if len(lam) else 0
         series = [(dG, kG, g_style)] + ([(lam, kL, l_style)] if len(lam) else [])
-        thresholds = [rtol * v[0] for v, _, _ in series if truncates and len(v) and v[0] > 0]
-        positive = np.concatenate([v[v > 0] for v, _, _ in series] + [np.array(thresholds)])
-        if len(lam):
-            positive = np.append(positive, analysis.eps)
-        floor = 10.0 ** (math.floor(math.log10(positive.min())) - 1) if len(positive) else 1e-300
         n_zero = 0
         for vals, k, style in series:
             r = np.arange(1, len(vals) + 1)
             kept = np.arange(len(vals)) < k
-            zero = vals <= 0
+            zero = vals <= floor
             n_zero += int(zero.sum())
             c, mk = style["color"], style["marker"]
             for sel, filled in ((kept & ~zero, True), (~kept & ~zero, False)):
@@ -90,7 +92,7 @@ def plot_spectra(analysis: Analysis, *, ax=None):
         if kG < len(dG):
             title += f", {len(dG) - kG} of G dropped"
         if n_zero:
-            title += f"\n{n_zero} zero eigenvalue{'s' if n_zero > 1 else ''} drawn at {floor:.0e}"
+            title += f"\n{n_zero} at or below {floor:.0e}, drawn on the floor"
         ax_.set_title(title, fontsize=10)
         has_lambda = has_lambda or bool(len(lam))
         has_zero = has_zero or bool(n_zero)
@@ -104,9 +106,15 @@ def plot_spectra(analysis: Analysis, *, ax=None):
         ),
         Line2D([], [], ls="", marker="o", mec="0.3", mfc="0.3", label="kept direction"),
         Line2D([], [], ls="", marker="o", mec="0.3", mfc="none", label="dropped direction"),
-        Line2D([], [], ls="", marker="v", mec="0.3", mfc="none", label="zero (drawn at a floor)"),
+        Line2D(
+            [], [], ls="", marker="v", mec="0.3", mfc="none",
+            label=f"<= {floor:.0e}: zero to rounding (one floor)",
+        ),
         Line2D([], [], ls="--", color="0.3", label=f"truncation: rtol x max (rtol={rtol:g})"),
-        Line2D([], [], ls=":", color="black", lw=1.2, label=f"eps = {analysis.eps:g} (on Lambda)"),
+        Line2D(
+            [], [], ls=":", color="black", lw=1.2,
+            label=f"eps = {analysis.eps:g} on Lambda (kept below it: by rtol)",
+        ),
     ]
     wanted = [True, has_lambda, True, truncates, has_zero, truncates, has_lambda]
     handles = [h for h, keep in zip(handles, wanted) if keep]
@@ -116,10 +124,25 @@ def plot_spectra(analysis: Analysis, *, ax=None):
             + (", Lambda in loss units" if has_lambda else ""),
             fontsize=11,
         )
-        ncol = 4 if fig.get_figwidth() >= 10 else 3
+        ncol = 4 if fig.get_figwidth() >= 12 else 2
         fig.legend(
             handles=handles, loc="outside lower center", ncol=ncol, frameon=False, fontsize=9
         )
     else:
         axes[0].legend(handles=handles, fontsize=9, frameon=False)
     return fig
+
+
+def _floor(spectra, rtol: float | None, eps: float) -> float:
+    """One floor for every panel: a decade below the lowest threshold drawn (``rtol * max`` of
+    each spectrum, ``eps`` on Lambda), or below the smallest positive value without thresholds.
+    Values below it are zero to rounding (they do not stretch the axis to 1e-48)."""
+    marks = []
+    for dG, lam in spectra:
+        for v in (dG, lam):
+            if len(v) and v[0] > 0:
+                marks.append(rtol * v[0] if rtol is not None else v[v > 0].min())
+        if len(lam):
+            marks.append(eps)
+    lowest = min(marks) if marks else 1.0
+    return 10.0 ** (math.floor(math.log10(lowest)) - 1)

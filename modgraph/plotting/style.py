@@ -138,11 +138,12 @@ def panel_grid(where: str, ax, n_panels: int, *, ncols: int, panel_size, max_wid
 
 
 def module_legend_handles(present: np.ndarray, counts: dict[int, int], kind: str = "marker"):
-    """Legend handles for the modules in ``present`` (capped), plus unassigned last."""
+    """Legend handles for the modules in ``present`` (capped), largest first as the CLI and
+    summary.json list their sizes, plus unassigned last."""
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
-    mods = [int(m) for m in present if m != UNASSIGNED]
+    mods = sorted((int(m) for m in present if m != UNASSIGNED), key=lambda m: (-counts[m], m))
     handles = []
     for m in mods[:MAX_LEGEND_MODULES]:
         color, marker, hatch = module_style(m)
