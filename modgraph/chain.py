@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from ._validation import invalid
+from ._validation import check_choice, invalid
 from .errors import InputError
 
 __all__ = ["Chain", "LayerChain", "LayerSelector", "INPUT", "FEATURE_MAPS", "device_and_dtype"]
@@ -62,9 +62,7 @@ class FeatureMaps:
     """
 
     def __init__(self, mode: str = "positions"):
-        if mode not in FEATURE_MAPS:
-            raise invalid("analyze", "feature_maps", f"one of {FEATURE_MAPS}", mode)
-        self.mode = mode
+        self.mode = check_choice("FeatureMaps", "feature_maps", mode, FEATURE_MAPS)
         self.shapes: dict[int, tuple[int, ...]] = {}
 
     def read(self, l: int, t: Tensor) -> Tensor:

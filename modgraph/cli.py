@@ -26,6 +26,7 @@ import torch
 
 from ._version import __version__
 from .atomic import check_replaceable
+from .chain import FEATURE_MAPS
 from .errors import InputError
 from .pipeline import analyze
 from .report import is_report_entry, write_report
@@ -340,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     a.add_argument(
         "--feature-maps",
-        choices=["positions", "flatten"],
+        choices=FEATURE_MAPS,
         default="positions",
         help="activations of shape (batch, C, H, W): each spatial position a sample with C "
         "features (positions, default) or one sample of C*H*W features (flatten)",

@@ -486,8 +486,9 @@ def _same(a: Tensor, b: Tensor, rtol: float | None) -> bool:
         return False
     if rtol is None:
         rtol = torch.finfo(b.dtype).eps ** 0.5 if b.is_floating_point() else 0.0
-    scale = float(b.abs().max()) if b.numel() else 0.0
-    return float((a - b).abs().max()) <= rtol * max(scale, 1e-30) if b.numel() else True
+    if not b.numel():
+        return True
+    return float((a - b).abs().max()) <= rtol * max(float(b.abs().max()), 1e-30)
 
 
 def _summary(names: list[str], most: int = 12) -> str:

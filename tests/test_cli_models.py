@@ -125,7 +125,7 @@ def test_transformers_at_the_residual_stream(tmp_path, capsys, make):
     assert s["config"]["output_probes"] == 4
 
 
-def test_cli_exposes_device_and_output_probes(tmp_path, capsys):
+def test_a_device_this_machine_lacks_is_named(tmp_path, capsys):
     if torch.cuda.device_count() > 7:
         pytest.skip("this machine has a cuda:7")
     net = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2))
