@@ -138,22 +138,41 @@ def test_output_location_is_checked_before_any_work(saved, capsys, monkeypatch):
     )
 
 
+# The child runs the CLI with save_figure wrapped: after the first figure is in the temporary
+# directory it touches a marker and waits, so SIGTERM lands mid-write on any machine load.
+_PAUSED_CLI = """
+import pathlib, sys, time
+import modgraph.plotting as plotting
+from modgraph.cli import main
+save, marker = plotting.save_figure, pathlib.Path(sys.argv[1])
+def paused(fig, path, **kw):
+    written = save(fig, path, **kw)
+    marker.touch()
+    time.sleep(600)
+    return written
+plotting.save_figure = paused
+sys.exit(main(sys.argv[2:]))
+"""
+
+
 def test_sigterm_while_writing_leaves_the_previous_result_or_none(saved):
     root = saved / "run"
     root.mkdir()
-    out = root / "out"
-    cmd = [sys.executable, "-m", "modgraph.cli", "analyze", str(saved / "model.pt"),
-           str(saved / "x.pt"), "--out", str(out), "--quiet"]  # fmt: skip
+    out, marker = root / "out", saved / "writing"
+    args = ["analyze", str(saved / "model.pt"), str(saved / "x.pt"), "--out", str(out), "--quiet"]
     for previous in (False, True):
         if previous:
-            assert subprocess.run(cmd, capture_output=True).returncode == 0
+            assert main(args) == 0
             before = (out / "summary.json").read_text()
-        proc = subprocess.Popen(cmd + ["--overwrite"], stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 120
-        while not any(p.name.startswith(".out.") for p in root.iterdir()):
+        marker.unlink(missing_ok=True)
+        cmd = [sys.executable, "-c", _PAUSED_CLI, str(marker), *args, "--overwrite"]
+        proc = subprocess.Popen(cmd, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 300
+        while not marker.exists():
             assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
-            time.sleep(0.005)
-        proc.send_signal(signal.SIGTERM)  # the report is being written to its temporary directory
+            time.sleep(0.01)
+        assert any(p.name.startswith(".out.") for p in root.iterdir())  # mid-write
+        proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 128 + signal.SIGTERM
         assert [p.name for p in root.iterdir()] == (["out"] if previous else [])
         if previous:
