@@ -21,6 +21,7 @@ from ._version import __version__
 from .atomic import atomic_directory
 from .basis import LayerBasis
 from .errors import InputError
+from .exemplars import Extremes, LayerExemplars
 from .graph import InteractionGraph
 from .statistics import LayerStatistics
 
@@ -58,6 +59,9 @@ class Analysis:
         Seconds spent per stage.
     versions : dict
         Versions of modgraph, torch and Python that produced the analysis.
+    exemplars : tuple of LayerExemplars, optional
+        Per layer, the top and bottom activating samples of every direction
+        (:mod:`modgraph.exemplars`); None when ``analyze`` ran with ``n_examples=0``.
     """
 
     layers: tuple[LayerBasis, ...]
@@ -67,6 +71,7 @@ class Analysis:
     config: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
     versions: dict = field(default_factory=dict)
+    exemplars: tuple[LayerExemplars, ...] | None = None
 
     @property
     def n_samples(self) -> int:
@@ -126,6 +131,15 @@ class Analysis:
                 for s in self.statistics
             ],
         }
+        if self.exemplars is not None:
+            tensors["exemplars"] = [
+                {
+                    f"{side}_{k}": getattr(getattr(e, side), k).cpu()
+                    for side in _SIDES
+                    for k in _EXTREMES
+                }
+                for e in self.exemplars
+            ]
         meta = {
             "format_version": FORMAT_VERSION,
             "eps": self.eps,
@@ -165,6 +179,7 @@ def is_analysis_dir(p: Path) -> bool:
     return p.is_dir() and not p.is_symlink() and all(is_analysis_file(e) for e in p.iterdir())
 
 
+_SIDES, _EXTREMES = ("top", "bottom"), ("values", "samples", "positions")
 _LAYER_TENSORS = ("C", "C_pinv", "mean", "eigenvalues", "gram_spectrum", "lambda_spectrum")
 
 
@@ -203,12 +218,20 @@ def load_analysis(path: str | os.PathLike) -> Analysis:
         stats = tuple(LayerStatistics(meta["n_samples"], **s) for s in t["statistics"])
         keys = ("eps", "config", "timings", "versions")
         eps, config, timings, versions_ = (meta[k] for k in keys)
+        exemplars = None
+        if "exemplars" in t:  # saved with n_examples=0, or by 0.1, there are none
+            exemplars = tuple(
+                LayerExemplars(*(Extremes(*(e[f"{s}_{k}"] for k in _EXTREMES)) for s in _SIDES))
+                for e in t["exemplars"]
+            )
+            if len(exemplars) != len(layers):
+                raise ValueError(f"{len(exemplars)} exemplar sets for {len(layers)} layers")
     except (KeyError, TypeError, ValueError) as err:
         raise InputError(
             f"{str(path)!r} is not a consistent saved analysis (meta.json and tensors.pt do not "
             f"match: {type(err).__name__} {err})"
         ) from None
-    return Analysis(layers, tuple(t["w"]), stats, eps, config, timings, versions_)
+    return Analysis(layers, tuple(t["w"]), stats, eps, config, timings, versions_, exemplars)
 
 
 def versions() -> dict:

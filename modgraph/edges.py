@@ -16,6 +16,8 @@ The part of the activation the basis dropped is held fixed along the path.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -69,6 +71,7 @@ def interaction_strengths(
     n_steps: int = 8,
     rule: str = "gauss-legendre",
     jacobian_budget: int = DEFAULT_JACOBIAN_BUDGET,
+    on_batch: Callable[[list[Tensor]], None] | None = None,
 ) -> list[Tensor]:
     """RMS attribution ``w`` between the basis directions of every pair of adjacent layers.
 
@@ -82,6 +85,9 @@ def interaction_strengths(
     attribution : {"gradient", "integrated"}
     n_steps, rule :
         Quadrature for ``attribution="integrated"`` (see :func:`quadrature`).
+    on_batch : callable, optional
+        Called with every batch's activations (one tensor per layer), so that other per-sample
+        work (the exemplars, :mod:`modgraph.exemplars`) shares this pass over the data.
 
     Returns
     -------
@@ -105,6 +111,8 @@ def interaction_strengths(
         for b, x in enumerate(batches):
             seen = True
             acts = checked_forward(chain, x, b)
+            if on_batch is not None:
+                on_batch(acts)
             for l in range(len(chain) - 1):
                 stage, src, dst, f = chain.stage(l, x), bases[l], bases[l + 1], acts[l]
                 if src.k == 0 or dst.k == 0 or not f.is_floating_point():

@@ -23,6 +23,7 @@ from .chain import FEATURE_MAPS, Chain, LayerSelector, device_and_dtype
 from .data import Batches
 from .edges import ATTRIBUTIONS, RULES, interaction_strengths
 from .errors import InputError, NonFiniteError
+from .exemplars import ExemplarTracker
 from .hooked import HookedChain, as_chain
 from .rotation import ROTATIONS, sparse_rotation
 from .statistics import (
@@ -62,6 +63,7 @@ def analyze(  # noqa: PLR0913 (the paper's knobs, keyword-only)
     seed: int = 0,
     jacobian_budget: int = DEFAULT_JACOBIAN_BUDGET,
     feature_maps: str = "positions",
+    n_examples: int = 8,
 ) -> Analysis:
     """Convert a model to the interaction basis and build its interaction graph.
 
@@ -125,6 +127,10 @@ def analyze(  # noqa: PLR0913 (the paper's knobs, keyword-only)
     feature_maps : {"positions", "flatten"}
         Activations of shape (batch, C, H, W): every spatial position a sample with C features
         (the convention of sequences, default), or one sample of C*H*W features.
+    n_examples : int
+        For every basis direction keep the indices and values of its ``n_examples`` top and
+        bottom activating samples (positions), exactly, during the edges pass
+        (:mod:`modgraph.exemplars`; the report shows them). 0: none.
 
     Returns
     -------
@@ -186,6 +192,7 @@ def analyze(  # noqa: PLR0913 (the paper's knobs, keyword-only)
                 tie_rtol=tie_rtol,
                 jacobian_budget=jacobian_budget,
             )
+    tracker = ExemplarTracker(bases, stats, n_examples) if n_examples else None
     with _timed(timings, "edges"):
         w = interaction_strengths(
             chain,
@@ -195,9 +202,13 @@ def analyze(  # noqa: PLR0913 (the paper's knobs, keyword-only)
             n_steps=n_steps,
             rule=rule,
             jacobian_budget=jacobian_budget,
+            on_batch=None if tracker is None else tracker.update,
         )
+        exemplars = None if tracker is None else tracker.result()
     _check_strengths(chain, w, eps)
-    return Analysis(tuple(bases), tuple(w), tuple(stats), eps, config, timings, versions())
+    return Analysis(
+        tuple(bases), tuple(w), tuple(stats), eps, config, timings, versions(), exemplars
+    )
 
 
 def _place(chain: Chain, device) -> tuple[torch.device, torch.dtype]:
@@ -280,8 +291,10 @@ def _config(options: dict) -> dict:
     check_seed(where, options["seed"])
     check_int(where, "jacobian_budget", options["jacobian_budget"], low=1)
     check_choice(where, "feature_maps", options["feature_maps"], FEATURE_MAPS)
+    check_int(where, "n_examples", options["n_examples"], low=0)
     keys = ("variant", "scale", "basis", "rotation", "rtol", "tie_rtol", "attribution")
     keys += ("n_steps", "rule", "output_probes", "seed", "batch_size", "feature_maps")
+    keys += ("n_examples",)
     return {k: options[k] for k in keys}
 
 

@@ -4,8 +4,8 @@ Read from the source with ``ast`` (nothing is imported), so a violation is caugh
 that no test runs. The layers, bottom to top:
 
 - base: errors, _validation, _linalg, _version, _deprecation, atomic, distributed, loss;
-- pipeline stages, in order: chain, hooked, data, statistics, basis, rotation, edges, graph,
-  analysis, pipeline, partition/;
+- pipeline stages, in order: chain, hooked, data, statistics, basis, rotation, edges, exemplars,
+  graph, analysis, pipeline, partition/;
 - side areas: diagnostics/, circuits/, adapters/, toys/ (each may use its own files);
 - plotting/ (draws the results of all of the above);
 - report, cli (the end of the pipeline: everything).
@@ -24,7 +24,8 @@ PACKAGE = Path(mg.__file__).parent
 
 BASE = ["errors", "_validation", "_linalg", "_version", "_deprecation", "atomic", "distributed"]
 BASE += ["loss"]
-STAGES = ["chain", "hooked", "data", "statistics", "basis", "rotation", "edges", "graph"]
+STAGES = ["chain", "hooked", "data", "statistics", "basis", "rotation", "edges", "exemplars"]
+STAGES += ["graph"]
 STAGES += ["analysis", "pipeline", "partition"]
 SIDE = ["diagnostics", "circuits", "adapters", "toys"]
 RANK = {name: 0 for name in BASE}

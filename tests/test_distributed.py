@@ -49,6 +49,13 @@ def test_two_ranks_equal_one_process(tmp_path):
                 assert relative(lam, layer.eigenvalues) < 1e-10
             for w1, w2 in zip(single.w, res[variant]["w"]):
                 assert relative(w2, w1) < 1e-10
+            # exemplars: numbered as if the shards were concatenated in rank order
+            shards = mg.analyze(model(0), torch.cat([data()[0::2], data()[1::2]]),
+                                variant=variant, rotation="none", progress=False)  # fmt: skip
+            for e1, e2 in zip(shards.exemplars, res[variant]["exemplars"]):
+                for side in ("top", "bottom"):
+                    assert torch.equal(getattr(e1, side).samples, e2[side]["samples"])
+                    assert relative(e2[side]["values"], getattr(e1, side).values) < 1e-10
     # the sparse rotation sums its standard errors and moments over ranks: the same rotations
     plain = mg.analyze(model(0), data(), rotation="none", progress=False)
     single = sparse_rotation(

@@ -48,6 +48,9 @@ if __name__ == "__main__":
                 "lam": [l.eigenvalues for l in a.layers],
                 "w": list(a.w),
                 "n": a.n_samples,
+                "exemplars": [
+                    {s: vars(getattr(e, s)) for s in ("top", "bottom")} for e in a.exemplars
+                ],
             }
         # the rotation on all 301 samples (analyze reads at most 256 per rank)
         plain = mg.analyze(net, shard, rotation="none", batch_size=37, progress=False)
