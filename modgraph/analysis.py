@@ -138,6 +138,7 @@ class Analysis:
                     for side in _SIDES
                     for k in _EXTREMES
                 }
+                | {"sequence": torch.tensor(e.sequence)}
                 for e in self.exemplars
             ]
         meta = {
@@ -221,7 +222,10 @@ def load_analysis(path: str | os.PathLike) -> Analysis:
         exemplars = None
         if "exemplars" in t:  # saved with n_examples=0, or by 0.1, there are none
             exemplars = tuple(
-                LayerExemplars(*(Extremes(*(e[f"{s}_{k}"] for k in _EXTREMES)) for s in _SIDES))
+                LayerExemplars(
+                    *(Extremes(*(e[f"{s}_{k}"] for k in _EXTREMES)) for s in _SIDES),
+                    sequence=bool(e["sequence"]),
+                )
                 for e in t["exemplars"]
             )
             if len(exemplars) != len(layers):

@@ -56,10 +56,15 @@ class Extremes:
 
 @dataclass(frozen=True)
 class LayerExemplars:
-    """Top (largest ``f_hat`` first) and bottom (smallest first) rows of one layer."""
+    """Top (largest ``f_hat`` first) and bottom (smallest first) rows of one layer.
+
+    ``sequence`` is True when the layer's rows are positions within samples (sequences, feature
+    maps read as positions), so that ``positions`` say where in the sample.
+    """
 
     top: Extremes
     bottom: Extremes
+    sequence: bool = False
 
 
 def resolution(basis: LayerBasis, stats: LayerStatistics) -> Tensor:
@@ -75,6 +80,7 @@ class ExemplarTracker:
         self.bases, self.k = bases, k
         self.step = [resolution(b, s)[:, None] for b, s in zip(bases, stats)]
         self.seen = 0  # samples read on this rank
+        self.sequence = [False] * len(bases)
         # per layer, [top, bottom]: columns (key, value, sample, position), key = +-grid value
         self._kept = [[self._empty(b.k, b.C.device) for _ in range(2)] for b in bases]
 
@@ -92,6 +98,7 @@ class ExemplarTracker:
                 continue
             values = basis.transform(f.detach())  # (B, [P,] k_l) float64
             P = values.shape[1] if values.ndim == 3 else 1
+            self.sequence[l] = values.ndim == 3
             values = values.reshape(-1, basis.k).T  # (k_l, B * P), rows in (sample, position) order
             row = torch.arange(values.shape[1], device=values.device)
             samples = (self.seen + row // P).expand_as(values)
@@ -107,7 +114,7 @@ class ExemplarTracker:
         counts = [int(c) for c in distributed.all_gather(torch.tensor([self.seen]))]
         starts = [sum(counts[:r]) for r in range(len(counts))]
         out = []
-        for kept in self._kept:
+        for kept, sequence in zip(self._kept, self.sequence):
             sides = []
             for columns in kept:
                 gathered = [distributed.all_gather(t) for t in columns]
@@ -115,7 +122,7 @@ class ExemplarTracker:
                 _, values, samples, positions = _top([torch.cat(g, 1) for g in gathered], self.k)
                 m = int((samples >= 0).sum(1).max()) if samples.numel() else 0
                 sides.append(Extremes(values[:, :m], samples[:, :m], positions[:, :m]))
-            out.append(LayerExemplars(*sides))
+            out.append(LayerExemplars(*sides, sequence=sequence))
         return tuple(out)
 
 

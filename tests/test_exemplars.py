@@ -49,6 +49,7 @@ def test_exact_for_any_batch_split_ties_by_sample_order(batch_size, basis):
     assert (acts[1] == 0).sum() > 100  # the ties are there
     _check(a, acts, 6)
     assert [e.top.values.shape for e in a.exemplars] == [(b.k, 6) for b in a.layers]
+    assert not any(e.sequence for e in a.exemplars)
     assert all((e.top.values[:, 0] >= e.top.values[:, -1]).all() for e in a.exemplars)
 
 
@@ -58,6 +59,7 @@ def test_sequences_keep_the_sample_and_the_position():
     a = mg.analyze(chain, tokens, batch_size=9, progress=False)
     _check(a, chain.for_inputs(tokens).forward(tokens), 8)
     assert a.exemplars[0].top.positions.max() > 0
+    assert [e.sequence for e in a.exemplars] == [True, True, False]  # logits at the last position
 
 
 def test_fewer_rows_than_k_keeps_them_all_and_none_is_none():
@@ -79,6 +81,7 @@ def test_saved_and_loaded(tmp_path):
         for side in ("top", "bottom"):
             for key in ("values", "samples", "positions"):
                 assert torch.equal(getattr(getattr(e1, side), key), getattr(getattr(e2, side), key))
+        assert e1.sequence == e2.sequence
     c = mg.load_analysis(mg.analyze(net, torch.randn(50, 4), n_examples=0, progress=False)
                          .save(tmp_path / "c"))  # fmt: skip
     assert c.exemplars is None

@@ -21,7 +21,7 @@ from .style import (
 __all__ = ["plot_graph"]
 
 
-def _layout(graph: InteractionGraph, labels: np.ndarray) -> np.ndarray:
+def node_layout(graph: InteractionGraph, labels: np.ndarray) -> np.ndarray:
     """y of every node in [0, 1]: within a layer by module (unassigned last), then importance."""
     y = np.empty(graph.n_nodes)
     offsets = np.concatenate([[0], np.cumsum(graph.layer_sizes)])
@@ -90,7 +90,7 @@ def plot_graph(
     fig = ax.figure
 
     x = graph.node_layer.astype(np.float64)
-    y = _layout(graph, labels)
+    y = node_layout(graph, labels)
 
     # Edges: the strongest max_edges, drawn weakest first so strong ones lie on top.
     e = graph.edges
