@@ -28,6 +28,7 @@ from ._version import __version__
 from .atomic import check_replaceable
 from .chain import FEATURE_MAPS
 from .errors import InputError
+from .hooked import as_chain
 from .pipeline import analyze
 from .report import is_report_entry, write_report
 
@@ -57,6 +58,8 @@ def _run(model, data, args, *, truth=None, extra: dict | None = None, **options)
         )
     extra = dict(extra or {})
     extra["timings"] = {**extra.get("timings", {}), "analyze_all": time.perf_counter() - t0}
+    maps = options.get("feature_maps", "positions")
+    chain = as_chain(model, options.get("layers"), feature_maps=maps)  # for the outputs driven
     return write_report(
         a,
         out,
@@ -65,6 +68,8 @@ def _run(model, data, args, *, truth=None, extra: dict | None = None, **options)
         truth=truth,
         extra=extra,
         overwrite=args.overwrite,
+        data=data,
+        model=chain,
     )
 
 

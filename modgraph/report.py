@@ -15,16 +15,22 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from . import plotting
 from ._deprecation import moved_names
 from ._validation import check_bool, check_instance, check_int, check_seed
 from .analysis import Analysis, is_analysis_dir
 from .atomic import atomic_directory, check_replaceable
+from .chain import device_and_dtype
+from .data import Batches, iter_batches
+from .edges import output_attribution
 from .errors import InputError
+from .hooked import as_chain
 from .partition import (
     ModuleResult,
     adjusted_rand_index,
@@ -64,7 +70,7 @@ __getattr__ = moved_names(
 )
 
 
-def write_report(
+def write_report(  # noqa: PLR0913 (what a report is made of, keyword-only)
     analysis: Analysis,
     out: str | os.PathLike,
     *,
@@ -74,6 +80,9 @@ def write_report(
     truth: Callable[[Analysis], dict[str, int]] | None = None,
     extra: dict | None = None,
     overwrite: bool = False,
+    data=None,
+    model=None,
+    decode: Callable[[int], str] | None = None,
 ) -> dict:
     """Find and test the modules of ``analysis`` and write the report into the directory ``out``.
 
@@ -102,6 +111,17 @@ def write_report(
         ``"timings"`` is merged into the summary's timings and counted in their total.
     overwrite : bool
         Replace an earlier report at ``out``.
+    data : tensor, array or re-iterable of batches, optional
+        The data ``analysis`` was computed on, in the same order: ``report.html`` then shows
+        each direction's top and bottom samples (images as thumbnails, token ids as text,
+        other inputs as their largest entries); without it, as sample numbers.
+    model : nn.Module or chain, optional
+        The model as passed to ``analyze`` (a chain when ``layers=`` was used): with ``data``,
+        ``report.html`` lists the outputs each direction drives
+        (:func:`modgraph.edges.output_attribution`, one more pass; skipped for outputs of more
+        than ``MAX_OUTPUTS`` dimensions).
+    decode : callable, optional
+        Token id -> string, to show token inputs as text.
 
     Progress goes to the ``"modgraph"`` logger at level INFO.
 
@@ -141,7 +161,11 @@ def write_report(
         summary["planted"] = _planted(graph, truth(analysis), found, seed)
     summary.update(extra)
 
+    t0 = time.perf_counter()
+    page = _page(analysis, found, data=data, model=model, decode=decode)
+    t_page = time.perf_counter() - t0
     with atomic_directory(out, is_report_entry, overwrite=overwrite, what="out") as tmp:
+        plotting.save_html(page, tmp / "report.html")
         _log.info("drawing figures ...")
         t0 = time.perf_counter()
         written = []
@@ -156,11 +180,13 @@ def write_report(
             **{f"analyze_{k}": v for k, v in analysis.timings.items()},
             "modules": t_modules,
             "figures": t_figures,
+            "report_html": t_page,
             "total": sum(earlier.values()) + time.perf_counter() - t_start,
         }
         summary["versions"] = analysis.versions
         summary["files"] = sorted(
-            [p.name for p in written] + ["interaction_graph.graphml", "analysis", "summary.json"]
+            [p.name for p in written]
+            + ["interaction_graph.graphml", "analysis", "summary.json", "report.html"]
         )
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
@@ -170,9 +196,73 @@ def write_report(
 FIGURES = ("graph", "spectra", "cost_curve", "module_heatmap", "basis_comparison")
 #: Every name a report directory holds.
 REPORT_FILES = frozenset(
-    ["summary.json", "interaction_graph.graphml", "analysis"]
+    ["summary.json", "interaction_graph.graphml", "analysis", "report.html"]
     + [f"{name}.{ext}" for name in FIGURES for ext in ("png", "svg")]
 )
+
+
+#: Output attribution (``report.html``'s "drives outputs") is skipped above this many outputs.
+MAX_OUTPUTS = 512
+
+
+def _page(analysis: Analysis, found: dict, *, data, model, decode):
+    """The interactive page: partitions, every direction's examples and outputs."""
+    partitions = {m: found[m] for m in ("leiden", "spectral")}
+    inputs = outputs = None
+    if data is not None and analysis.exemplars is not None:
+        wanted = set()
+        for e in analysis.exemplars:
+            for side in (e.top, e.bottom):
+                wanted.update(side.samples.reshape(-1).tolist())
+        inputs = _samples(data, wanted)
+    if data is not None and model is not None:
+        outputs = _output_attribution(analysis, model, data)
+    details, modules, samples = plotting.example_details(
+        analysis, partitions, inputs, decode=decode, outputs=outputs
+    )
+    return plotting.interactive_report(
+        analysis, partitions, node_details=details, module_details=modules, samples=samples
+    )
+
+
+def _samples(data, wanted: set[int]) -> dict[int, np.ndarray]:
+    """The samples numbered ``wanted`` (in the order ``analyze`` read them), as arrays."""
+    out, start = {}, 0
+    batches = iter_batches(data, batch_size=256, device=torch.device("cpu"),
+                           dtype=torch.float64, where="write_report")  # fmt: skip
+    for b in batches:
+        for i in sorted(w - start for w in wanted if start <= w < start + len(b)):
+            out[start + i] = b[i].detach().cpu().numpy()
+        start += len(b)
+    missing = sorted(wanted - set(out))
+    if missing:
+        raise InputError(
+            f"data has {start} samples but the analysis names sample {missing[0]}: pass the "
+            "data the analysis was computed on"
+        )
+    return out
+
+
+def _output_attribution(analysis: Analysis, model, data) -> list[np.ndarray] | None:
+    """``A[l]`` of every layer, or None for outputs of more than MAX_OUTPUTS dimensions."""
+    if analysis.layers[-1].d > MAX_OUTPUTS:
+        _log.info(f"report.html: outputs of {analysis.layers[-1].d} dimensions, more than "
+                  f"{MAX_OUTPUTS}: the outputs each direction drives are left out")  # fmt: skip
+        return None
+    chain = as_chain(model, feature_maps=analysis.config.get("feature_maps", "positions"))
+    device, dtype = device_and_dtype(chain)
+    batches = Batches(data, batch_size=analysis.config.get("batch_size", 256), device=device,
+                      dtype=dtype, where="write_report")  # fmt: skip
+    chain = chain.for_inputs(next(iter(batches)))
+    if chain.names != tuple(analysis.layer_names) and list(chain.names) != analysis.layer_names:
+        raise InputError(
+            f"model has layers {list(chain.names)} but the analysis {analysis.layer_names}: "
+            "pass the model (or chain) the analysis was computed on"
+        )
+    bases = [replace(b, C=b.C.to(device), C_pinv=b.C_pinv.to(device), mean=b.mean.to(device))
+             for b in analysis.layers]  # fmt: skip
+    _log.info("report.html: the outputs each direction drives ...")
+    return [a.cpu().numpy() for a in output_attribution(chain, bases, batches)]
 
 
 def is_report_entry(p: Path) -> bool:

@@ -9,7 +9,9 @@ from .comparison import plot_basis_comparison
 from .degeneracy import plot_degeneracy
 from .faithfulness import plot_faithfulness
 from .graph import plot_graph
+from .interactive import interactive_report, save_html
 from .modules import plot_cost_curve, plot_module_heatmap
+from .samples import example_details
 from .spectra import plot_spectra
 from .style import MODULE_COLORS, module_style, save_figure
 
@@ -22,6 +24,9 @@ __all__ = [
     "plot_degeneracy",
     "plot_faithfulness",
     "save_figure",
+    "interactive_report",
+    "save_html",
+    "example_details",
     "module_style",
     "MODULE_COLORS",
 ]

@@ -51,7 +51,7 @@ def interactive_report(  # noqa: PLR0913 (the page's inputs, keyword-only)
     max_edges: int = MAX_EDGES,
     title: str = "modgraph report",
 ):
-    """The report page as a bokeh layout (write it with :func:`save_html`).
+    """The report page as a bokeh Document (write it with :func:`save_html`).
 
     Parameters
     ----------
@@ -68,6 +68,7 @@ def interactive_report(  # noqa: PLR0913 (the page's inputs, keyword-only)
     max_edges : int
         Most edges the page holds, the strongest.
     """
+    from bokeh.document import Document
     from bokeh.layouts import column, row
     from bokeh.models import (
         ColumnDataSource,
@@ -152,7 +153,8 @@ def interactive_report(  # noqa: PLR0913 (the page's inputs, keyword-only)
             ("module", "module"), ("size", "size"), ("layers", "layers"),
             ("cost_out", "cost to the rest"), ("cost_in", "cost inside"))]  # fmt: skip
         tables.append(DataTable(source=table_sources[m], columns=cols, width=420, height=260,
-                                index_position=None, visible=i == 0, name=f"table_{m}"))  # fmt: skip
+                                index_position=None, visible=i == 0, reorderable=False,
+                                name=f"table_{m}"))  # fmt: skip
 
     lo = math.log10(analysis.eps / EPS_RANGE)
     hi = math.log10(max(analysis.eps * 10, float(all_edges["w"].max()) ** 2)) if len(
@@ -181,21 +183,19 @@ def interactive_report(  # noqa: PLR0913 (the page's inputs, keyword-only)
     node_src.selected.js_on_change("indices", update)
     for src in table_sources.values():
         src.selected.js_on_change("indices", update)
-    layout = column(
-        header,
-        row(fig, column(row(select), slider, count, *tables, info)),
-    )
-    layout.js_on_event("document_ready", update)
-    return layout
+    doc = Document(title=title)
+    doc.add_root(column(header, row(fig, column(select, slider, count, *tables, info))))
+    doc.js_on_event("document_ready", update)
+    return doc
 
 
-def save_html(layout, path: str | os.PathLike, *, title: str = "modgraph report") -> Path:
-    """Write ``layout`` as one standalone HTML file (bokeh's JavaScript inline), atomically."""
+def save_html(doc, path: str | os.PathLike, *, title: str = "modgraph report") -> Path:
+    """Write the page ``doc`` as one standalone HTML file (JavaScript inline), atomically."""
     from bokeh.embed import file_html
     from bokeh.resources import INLINE
 
     path = Path(path)
-    text = file_html(layout, INLINE, title)
+    text = file_html(doc, INLINE, title)
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return path
@@ -302,10 +302,11 @@ for (let k = 0; k < E.w.length; k++) {
   if (s === node) outs.push([E.w[k], c, d]);
 }
 edges.data = out;
-count.text = `<b>${out.x0.length}</b> edges shown (w &gt; eps<sup>1/2</sup> = ${thr.toPrecision(3)})`;
+count.text = `<b>${out.x0.length}</b> edges shown ` +
+  `(w &gt; eps<sup>1/2</sup> = ${thr.toPrecision(3)})`;
 const S = {};
 for (let i = 0; i < samples.data.id.length; i++) { S[samples.data.id[i]] = samples.data.html[i]; }
-const fill = (h) => h.replace(/\\{\\{s:(\\d+)\\}\\}/g, (m, id) => S[id] || ('sample ' + id));
+const fill = (h) => h.replace(/\\{\\{s:([0-9_]+)\\}\\}/g, (m, id) => S[id] || ('sample ' + id));
 const list = (title, es) => {
   es.sort((a, b) => b[0] - a[0]);
   const items = es.slice(0, listed).map(([w, c, o]) =>
@@ -319,7 +320,8 @@ if (node >= 0) {
     `${N.lam[node].toExponential(3)}, module ${mod[node]} (${part})</p>` +
     list('strongest in-edges', ins) + list('strongest out-edges', outs) + fill(N.details[node]);
 } else if (row >= 0) {
-  info.text = `<h3 style="margin:4px 0">module ${sel} (${part}): ${T.data.size[row]} directions</h3>` +
+  info.text = `<h3 style="margin:4px 0">module ${sel} (${part}): ` +
+    `${T.data.size[row]} directions</h3>` +
     `<p>layers ${T.data.layers[row]}; cost to the rest ${T.data.cost_out[row]}, inside ` +
     `${T.data.cost_in[row]} (summed ln(w/eps<sup>1/2</sup>) at the analysis eps)</p>` +
     fill(T.data.details[row]);

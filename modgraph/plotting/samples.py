@@ -10,11 +10,12 @@ from __future__ import annotations
 import base64
 import html
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
-__all__ = ["sample_kind", "sample_html", "THUMBNAIL_PX", "CONTEXT_TOKENS", "TOP_ENTRIES"]
+__all__ = ["sample_kind", "sample_html", "example_details"]
+__all__ += ["THUMBNAIL_PX", "CONTEXT_TOKENS", "TOP_ENTRIES"]
 
 #: Displayed width of an image thumbnail, in CSS pixels (small images are scaled up, pixelated).
 THUMBNAIL_PX = 48
@@ -29,7 +30,9 @@ def sample_kind(sample: np.ndarray) -> str:
     last), or ``"vector"`` (anything else) for one sample of the data."""
     if np.issubdtype(sample.dtype, np.integer) and sample.ndim == 1:
         return "tokens"
-    if sample.ndim == 2 or (sample.ndim == 3 and (sample.shape[0] in (1, 3, 4) or sample.shape[-1] in (1, 3, 4))):
+    channels = (1, 3, 4)
+    if sample.ndim == 2 or (sample.ndim == 3 and channels.count(sample.shape[0]) + channels.count(
+            sample.shape[-1])):  # fmt: skip
         return "image"
     return "vector"
 
@@ -43,11 +46,8 @@ def sample_html(
     """One sample as an HTML snippet; ``position`` marks a sequence position or spatial place."""
     if kind == "tokens":
         return _tokens(sample, position, decode)
-    if kind == "image":
-        where = ""
-        if position is not None:
-            h, w = _image(sample).shape[:2]
-            where = f"<br><small>at ({position // w}, {position % w})</small>" if h * w > 1 else ""
+    if kind == "image":  # a layer's position need not be a pixel (pooling): say its number
+        where = "" if position is None else f" <small>(position {position})</small>"
         return _thumbnail(sample) + where
     return _vector(sample, position)
 
@@ -95,3 +95,107 @@ def _vector(sample: np.ndarray, position: int | None) -> str:
     v = v.reshape(-1)
     top = np.argsort(-np.abs(v), kind="stable")[:TOP_ENTRIES]
     return prefix + ", ".join(f"x[{i}]={v[i]:.3g}" for i in top)
+
+
+def example_details(
+    analysis,
+    partitions: Mapping[str, object],
+    inputs: Mapping[int, np.ndarray] | None,
+    *,
+    decode: Callable[[int], str] | None = None,
+    outputs: list[np.ndarray] | None = None,
+    shown: int = 8,
+) -> tuple[list[str], dict[str, list[str]], dict[str, str]]:
+    """The HTML the interactive report shows per node and per module, and each sample once.
+
+    Parameters
+    ----------
+    analysis : Analysis
+        With exemplars (``analyze(..., n_examples=k)``); without them only the outputs show.
+    partitions : dict {name: ModuleResult}
+    inputs : dict {sample index: array}, optional
+        The samples the exemplars name (without them, examples show as sample numbers).
+    decode : callable, optional
+        Token id -> string, for token inputs.
+    outputs : list of ndarray, optional
+        Per layer the output attribution ``A[l]`` of shape (d_out, k_l)
+        (:func:`modgraph.edges.output_attribution`).
+    shown : int
+        Samples shown per list (top, bottom, module).
+
+    Returns
+    -------
+    node_details : list of str
+        Per node, in ``graph.nodes`` order; ``{{s:KEY}}`` stands for ``samples[KEY]``.
+    module_details : dict {partition: list of str}
+        Per partition, per module id.
+    samples : dict {KEY: HTML}
+        ``KEY`` is ``"N"`` or ``"N_P"`` (sample ``N`` at position ``P``).
+    """
+    graph = analysis.graph
+    ex = analysis.exemplars
+    kind = sample_kind(next(iter(inputs.values()))) if inputs else None
+    samples: dict[str, str] = {}
+
+    def ref(sample: int, position: int | None) -> str:
+        key = str(sample) if position is None else f"{sample}_{position}"
+        if key not in samples:
+            head = f"<small>#{sample}</small> "
+            body = "" if not inputs else sample_html(inputs[sample], kind, position, decode)
+            samples[key] = head + body
+        return "{{s:" + key + "}}"
+
+    def table(title: str, side, j: int, sequence: bool) -> str:
+        cells = []
+        for v, s, p in zip(side.values[j, :shown], side.samples[j, :shown],
+                           side.positions[j, :shown]):  # fmt: skip
+            pos = int(p) if sequence else None
+            cells.append(f"<tr><td>{ref(int(s), pos)}</td><td>{float(v):.3g}</td></tr>")
+        return f"<p><b>{title}</b></p><table>{''.join(cells)}</table>"
+
+    nodes = []
+    for l, j in zip(graph.node_layer, graph.node_index):
+        parts = []
+        if outputs is not None:
+            a = outputs[l][:, j]
+            top = np.argsort(-a, kind="stable")[:TOP_ENTRIES]
+            parts.append("<p><b>drives outputs</b>: "
+                         + ", ".join(f"out[{o}] {a[o]:.3g}" for o in top) + "</p>")  # fmt: skip
+        if ex is not None:
+            e = ex[l]
+            parts.append(table("top samples (largest coordinate)", e.top, j, e.sequence))
+            parts.append(table("bottom samples (smallest coordinate)", e.bottom, j, e.sequence))
+        nodes.append("".join(parts))
+
+    modules = {}
+    for name, result in partitions.items():
+        per = []
+        labels = result.membership_array
+        for m in range(result.n_modules):
+            members = np.flatnonzero(labels == m)
+            listed = ", ".join(graph.nodes[i] for i in members[:40])
+            more = f" and {len(members) - 40} more" if len(members) > 40 else ""
+            text = f"<p><b>members</b>: {listed}{more}</p>"
+            text += f"<p><b>{html.escape(name)}</b>: {html.escape(result.verdict)}</p>"
+            if ex is not None:
+                text += _module_samples(graph, ex, members, ref, shown)
+            per.append(text)
+        modules[name] = per
+    return nodes, modules, samples
+
+
+def _module_samples(graph, ex, members, ref, shown: int) -> str:
+    """Samples that drive the module's directions most: each direction's top list scored by
+    value over the direction's largest, summed over the module's directions."""
+    score: dict[tuple[int, int | None], float] = {}
+    for i in members:
+        l, j = int(graph.node_layer[i]), int(graph.node_index[i])
+        top = ex[l].top
+        scale = float(abs(top.values[j, 0])) if top.values.shape[1] else 0.0
+        for v, s, p in zip(top.values[j], top.samples[j], top.positions[j]):
+            key = (int(s), int(p) if ex[l].sequence else None)
+            score[key] = score.get(key, 0.0) + (float(v) / scale if scale > 0 else 0.0)
+    best = sorted(score.items(), key=lambda kv: (-kv[1], kv[0][0], kv[0][1] or 0))[:shown]
+    cells = "".join(f"<tr><td>{ref(s, p)}</td><td>{v:.2f}</td></tr>" for (s, p), v in best)
+    return ("<p><b>samples that drive it most</b> (summed value / the direction's largest, "
+            f"over its directions' top lists)</p><table>{cells}</table>")  # fmt: skip
