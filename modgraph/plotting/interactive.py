@@ -76,6 +76,7 @@ def interactive_report(  # noqa: PLR0913 (the page's inputs, keyword-only)
         DataTable,
         Div,
         HoverTool,
+        HTMLTemplateFormatter,
         Select,
         Slider,
         TableColumn,
@@ -149,9 +150,12 @@ def interactive_report(  # noqa: PLR0913 (the page's inputs, keyword-only)
     for i, m in enumerate(names):
         data = _module_table(graph, labels[m], (module_details or {}).get(m))
         table_sources[m] = ColumnDataSource(data, name=f"modules_{m}")
-        cols = [TableColumn(field=f, title=t) for f, t in (
-            ("module", "module"), ("size", "size"), ("layers", "layers"),
-            ("cost_out", "cost to the rest"), ("cost_in", "cost inside"))]  # fmt: skip
+        swatch = HTMLTemplateFormatter(template='<span style="color:<%= color %>">&#9632;</span> '
+                                       "<%= value %>")  # fmt: skip
+        cols = [TableColumn(field="module", title="module", formatter=swatch, width=60)]
+        cols += [TableColumn(field=f, title=t) for f, t in (
+            ("size", "size"), ("layers", "layers"), ("cost_out", "cost to the rest"),
+            ("cost_in", "cost inside"))]  # fmt: skip
         tables.append(DataTable(source=table_sources[m], columns=cols, width=420, height=260,
                                 index_position=None, visible=i == 0, reorderable=False,
                                 name=f"table_{m}"))  # fmt: skip
@@ -234,13 +238,14 @@ def _module_table(graph, labels: np.ndarray, details: list[str] | None) -> dict:
     e = graph.edges
     modules = sorted(set(labels.tolist()) - {UNASSIGNED},
                      key=lambda m: (-int((labels == m).sum()), m))  # fmt: skip
-    rows = {k: [] for k in ("module", "size", "layers", "cost_out", "cost_in", "details")}
+    rows = {k: [] for k in ("module", "color", "size", "layers", "cost_out", "cost_in", "details")}
     ls, ld = labels[e.src], labels[e.dst]
     for m in modules:
         members = labels == m
         layers = sorted({graph.layer_names[l] for l in graph.node_layer[members]},
                         key=graph.layer_names.index)  # fmt: skip
         rows["module"].append(int(m))
+        rows["color"].append(module_style(int(m))[0])
         rows["size"].append(int(members.sum()))
         rows["layers"].append(", ".join(layers))
         rows["cost_out"].append(round(float(e.strength[(ls == m) != (ld == m)].sum()), 3))

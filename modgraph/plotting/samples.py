@@ -159,7 +159,7 @@ def example_details(
         if outputs is not None:
             a = outputs[l][:, j]
             top = np.argsort(-a, kind="stable")[:TOP_ENTRIES]
-            parts.append("<p><b>drives outputs</b>: "
+            parts.append("<p><b>drives outputs</b> (RMS attribution): "
                          + ", ".join(f"out[{o}] {a[o]:.3g}" for o in top) + "</p>")  # fmt: skip
         if ex is not None:
             e = ex[l]
