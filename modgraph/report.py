@@ -254,7 +254,7 @@ def _output_attribution(analysis: Analysis, model, data) -> list[np.ndarray] | N
     batches = Batches(data, batch_size=analysis.config.get("batch_size", 256), device=device,
                       dtype=dtype, where="write_report")  # fmt: skip
     chain = chain.for_inputs(next(iter(batches)))
-    if chain.names != tuple(analysis.layer_names) and list(chain.names) != analysis.layer_names:
+    if list(chain.names) != analysis.layer_names:
         raise InputError(
             f"model has layers {list(chain.names)} but the analysis {analysis.layer_names}: "
             "pass the model (or chain) the analysis was computed on"

@@ -21,6 +21,22 @@ from .style import (
 __all__ = ["plot_graph"]
 
 
+def node_labels(graph: InteractionGraph, modules) -> np.ndarray:
+    """Module of every node (all 0 when ``modules`` is None); -1 for a node without edges."""
+    labels = np.zeros(graph.n_nodes, np.int64) if modules is None else module_labels(graph, modules)
+    return np.where(graph.connected_nodes, labels, UNASSIGNED)
+
+
+def importance_scale(importance: np.ndarray) -> np.ndarray:
+    """Log importance mapped to [0, 1] (smallest positive to largest); 0 for zero importance."""
+    pos = importance[importance > 0]
+    if not len(pos):
+        return np.zeros(len(importance))
+    lo, hi = np.log10(pos.min()), np.log10(pos.max())
+    t = (np.log10(np.maximum(importance, pos.min())) - lo) / max(hi - lo, 1e-12)
+    return np.where(importance > 0, t, 0.0)
+
+
 def node_layout(graph: InteractionGraph, labels: np.ndarray) -> np.ndarray:
     """y of every node in [0, 1]: within a layer by module (unassigned last), then importance."""
     y = np.empty(graph.n_nodes)
@@ -77,12 +93,7 @@ def plot_graph(
 
     graph = as_graph("plot_graph", analysis_or_graph)
     check_int("plot_graph", "max_edges", max_edges, low=0)
-    connected = graph.connected_nodes
-    if modules is None:
-        labels = np.where(connected, 0, UNASSIGNED)
-    else:
-        labels = module_labels(graph, modules)
-        labels = np.where(connected, labels, UNASSIGNED)  # a node without edges has no module
+    labels = node_labels(graph, modules)
     n_layers = len(graph.layer_sizes)
     width = min(11.0, max(7.0, 1.7 * n_layers + 2.5))
     height = min(9.0, max(4.5, 0.09 * max(graph.layer_sizes) + 2.5))
@@ -111,13 +122,7 @@ def plot_graph(
     ax.add_collection(LineCollection(segments, colors=colors, linewidths=0.3 + 2.7 * rel, zorder=1))
 
     # Nodes: area from log importance, scaled so the densest layer's markers do not overlap.
-    imp = graph.node_importance
-    pos = imp[imp > 0]
-    if len(pos):
-        lo, hi = np.log10(pos.min()), np.log10(pos.max())
-        t = np.where(imp > 0, (np.log10(np.maximum(imp, pos.min())) - lo) / max(hi - lo, 1e-12), 0)
-    else:
-        t = np.zeros(graph.n_nodes)
+    t = importance_scale(graph.node_importance)
     ax_h_pt = ax.get_position().height * fig.get_figheight() * 72
     max_d = float(np.clip(0.9 * ax_h_pt / max(max(graph.layer_sizes), 1), 3.0, 14.0))
     sizes = (0.3 * max_d + 0.7 * max_d * t) ** 2  # marker area in points^2

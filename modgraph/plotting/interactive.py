@@ -27,8 +27,9 @@ import numpy as np
 from .._validation import check_int
 from ..analysis import Analysis
 from ..atomic import atomic_path
-from ..partition.objective import UNASSIGNED, ModuleResult, module_labels
-from .graph import node_layout
+from ..errors import InputError
+from ..partition.objective import UNASSIGNED, ModuleResult
+from .graph import importance_scale, node_labels, node_layout
 from .style import CROSS_EDGE_COLOR, module_style
 
 __all__ = ["interactive_report", "save_html", "MAX_EDGES", "EPS_RANGE"]
@@ -86,10 +87,10 @@ def interactive_report(  # noqa: PLR0913 (the page's inputs, keyword-only)
 
     check_int("interactive_report", "max_edges", max_edges, low=1)
     if not partitions:
-        raise ValueError("interactive_report needs at least one partition")
+        raise InputError("partitions of interactive_report is empty: pass at least one")
     graph = analysis.graph
     names = list(partitions)
-    labels = {m: _labels(graph, partitions[m]) for m in names}
+    labels = {m: node_labels(graph, partitions[m]) for m in names}
 
     x = graph.node_layer.astype(np.float64)
     y = node_layout(graph, labels[names[0]])
@@ -161,8 +162,8 @@ def interactive_report(  # noqa: PLR0913 (the page's inputs, keyword-only)
                                 name=f"table_{m}"))  # fmt: skip
 
     lo = math.log10(analysis.eps / EPS_RANGE)
-    hi = math.log10(max(analysis.eps * 10, float(all_edges["w"].max()) ** 2)) if len(
-        all_edges["w"]) else math.log10(analysis.eps) + 1  # fmt: skip
+    strongest = float(all_edges["w"].max()) if len(all_edges["w"]) else 0.0
+    hi = math.log10(max(analysis.eps * 10, strongest**2))  # up to where the last edge goes
     slider = Slider(start=lo, end=hi, value=math.log10(analysis.eps), step=0.05, width=420,
                     title="log10 eps (edges shown: w > eps^1/2; modules stay as found)",
                     name="eps")  # fmt: skip
@@ -205,20 +206,10 @@ def save_html(doc, path: str | os.PathLike, *, title: str = "modgraph report") -
     return path
 
 
-def _labels(graph, result: ModuleResult) -> np.ndarray:
-    labels = module_labels(graph, result)
-    return np.where(graph.connected_nodes, labels, UNASSIGNED)
-
-
 def _marker_sizes(lam: np.ndarray, widest: int) -> np.ndarray:
     """Marker diameter in pixels from log Lambda, smaller for wide layers."""
     big = float(np.clip(600 / max(widest, 1), 5, 18))
-    pos = lam[lam > 0]
-    if not len(pos):
-        return np.full(len(lam), big / 2)
-    lo, hi = np.log10(pos.min()), np.log10(pos.max())
-    t = np.where(lam > 0, (np.log10(np.maximum(lam, pos.min())) - lo) / max(hi - lo, 1e-12), 0)
-    return big * (0.45 + 0.55 * t)
+    return big * (0.45 + 0.55 * importance_scale(lam))
 
 
 def _edges(analysis: Analysis, max_edges: int) -> tuple[dict, str]:

@@ -30,9 +30,9 @@ def sample_kind(sample: np.ndarray) -> str:
     last), or ``"vector"`` (anything else) for one sample of the data."""
     if np.issubdtype(sample.dtype, np.integer) and sample.ndim == 1:
         return "tokens"
-    channels = (1, 3, 4)
-    if sample.ndim == 2 or (sample.ndim == 3 and channels.count(sample.shape[0]) + channels.count(
-            sample.shape[-1])):  # fmt: skip
+    if sample.ndim == 2:
+        return "image"
+    if sample.ndim == 3 and (sample.shape[0] in (1, 3, 4) or sample.shape[-1] in (1, 3, 4)):
         return "image"
     return "vector"
 
