@@ -274,7 +274,9 @@ def test_planted_modules_are_recovered_at_automatic_k(method, noise, seed):
     assert r.n_modules == 3 and r.verdict.startswith("3 modules, significant")
     scan = r.info["scan"]
     assert [t["k"] for t in scan] == list(range(2, 11)) and r.info["bonferroni_tests"] == 9
-    chosen = min((t for t in scan if t["p_value"] <= 0.05 / 9), key=lambda t: t["z"])
+    significant = [t for t in scan if t["p_value"] <= 0.05 / 9]
+    free = [t for t in significant if t["ncut"] <= 1e-12]  # split along components: cut 0
+    chosen = max(free, key=lambda t: t["k"]) if free else min(significant, key=lambda t: t["z"])
     assert chosen["k"] == 3 and r.significance.p_value == min(1, 9 * chosen["p_value"])
     assert r.cost <= cross_module_cost(g, truth) + 1e-12
     assert r.ncut == pytest.approx(normalized_cut(g, r))

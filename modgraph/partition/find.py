@@ -8,8 +8,9 @@ lower than its null graphs'". A ``k`` counts only if its p-value is at most ``al
 (Bonferroni over the ``m`` values of ``k`` scanned, so a graph without modules passes with
 probability at most ``alpha`` whatever the dependence between the tests). Among those, the
 ``k`` with the largest gap between the graph and its null graphs (most negative ``z``, in log
-normalized cut) is chosen; with none, the graph is one module and the verdict says "no
-significant modular structure".
+normalized cut) is chosen, except that a significant partition along connected components
+(cut 0) beats any that cuts edges, the finest of them first; with none, the graph is one module
+and the verdict says "no significant modular structure".
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from .._validation import check_bool, check_choice, check_int, check_real, check
 from ..errors import InputError
 from ..graph import InteractionGraph
 from .leiden import leiden_labels
-from .null import compare, fixed_by_strengths, null_graph, untestable
+from .null import ZERO_CUT, compare, fixed_by_strengths, null_graph, untestable
 from .objective import UNASSIGNED, ConnectedGraph, ModuleResult, canonical, check_graph
 from .refine import merge_to
 from .solvers import from_start, labels_at_k, leiden_fine, refined
@@ -198,8 +199,10 @@ def _automatic(sub: ConnectedGraph, params: dict) -> ModuleResult:
     significant = [i for i in testable if tests[i].p_value <= level]
     info["significant_ks"] = [int(ks[i]) for i in significant]
     if significant:
-        # the largest gap between the graph and its null graphs (in log normalized cut)
-        best = min(significant, key=lambda i: (tests[i].z, ks[i]))
+        # the largest gap between the graph and its null graphs (in log normalized cut); a
+        # partition along connected components cuts nothing, and of those the finest is chosen
+        free = [i for i in significant if tests[i].ncut <= ZERO_CUT]
+        best = max(free) if free else min(significant, key=lambda i: (tests[i].z, ks[i]))
         labels = found[best]
     else:
         best = min(testable, key=lambda i: (tests[i].p_value, ks[i]))

@@ -6,6 +6,9 @@ edge cost ``c = ln(w / eps^1/2)`` there, and the spread of single edge costs. It
 *who talks to whom*. Per layer pair the edges are rewired by degree-preserving double-edge swaps
 (Maslov & Sneppen 2002), the costs shuffled over the new edges, and the block scaled by rows and
 columns (Sinkhorn & Knopp 1967) until every node's summed cost is what it is in the real graph.
+Not every rewiring can carry the strengths (into the output layer the transition is diagonal: a
+pairing of rows with columns, which admits only pairings of equal strengths), so those are drawn
+again, and a block no rewiring fits keeps its own pattern, its costs shuffled and rescaled.
 
 Why strengths must be kept: a shuffle alone flattens them (coefficient of variation 0.69 real,
 0.42 shuffled on random ReLU MLPs), and weakly connected nodes are exactly what is cheapest to
@@ -44,6 +47,12 @@ __all__ = [
 #: Sinkhorn scaling stops when every row and column sum is within this relative error.
 SINKHORN_RTOL = 1e-10
 SINKHORN_MAX_ITER = 2000
+#: Every this many steps the error must have fallen below ``SINKHORN_STALL`` times its last
+#: value, or the pattern is taken to be one that cannot carry the strengths.
+SINKHORN_CHECK = 10
+SINKHORN_STALL = 0.9
+#: Rewirings drawn per layer pair before the block keeps its own pattern.
+REWIRE_TRIES = 4
 #: Rounds of degree-preserving swaps per layer pair (each pairs every edge with another).
 SWAP_ROUNDS = 10
 #: Smallest spread of the log null normalized cut the test assumes: differences of less than
@@ -116,17 +125,31 @@ class Significance:
         }
 
 
-def _sinkhorn(block: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """Scale ``block``'s rows and columns until they sum to ``rows`` and ``cols``."""
-    for _ in range(SINKHORN_MAX_ITER):
+def _sinkhorn(block: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> bool:
+    """Scale ``block`` in place by rows and columns towards sums ``rows`` and ``cols``.
+
+    Returns whether every row sum came within ``SINKHORN_RTOL`` (the columns are exact after each
+    step). It cannot when no matrix on ``block``'s pattern has those sums: a rewired block whose
+    rows and columns all have one edge (a diagonal transition, as into the output layer) admits
+    only pairings of equal strengths. The error then stalls, which is checked every
+    ``SINKHORN_CHECK`` steps.
+    """
+    last = math.inf
+    floor = SINKHORN_RTOL * np.maximum(rows, 1e-300)
+    for step in range(1, SINKHORN_MAX_ITER + 1):
         r = block.sum(axis=1)
         block *= np.divide(rows, r, out=np.zeros_like(r), where=r > 0)[:, None]
         c = block.sum(axis=0)
         block *= np.divide(cols, c, out=np.zeros_like(c), where=c > 0)[None, :]
         err = np.abs(block.sum(axis=1) - rows)
-        if np.all(err <= SINKHORN_RTOL * np.maximum(rows, 1e-300)):
-            break
-    return block
+        if np.all(err <= floor):
+            return True
+        if step % SINKHORN_CHECK == 0:
+            now = float(np.max(err / floor))
+            if now > SINKHORN_STALL * last:
+                return False
+            last = now
+    return False
 
 
 def _rewired(rows: np.ndarray, cols: np.ndarray, shape, rng: np.random.Generator):
@@ -164,13 +187,32 @@ def _rewired(rows: np.ndarray, cols: np.ndarray, shape, rng: np.random.Generator
     return rows, cols
 
 
+def _null_block(block, rows, cols, costs, rng: np.random.Generator) -> np.ndarray:
+    """One layer pair's block of a null graph: rewired, costs shuffled, scaled to the strengths.
+
+    A rewiring whose pattern cannot carry the strengths (:func:`_sinkhorn` fails) is drawn
+    again, up to ``REWIRE_TRIES`` times; then the block keeps its own pattern (which carries them:
+    the real costs are a solution) with the costs shuffled, and if even that fails to scale, its
+    real costs. Strengths are never given up for randomness.
+    """
+    target_r, target_c = block.sum(axis=1), block.sum(axis=0)
+    for attempt in range(REWIRE_TRIES + 1):
+        r, c = _rewired(rows, cols, block.shape, rng) if attempt < REWIRE_TRIES else (rows, cols)
+        out = np.zeros(block.shape)
+        out[r, c] = rng.permutation(costs)
+        if _sinkhorn(out, target_r, target_c):
+            return out
+    return block.copy()
+
+
 def null_graph(sub: ConnectedGraph, rng: np.random.Generator) -> ConnectedGraph:
     """A graph like ``sub`` without module structure (see the module docstring).
 
     Per layer pair, the edges are rewired by degree-preserving swaps (:func:`_rewired`), the
     edge costs shuffled over the new edges, and the block scaled by rows and columns (Sinkhorn)
     until every node's summed cost towards that layer is what it is in ``sub`` (to
-    ``SINKHORN_RTOL``). Nodes, layers, each node's number of edges towards every layer and its
+    ``SINKHORN_RTOL``; see :func:`_null_block` for blocks whose rewirings cannot carry the
+    strengths). Nodes, layers, each node's number of edges towards every layer and its
     strength there are kept; who talks to whom is random.
     """
     la, lb = sub.layer[sub.src], sub.layer[sub.dst]
@@ -184,11 +226,7 @@ def null_graph(sub: ConnectedGraph, rng: np.random.Generator) -> ConnectedGraph:
         shape = (len(rows_n), len(cols_n))
         block = np.zeros(shape)
         block[r_i, c_i] = sub.strength[sel]
-        target_r, target_c = block.sum(axis=1), block.sum(axis=0)
-        r_i, c_i = _rewired(r_i, c_i, shape, rng)
-        shuffled = np.zeros(shape)
-        shuffled[r_i, c_i] = rng.permutation(sub.strength[sel])
-        shuffled = _sinkhorn(shuffled, target_r, target_c)
+        shuffled = _null_block(block, r_i, c_i, sub.strength[sel], rng)
         i, j = np.nonzero(shuffled)
         src.append(rows_n[i])
         dst.append(cols_n[j])

@@ -6,12 +6,9 @@ cut (Shi & Malik 2000), the objective every partition is then refined on.
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
-from scipy.cluster.vq import ClusterError, kmeans2
 from scipy.sparse.csgraph import laplacian
 from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, eigsh
 
@@ -24,6 +21,8 @@ __all__ = ["spectral_labels", "component_spectra"]
 DENSE_EIGEN_MAX_NODES = 500
 #: k-means restarts of the spectral embedding (the best distortion is kept).
 KMEANS_RESTARTS = 10
+#: Lloyd's iterations per k-means run at most (runs stop once no label changes).
+KMEANS_MAX_ITER = 100
 
 
 def component_spectra(sub: ConnectedGraph, m: int, seed: int):
@@ -57,22 +56,48 @@ def component_spectra(sub: ConnectedGraph, m: int, seed: int):
 
 
 def kmeans(X: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-    best, best_d = None, np.inf
-    for _ in range(KMEANS_RESTARTS):
-        try:
-            centroids, labels = kmeans2(X, k, minit="++", missing="raise", rng=rng)
-        except ClusterError:  # an empty cluster: this restart is unusable
-            continue
-        d = float(((X - centroids[labels]) ** 2).sum())
-        if d < best_d:
-            best, best_d = labels, d
-    if best is None:
-        # Every restart left a cluster empty (e.g. fewer distinct embedding rows than k): accept
-        # fewer modules rather than fail; the caller reports the achieved number.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            _, best = kmeans2(X, k, minit="++", missing="warn", rng=rng)
-    return best
+    """Labels of the lowest-distortion run of ``KMEANS_RESTARTS`` k-means runs (k-means++ starts).
+
+    Lloyd's iterations on all restarts at once, in one set of array operations, rather than
+    ``scipy.cluster.vq.kmeans2`` once per restart: the embeddings here are small (a few hundred
+    rows of at most 11 columns) and scanned at every k on every null graph, and kmeans2's input
+    checks cost about 1.5 ms a call, 10x the arithmetic (measured: 2.8 s of a 3.3 s scan of a
+    16-node graph). A run that ends with an empty cluster is only kept when every run does: the
+    caller then reports the fewer modules found.
+    """
+    n, r = len(X), KMEANS_RESTARTS
+    k = min(k, n)
+    sq = (X**2).sum(axis=1)
+
+    def distances(C):  # squared distance of every row to every centre, per run: (r, n, k)
+        d = sq[None, :, None] - 2 * np.einsum("nd,rkd->rnk", X, C) + (C**2).sum(-1)[:, None, :]
+        return np.maximum(d, 0.0)
+
+    # k-means++ (Arthur & Vassilvitskii 2007): each next centre drawn with probability ~ d^2
+    C = np.empty((r, k, X.shape[1]))
+    C[:, 0] = X[rng.integers(n, size=r)]
+    d2 = distances(C[:, :1])[..., 0]
+    for j in range(1, k):
+        total = d2.sum(axis=1, keepdims=True)
+        prob = np.where(total > 0, d2 / np.where(total > 0, total, 1.0), 1.0 / n)
+        pick = (np.cumsum(prob, axis=1) < rng.random((r, 1))).sum(axis=1).clip(max=n - 1)
+        C[:, j] = X[pick]
+        d2 = np.minimum(d2, distances(C[:, j : j + 1])[..., 0])
+    labels = None
+    for _ in range(KMEANS_MAX_ITER):
+        new = distances(C).argmin(axis=-1)
+        if labels is not None and np.array_equal(new, labels):
+            break
+        labels = new
+        member = labels[..., None] == np.arange(k)  # (r, n, k)
+        counts = member.sum(axis=1)
+        sums = np.einsum("rnk,nd->rkd", member.astype(X.dtype), X)
+        C = np.where(counts[..., None] > 0, sums / np.maximum(counts, 1)[..., None], C)
+    distortion = np.take_along_axis(distances(C), labels[..., None], axis=-1)[..., 0].sum(axis=1)
+    full = (labels[..., None] == np.arange(k)).any(axis=1).all(axis=1)
+    if full.any():
+        distortion = np.where(full, distortion, np.inf)
+    return labels[int(np.argmin(distortion))]
 
 
 def spectral_labels(sub: ConnectedGraph, k: int, seed: int, spectra=None):
