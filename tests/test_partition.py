@@ -7,7 +7,10 @@ import math
 import networkx as nx
 import numpy as np
 import pytest
+import torch
+from conftest import mlp
 
+import modgraph as mg
 from modgraph.errors import InputError
 from modgraph.graph import InteractionGraph
 from modgraph.partition import (
@@ -354,21 +357,21 @@ def test_result_repeats_from_params_and_serialises():
 
 
 # ---------------------------------------------------------------------------- null model
+def towards(graph, step, weight):
+    """Each node's summed ``weight`` (or edge count) towards layer ``l + step``."""
+    out = np.zeros(graph.n)
+    for s, d in ((graph.src, graph.dst), (graph.dst, graph.src)):
+        sel = graph.layer[d] == graph.layer[s] + step
+        np.add.at(out, s[sel], graph.strength[sel] if weight else 1.0)
+    return out
+
+
 def test_null_graph_keeps_layers_degrees_and_strengths_per_layer():
     g, _ = planted(noise=0.05, seed=9)
     sub = ConnectedGraph(g)
     null = null_graph(sub, np.random.default_rng(0))
     assert null.n == sub.n
     np.testing.assert_array_equal(null.layer, sub.layer)
-
-    def towards(graph, step, weight):
-        """Each node's summed ``weight`` (or edge count) towards layer ``l + step``."""
-        out = np.zeros(graph.n)
-        for s, d in ((graph.src, graph.dst), (graph.dst, graph.src)):
-            sel = graph.layer[d] == graph.layer[s] + step
-            np.add.at(out, s[sel], graph.strength[sel] if weight else 1.0)
-        return out
-
     for graph in (sub, null):  # edges only join adjacent layers
         assert np.all(np.abs(graph.layer[graph.src] - graph.layer[graph.dst]) == 1)
     for step in (+1, -1):
@@ -377,6 +380,28 @@ def test_null_graph_keeps_layers_degrees_and_strengths_per_layer():
     # who talks to whom is new
     key = lambda c: set(zip(c.src.tolist(), c.dst.tolist()))  # noqa: E731
     assert len(key(null) & key(sub)) < 0.6 * len(sub.src)
+
+
+@pytest.mark.parametrize("keep", [None, 1.3])
+def test_null_graphs_of_an_analysed_network_keep_every_strength(keep):
+    """Into the output layer the basis makes the transition diagonal: one edge per node, which
+    a rewiring can only carry by pairing equal strengths (the null used to give them up, by up
+    to 65%). Also with only the strongest ``keep * n`` edges left, where most nodes have one."""
+    net = mlp(8, 24, 24, 6)
+    g = mg.analyze(net, torch.randn(600, 8, dtype=torch.float64), progress=False).graph
+    if keep is not None:
+        w = np.sort(np.concatenate([x[x > 0] for x in g.w]))[::-1]
+        g = InteractionGraph(g.layer_names, g.importance, g.w, eps=w[int(keep * g.n_nodes)] ** 2)
+    sub = ConnectedGraph(g)
+    last = sub.layer[sub.dst] == sub.layer.max()
+    assert np.all(np.bincount(sub.src[last]) <= 1)  # the diagonal block: a pairing
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        null = null_graph(sub, rng)
+        for step in (+1, -1):
+            want = towards(sub, step, True)
+            np.testing.assert_allclose(towards(null, step, True), want, rtol=1e-9, atol=1e-12)
+            np.testing.assert_array_equal(towards(null, step, False), towards(sub, step, False))
 
 
 def test_shuffled_graph_is_an_interaction_graph_with_the_same_strengths():
