@@ -32,6 +32,7 @@ from .edges import output_attribution
 from .errors import InputError
 from .hooked import as_chain
 from .partition import (
+    CostCurve,
     ModuleResult,
     adjusted_rand_index,
     cost_curve,
@@ -278,12 +279,15 @@ def _modules(analysis: Analysis, baselines: dict, *, seed: int, n_null: int) -> 
     found = {
         m: find_modules(graph, method=m, seed=seed, n_null=n_null) for m in ("leiden", "spectral")
     }
-    n_curve = min(n_null, CURVE_NULLS)
     return {
         **found,
+        # the scans that chose k, drawn as they were; a graph that could not be scanned gets
+        # a curve of its own
         "curves": [
-            cost_curve(graph, method=m, seed=seed, n_null=n_curve) for m in ("leiden", "spectral")
-        ],
+            CostCurve.from_scan(r) if r.info.get("scan")
+            else cost_curve(graph, method=m, seed=seed, n_null=min(n_null, CURVE_NULLS))
+            for m, r in found.items()
+        ],  # fmt: skip
         "baselines": {
             b: find_modules(x.graph, method="leiden", seed=seed, n_null=n_null)
             for b, x in baselines.items()
@@ -292,7 +296,7 @@ def _modules(analysis: Analysis, baselines: dict, *, seed: int, n_null: int) -> 
     }
 
 
-#: Null graphs per number of modules in the cost curve (the decision uses ``n_null``).
+#: Null graphs per number of modules in the cost curve of a graph that could not be scanned.
 CURVE_NULLS = 10
 
 

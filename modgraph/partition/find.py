@@ -76,6 +76,35 @@ class CostCurve:
     null_std: np.ndarray
     params: dict = field(default_factory=dict)
 
+    @classmethod
+    def from_scan(cls, result: ModuleResult) -> CostCurve:
+        """The curve of the scan that chose ``result``'s number of modules (no new partitions).
+
+        The partitions and null graphs at each ``k`` are those the automatic choice compared;
+        ``k = 1`` scores 0. Raises InputError when ``result`` did not come from a scan (a
+        requested ``k`` or resolution, or a graph too small or too fragmented to test).
+        """
+        scan = result.info.get("scan")
+        if not scan:
+            raise InputError(
+                f"result has no scan to draw (its number of modules came from "
+                f"{result.params.get('n_modules') or 'a graph that cannot be tested'}): "
+                "use cost_curve(graph, ...)"
+            )
+        one = {"k": 1, "n_modules": 1, "ncut": 0.0, "cost": 0.0,
+               "null_ncut_mean": math.nan, "null_ncut_std": math.nan}  # fmt: skip
+        rows = [one, *scan]
+
+        def col(key, dtype=np.float64):
+            return np.array([t[key] for t in rows], dtype=dtype)
+
+        return cls(
+            method=result.method, ks=col("k", np.int64), n_modules=col("n_modules", np.int64),
+            ncut=col("ncut"), cost=col("cost"), null_mean=col("null_ncut_mean"),
+            null_std=col("null_ncut_std"),
+            params={k: result.params[k] for k in ("seed", "n_null", "n_iterations", "refine")},
+        )  # fmt: skip
+
 
 def _validate(where: str, graph, params: dict) -> ConnectedGraph:
     """Check the options of ``where`` (find_modules or cost_curve); the graph's connected part."""
@@ -190,7 +219,8 @@ def _automatic(sub: ConnectedGraph, params: dict) -> ModuleResult:
     found, tests = _scan(sub, params, ks, params["n_null"], spectra=spectra)
     m = len(ks)
     level = params["alpha"] / m
-    scan = [{"k": int(k), **t.to_dict()} for k, t in zip(ks, tests, strict=True)]
+    scan = [{"k": int(k), **t.to_dict(), "cost": sub.cost(z)}
+            for k, t, z in zip(ks, tests, found, strict=True)]  # fmt: skip
     info = {"alpha": params["alpha"], "bonferroni_tests": m, "scan": scan}
     testable = [i for i, t in enumerate(tests) if t.testable]
     if not testable:
