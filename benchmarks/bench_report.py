@@ -6,11 +6,15 @@ this measures the page, not the module search) and written as report.html. Then,
 Chromium (Debian's ``chromium``, the ``playwright`` package): the time until the page is drawn,
 and the time of one redraw after moving the eps slider, after selecting a module and after
 clicking a node (the one ``CustomJS`` callback, up to the second animation frame after it: the
-canvas drawn), each the median of 5, measured in the page with ``performance.now()``. Printed
+canvas drawn), each the median of 5 that each change the state, measured in the page with
+``performance.now()``. Printed
 with the page's size and the time to build it, and, as the baseline of the same run, the time
 Chromium takes to load and draw a page with one edge.
 
 Run: ``python benchmarks/bench_report.py [--layers 5] [--width 400] [--edges 50000]``
+(about 30 s). Measured on a 2-core machine without a GPU (WebGL in software): drawn after 2.6 s
+(1.6x the baseline), every redraw 0.9-1.2 s at 50,000 edges, 0.4 s at 10,000, 0.2 s at 2,000,
+26-30 ms for the baseline.
 """
 
 from __future__ import annotations
