@@ -5,7 +5,9 @@ untrained and trained briefly on a dense tanh target), analysed with the default
 partitioned at the automatic number of modules and at every requested ``k`` in {2, 3, 4}, and
 tested against the null model (``module_significance``; the automatic choice carries its own
 Bonferroni-adjusted test). A calibrated test gives p <= 0.05 in at most about 5% of them, and
-the automatic choice should come back as one module in at least 95%.
+the automatic choice should come back as one module in at least 95%. The same networks are
+tested again with eps raised until only their ``1.3 n`` strongest edges are left (sparse graphs,
+at automatic k and k = 2).
 
 Power and recovery: the hidden-modules cases (``modgraph.toys.planted.CASES``, K = 3..5 planted
 modules hidden by permutation, mixing and rotation, with and without sub-eps^1/2 leaks, random
@@ -35,6 +37,8 @@ from modgraph.toys.planted import CASES, Case, make_case, true_modules
 ARCHITECTURES = ((8, 24, 24, 6), (12, 32, 16, 4), (16, 48, 48, 8))
 KS = (2, 3, 4)
 METHODS = ("spectral", "leiden")
+#: Edges per node kept in the sparse calibration (about what the demo's graph has: 1.6).
+SPARSE_EDGES_PER_NODE = 1.3
 #: K = 2 cases added to the hidden-modules benchmark's K = 3..5.
 EXTRA_CASES = (
     Case("K2", 2, "perm+mix+rot", seed=7),
@@ -72,27 +76,46 @@ def p_at(graph, method: str, k: int, n_null: int) -> float:
     return mg.module_significance(graph, r, n_null=n_null, seed=0).p_value
 
 
+def sparse(graph: mg.InteractionGraph, per_node: float = SPARSE_EDGES_PER_NODE):
+    """``graph`` at the eps that keeps only its ``per_node * n_nodes`` strongest edges."""
+    w = np.sort(np.concatenate([x[x > 0] for x in graph.w]))[::-1]
+    n = min(int(per_node * graph.n_nodes), len(w) - 1)
+    return mg.InteractionGraph(graph.layer_names, graph.importance, graph.w, eps=w[n] ** 2)
+
+
 def calibration(args) -> None:
-    rows = []
+    rows, sparse_rows = [], []
     for widths in ARCHITECTURES:
         for trained in (False, True):
             for s in range(args.nets):
                 net, x = random_net(widths, s, trained=trained)
                 g = mg.analyze(net, x, progress=False).graph
-                row = {}
-                for method in METHODS:
-                    auto = mg.find_modules(g, method=method, seed=0, n_null=args.n_null)
-                    row[method, "auto"] = auto.significance.p_value
-                    row[method, "one module"] = float(auto.n_modules == 1)
-                    for k in KS:
-                        row[method, k] = p_at(g, method, k, args.n_null)
-                rows.append(row)
+                rows.append(_calibration_row(g, KS, args.n_null))
+                sparse_rows.append(_calibration_row(sparse(g), (2,), args.n_null))
     print(
         f"\nCalibration: {len(rows)} networks without modules "
         f"({len(ARCHITECTURES)} architectures x untrained/trained x {args.nets} seeds)"
     )
+    _print_calibration(rows, KS)
+    print(f"\nThe same networks, only their {SPARSE_EDGES_PER_NODE} x n strongest edges kept "
+          "(eps raised)")  # fmt: skip
+    _print_calibration(sparse_rows, (2,))
+
+
+def _calibration_row(g, ks, n_null: int) -> dict:
+    row = {}
     for method in METHODS:
-        for k in ("auto", *KS):
+        auto = mg.find_modules(g, method=method, seed=0, n_null=n_null)
+        row[method, "auto"] = auto.significance.p_value
+        row[method, "one module"] = float(auto.n_modules == 1)
+        for k in ks:
+            row[method, k] = p_at(g, method, k, n_null)
+    return row
+
+
+def _print_calibration(rows, ks) -> None:
+    for method in METHODS:
+        for k in ("auto", *ks):
             ps = np.nan_to_num(np.array([r[method, k] for r in rows]), nan=1.0)
             label = "auto" if k == "auto" else f"k={k}"
             print(

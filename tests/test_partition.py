@@ -14,6 +14,7 @@ import modgraph as mg
 from modgraph.errors import InputError
 from modgraph.graph import InteractionGraph
 from modgraph.partition import (
+    CostCurve,
     ModuleResult,
     adjusted_rand_index,
     cost_curve,
@@ -26,6 +27,7 @@ from modgraph.partition import (
 from modgraph.partition.null import null_graph
 from modgraph.partition.objective import ConnectedGraph
 from modgraph.partition.refine import merge_to, move_gains, refine_ncut
+from modgraph.partition.spectral import kmeans
 
 EPS = 0.01  # sqrt(EPS) = 0.1
 THR = 0.1
@@ -520,6 +522,38 @@ def test_cost_curve_shows_the_objective_against_the_null(method):
         cost_curve(g, ks=[])
     with pytest.raises(InputError, match="'n_null' parameter of cost_curve must be 0 or an int"):
         cost_curve(g, n_null=1)
+
+
+@pytest.mark.parametrize("method", ["leiden", "spectral"])
+def test_the_cost_curve_of_a_scan_is_the_scan_that_chose_k(method):
+    g, truth = planted(noise=0.05, seed=6)
+    r = find_modules(g, method=method)
+    curve = CostCurve.from_scan(r)
+    scan = r.info["scan"]
+    np.testing.assert_array_equal(curve.ks, [1, *(t["k"] for t in scan)])
+    assert curve.ncut[0] == curve.cost[0] == 0.0 and math.isnan(curve.null_mean[0])
+    np.testing.assert_array_equal(curve.ncut[1:], [t["ncut"] for t in scan])
+    np.testing.assert_array_equal(curve.null_mean[1:], [t["null_ncut_mean"] for t in scan])
+    chosen = list(curve.ks).index(r.n_modules)
+    assert curve.ncut[chosen] == pytest.approx(r.ncut) and curve.cost[chosen] == pytest.approx(
+        r.cost
+    )
+    assert curve.params["n_null"] == r.params["n_null"]
+    with pytest.raises(InputError, match="result has no scan to draw"):
+        CostCurve.from_scan(find_modules(g, method=method, n_modules=3))
+
+
+def test_kmeans_finds_separated_clusters_and_survives_too_few_distinct_rows():
+    rng = np.random.default_rng(0)
+    centres = np.eye(4) * 5
+    truth = np.repeat(np.arange(4), 30)
+    X = centres[truth] + 0.1 * rng.standard_normal((120, 4))
+    labels = kmeans(X, 4, np.random.default_rng(1))
+    assert adjusted_rand_index(labels, truth) == 1.0
+    # two distinct rows asked for three clusters: fewer clusters, no error
+    two = np.repeat(np.eye(2), 5, axis=0)
+    labels = kmeans(two, 3, np.random.default_rng(0))
+    assert len(np.unique(labels)) == 2 and adjusted_rand_index(labels, np.repeat([0, 1], 5)) == 1
 
 
 # ---------------------------------------------------------------------------- bad input
