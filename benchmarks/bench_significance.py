@@ -37,7 +37,7 @@ from modgraph.toys.planted import CASES, Case, make_case, true_modules
 ARCHITECTURES = ((8, 24, 24, 6), (12, 32, 16, 4), (16, 48, 48, 8))
 KS = (2, 3, 4)
 METHODS = ("spectral", "leiden")
-#: Edges per node kept in the sparse calibration (about what the demo's graph has: 1.6).
+#: Edges per node kept in the sparse calibration (the demo's graph has 1.8 per connected node).
 SPARSE_EDGES_PER_NODE = 1.3
 #: K = 2 cases added to the hidden-modules benchmark's K = 3..5.
 EXTRA_CASES = (

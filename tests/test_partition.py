@@ -1,5 +1,6 @@
 """Tests of module finding: planted modules, the paper's cost, significance, input checking."""
 
+import dataclasses
 import itertools
 import json
 import math
@@ -541,6 +542,19 @@ def test_the_cost_curve_of_a_scan_is_the_scan_that_chose_k(method):
     assert curve.params["n_null"] == r.params["n_null"]
     with pytest.raises(InputError, match="result has no scan to draw"):
         CostCurve.from_scan(find_modules(g, method=method, n_modules=3))
+
+
+def test_a_significant_verdict_on_a_sparse_graph_says_the_test_is_not_calibrated_there():
+    dense, _ = planted(noise=0.05, seed=7)
+    r = find_modules(dense, method="spectral")
+    sub = ConnectedGraph(dense)
+    assert r.info["edges_per_node"] == len(sub.src) / sub.n >= 3
+    assert r.n_modules > 1 and "caution" not in r.verdict
+    # the same result on a graph of 1.5 edges per node
+    thin = dataclasses.replace(r, info={**r.info, "edges_per_node": 1.5})
+    assert thin.verdict == r.verdict + (
+        "; caution: 1.5 edges per node, and below 3 the test is not calibrated"
+    )
 
 
 def test_kmeans_finds_separated_clusters_and_survives_too_few_distinct_rows():

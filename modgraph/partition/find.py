@@ -221,7 +221,8 @@ def _automatic(sub: ConnectedGraph, params: dict) -> ModuleResult:
     level = params["alpha"] / m
     scan = [{"k": int(k), **t.to_dict(), "cost": sub.cost(z)}
             for k, t, z in zip(ks, tests, found, strict=True)]  # fmt: skip
-    info = {"alpha": params["alpha"], "bonferroni_tests": m, "scan": scan}
+    info = {"alpha": params["alpha"], "bonferroni_tests": m, "scan": scan,
+            "edges_per_node": len(sub.src) / sub.n}  # fmt: skip
     testable = [i for i, t in enumerate(tests) if t.testable]
     if not testable:
         labels = np.zeros(sub.n, dtype=np.int64)

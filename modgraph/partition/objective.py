@@ -40,6 +40,13 @@ __all__ = [
 UNASSIGNED = -1
 
 
+#: Below this many edges per connected node the module test is not calibrated: random networks
+#: thresholded to 1.3 / 2 / 3 edges per node were called modular in 72% / 35% / 0% of cases
+#: (benchmarks/bench_significance.py, bench_sparse_null.py; the README's "Modules"); the
+#: verdict says so.
+CALIBRATED_EDGES_PER_NODE = 3.0
+
+
 @dataclass(frozen=True)
 class ModuleResult:
     """A partition of an interaction graph into modules.
@@ -96,7 +103,12 @@ class ModuleResult:
             )
         others = [k for k in self.info.get("significant_ks", []) if k != self.n_modules]
         also = f"; also significant: k = {', '.join(map(str, others))}" if others else ""
-        return f"{self.n_modules} modules, significant: p = {sig.p_value:.2g} ({how}{also})"
+        verdict = f"{self.n_modules} modules, significant: p = {sig.p_value:.2g} ({how}{also})"
+        per_node = self.info.get("edges_per_node", math.inf)
+        if per_node < CALIBRATED_EDGES_PER_NODE:
+            verdict += (f"; caution: {per_node:.1f} edges per node, and below "
+                        f"{CALIBRATED_EDGES_PER_NODE:g} the test is not calibrated")  # fmt: skip
+        return verdict
 
     @property
     def membership_array(self) -> np.ndarray:
