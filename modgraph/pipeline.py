@@ -303,8 +303,8 @@ def _timed(timings: dict[str, float], stage: str):
     """Add the seconds spent in the ``with`` block to ``timings[stage]``.
 
     The block is also labelled ``modgraph.<stage>`` for torch.profiler (which attributes the
-    FLOPs of each stage by it, see benchmarks/bench_mod113.py); without a profiler the label
-    costs nothing measurable.
+    FLOPs of each stage by it, see benchmarks/bench_mod113.py); without a profiler the label is
+    a no-op of microseconds, once per stage.
     """
     t0 = time.perf_counter()
     with torch.profiler.record_function(f"modgraph.{stage}"):
