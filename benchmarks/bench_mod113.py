@@ -120,7 +120,6 @@ def child(config: dict, path: str) -> None:
     result["peak_mib"] = int(status.split()[0]) / 1024
     if config["flops"]:
         sub = tokens[: config["flop_samples"]]
-        t0 = time.perf_counter()
         timed = mg.analyze(chain, sub, **opts).timings
         result["sub_timings"] = timed
         with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:

@@ -405,7 +405,7 @@ def test_null_graph_keeps_layers_degrees_and_strengths_per_layer():
 def test_null_graphs_of_an_analysed_network_keep_every_strength(keep):
     """Into the output layer the basis makes the transition diagonal: one edge per node, which
     a rewiring can only carry by pairing equal strengths (the null used to give them up, by up
-    to 65%). Also with only the strongest ``keep * n`` edges left, where most nodes have one."""
+    to 77%). Also with only the strongest ``keep * n`` edges left, where most nodes have one."""
     net = mlp(8, 24, 24, 6)
     g = mg.analyze(net, torch.randn(600, 8, dtype=torch.float64), progress=False).graph
     if keep is not None:

@@ -87,9 +87,8 @@ class CostCurve:
         scan = result.info.get("scan")
         if not scan:
             raise InputError(
-                f"result has no scan to draw (its number of modules came from "
-                f"{result.params.get('n_modules') or 'a graph that cannot be tested'}): "
-                "use cost_curve(graph, ...)"
+                "result has no scan to draw (its number of modules was requested, or its graph "
+                "could not be tested): use cost_curve(graph, ...)"
             )
         one = {"k": 1, "n_modules": 1, "ncut": 0.0, "cost": 0.0,
                "null_ncut_mean": math.nan, "null_ncut_std": math.nan}  # fmt: skip
