@@ -13,7 +13,15 @@ from torch.utils.data import DataLoader, TensorDataset
 import modgraph as mg
 from modgraph.chain import LayerChain
 from modgraph.data import Batches
-from modgraph.rotation import _jacobian, mixing_error, sparse_rotation
+from modgraph.rotation import (
+    _directions,
+    _jacobian,
+    _orient,
+    _Samples,
+    _turn,
+    mixing_error,
+    sparse_rotation,
+)
 from modgraph.toys.planted import EPS, Case, make_case, score_analysis
 
 # K = 4 random modules, bottleneck mixed, inputs rotated: the plain basis mixes modules here
@@ -197,3 +205,31 @@ def test_the_order_of_the_data_changes_nothing(hidden):
         for wa, wb in zip(sparse.w, other.w):
             assert relative(wb, wa) < 1e-10
         assert other.graph.n_edges == sparse.graph.n_edges
+
+
+def test_oriented_jacobians_read_and_turn_like_the_plain_layout():
+    """The sweeps keep each Jacobian with the rotated layer's directions outermost; reading
+    and rotating slices must give what indexing the (rows, P, k_next, k_prev) layout gives."""
+    g = torch.Generator().manual_seed(0)
+    J = [torch.randn(6, 2, 5, 4, generator=g), torch.randn(6, 2, 4, 5, generator=g)]
+    data = _Samples(a=[], J=[t.clone() for t in J], count=[6, 6], psi2=[])
+    idx = torch.tensor([3, 0])
+    pairs = torch.tensor([[3, 0], [1, 2]])
+    c = torch.randn(2, 2, 2, generator=g)
+    for m in (0, 1, 2, 1, 0):  # every orientation, and back
+        _orient(data, m, 2)
+        for l in range(2):
+            rows, cols = J[l][:, :, idx].movedim(2, 0), J[l][..., idx].movedim(3, 0)
+            assert torch.equal(_directions(data, l, "next", idx, "y0"), rows)
+            assert torch.equal(_directions(data, l, "prev", idx, "y0"), cols)
+    _turn(data, 0, "prev", pairs, c)  # columns of J[0]: y_p, y_q -> c y
+    _turn(data, 1, "next", pairs, c)  # rows of J[1], in the other layout
+    for l, dim in ((0, 3), (1, 2)):
+        want = J[l].clone()
+        for u, (p, q) in enumerate(pairs.tolist()):
+            yp, yq = J[l].select(dim, p), J[l].select(dim, q)
+            want.select(dim, p).copy_(c[u, 0, 0] * yp + c[u, 0, 1] * yq)
+            want.select(dim, q).copy_(c[u, 1, 0] * yp + c[u, 1, 1] * yq)
+        side = "prev" if dim == 3 else "next"
+        got = _directions(data, l, side, torch.arange(want.shape[dim]), "y0")
+        torch.testing.assert_close(got, want.movedim(dim, 0), rtol=1e-6, atol=1e-6)
