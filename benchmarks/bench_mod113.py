@@ -4,8 +4,11 @@ The LIB paper's code was compared with modgraph on its mod-113 one-layer transfo
 d_model 128, 4 heads, d_mlp 512, the last position after attention, 3830 samples (its 30%
 training split), float64, local variant, no rotation. This script rebuilds that setting from
 scratch: a :class:`modgraph.toys.TinyTransformer` of the same layout trained on the same split
-(full-batch AdamW, a few minutes on 2 cores; the weights differ from rib's checkpoint, the work
-per sample does not), cut with ``transformer_chain(positions="last", split="sublayer")``.
+(300 full-batch AdamW steps, about a minute on 2 cores; the weights differ from rib's grokked
+checkpoint, the work per sample does not), cut as rib cuts it (:func:`rib_layout`): the
+embeddings at all 3 positions, then the residual stream of the last position only after
+attention, after the MLP, and the logits. (``transformer_chain(positions="last")`` keeps every
+position up to the logits, 4-5x the work: 165 s against 39 s for the local variant.)
 
 Every configuration (variant local / global x rotation none / sparse x truncation default
 ``rtol=1e-10`` / matched ``rtol=1e-18``, rib keeping every direction above rounding) runs in a
@@ -13,15 +16,16 @@ fresh process of its own, so that its peak resident memory (VmHWM) is its own. I
 configuration: the directions kept, the seconds of each stage (statistics, basis, rotation,
 edges) and of the whole ``analyze``, the peak memory, and the FLOPs each stage executed (counted
 by torch.profiler on a 64-sample subset, attributed to the stage by its ``modgraph.<stage>``
-label) as a rate and as a fraction of a dense float64 matmul measured in the same process. Then
-the ratios the issue asks about: global / local, rotation / analyze, and the peak memory at 10x
-the samples (383 against 3830). ``--samples`` analyses fewer (a quick look).
+label) as a rate and as a fraction of a dense float64 matmul measured in the same process, the
+share of each stage's profiled time spent in matrix products (``aten::mm``/``bmm``/``addmm``),
+and the *FLOP floor*: the seconds the passes over all samples (statistics, basis, edges) would
+take if all their FLOPs ran at the matmul rate. Then the ratios the issue asks about: global /
+local, rotation / analyze, and the peak memory at 10x the samples (383 against 3830).
+``--samples`` analyses fewer (a quick look).
 
 Run: ``python benchmarks/bench_mod113.py [--configs local-none-default,...] [--steps 300]
-[--device cuda] [--samples 300]``. Not yet run at full size: with 300 samples of a briefly
-trained model (5 steps, which keeps 114/127/127/114 directions) on 2 busy cores the local variant
-took 63 s (basis 33 s, edges 29 s) and the rotation 54% of ``analyze``; at 64 samples the edges ran
-at 0.22x and the statistics at 0.02x a float64 matmul.
+[--device cuda] [--samples 300]``. Measured figures are in the CHANGELOG (0.6.0) and the
+closing note of issue #17.
 """
 
 from __future__ import annotations
@@ -45,9 +49,61 @@ from modgraph.toys import TinyTransformer, modular_addition_data
 P, D_MODEL, HEADS, D_MLP, N_SAMPLES = 113, 128, 4, 512, 3830
 TRUNCATION = {"default": 1e-10, "matched": 1e-18}
 #: Samples of the FLOP count: torch.profiler records every vmapped op, which slows a run many
-#: times over, so the FLOPs (and the times they are divided by) come from a small subset.
-FLOP_SAMPLES = 64
+#: times over, so the FLOPs (and the times they are divided by) come from a subset, one batch
+#: large enough that every layer keeps its full rank (at 64 samples the residual stream of the
+#: last position has rank <= 64 and the FLOPs per sample are those of a smaller problem).
+FLOP_SAMPLES = 256
 STAGES = ("statistics", "basis", "rotation", "edges")
+MATMULS = ("aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm")
+
+
+class _AttnLast(nn.Module):
+    """Embeddings (batch, 3, d) -> residual stream after attention at the last position."""
+
+    def __init__(self, block: nn.Module):
+        super().__init__()
+        self.block = block
+
+    def forward(self, x):
+        return self.block.attn_stage(x)[:, -1]
+
+
+class _Mlp(nn.Module):
+    def __init__(self, block: nn.Module):
+        super().__init__()
+        self.block = block
+
+    def forward(self, x):
+        return self.block.mlp_stage(x)
+
+
+class _Logits(nn.Module):
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.ln_final, self.unembed = model.ln_final, model.unembed
+
+    def forward(self, x):
+        return self.unembed(self.ln_final(x))
+
+
+def rib_layout(model: TinyTransformer) -> mg.LayerChain:
+    """rib's cut of a one-layer transformer: embeddings (all positions), then the last position
+    after attention, after the MLP, and its logits."""
+    block = model.blocks[0]
+    return mg.LayerChain(
+        (_AttnLast(block), _Mlp(block), _Logits(model)),
+        ("embed", "blocks.0.resid_mid", "blocks.0.resid_post", "logits"),
+        embed=_Embed(model),
+    )
+
+
+class _Embed(nn.Module):
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.embed, self.pos_embed = model.embed, model.pos_embed
+
+    def forward(self, tokens):
+        return self.embed(tokens) + self.pos_embed(tokens)
 
 
 def train(steps: int, path: Path) -> None:
@@ -87,25 +143,30 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def stage_flops(prof) -> dict[str, float]:
-    """FLOPs of the ops under each ``modgraph.<stage>`` label."""
-    out = dict.fromkeys(STAGES, 0.0)
+def stage_profile(prof) -> tuple[dict[str, float], dict[str, float]]:
+    """FLOPs of the ops under each ``modgraph.<stage>`` label, and the share of the stage's
+    self CPU time spent in matrix products."""
+    flops = dict.fromkeys(STAGES, 0.0)
+    busy, matmul = dict.fromkeys(STAGES, 0.0), dict.fromkeys(STAGES, 0.0)
     for e in prof.events():
-        if not e.flops:
-            continue
         parent = e.cpu_parent
         while parent is not None and not parent.name.startswith("modgraph."):
             parent = parent.cpu_parent
-        if parent is not None:
-            out[parent.name.removeprefix("modgraph.")] += e.flops
-    return out
+        if parent is None:
+            continue
+        stage = parent.name.removeprefix("modgraph.")
+        flops[stage] += e.flops or 0
+        busy[stage] += e.self_cpu_time_total
+        if e.name in MATMULS:
+            matmul[stage] += e.self_cpu_time_total
+    return flops, {s: matmul[s] / busy[s] for s in STAGES if busy[s] > 0}
 
 
 def child(config: dict, path: str) -> None:
     """One configuration: timings, kept directions, peak memory, FLOPs per stage (JSON)."""
     torch.set_num_threads(config["threads"])
     saved = torch.load(path, weights_only=False)
-    chain = mg.transformer_chain(saved["model"], positions="last", split="sublayer")
+    chain = rib_layout(saved["model"])
     tokens = saved["tokens"][: config["samples"]]
     opts = dict(variant=config["variant"], rotation=config["rotation"],
                 rtol=TRUNCATION[config["truncation"]], progress=False,
@@ -113,7 +174,8 @@ def child(config: dict, path: str) -> None:
     t0 = time.perf_counter()
     a = mg.analyze(chain, tokens, **opts)
     total = time.perf_counter() - t0
-    result = {"total": total, "timings": a.timings, "kept": [layer.k for layer in a.layers]}
+    result = {"total": total, "timings": a.timings, "kept": [layer.k for layer in a.layers],
+              "samples": len(tokens)}  # fmt: skip
     # VmHWM, not ru_maxrss: Linux carries a parent's ru_maxrss across fork and exec. Read before
     # the FLOP count, whose profiler holds every event it records.
     status = Path("/proc/self/status").read_text().split("VmHWM:")[1]
@@ -121,10 +183,10 @@ def child(config: dict, path: str) -> None:
     if config["flops"]:
         sub = tokens[: config["flop_samples"]]
         timed = mg.analyze(chain, sub, **opts).timings
-        result["sub_timings"] = timed
+        result["sub_timings"], result["flop_samples"] = timed, len(sub)
         with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
             mg.analyze(chain, sub, **opts)
-        result["sub_flops"] = stage_flops(prof)
+        result["sub_flops"], result["matmul_share"] = stage_profile(prof)
         result["matmul_rate"] = matmul_rate(torch.float64, config["device"])
     print(json.dumps(result))
 
@@ -144,12 +206,19 @@ def describe(name: str, r: dict) -> str:
             f"peak {r['peak_mib']:.0f} MiB")  # fmt: skip
     if "sub_flops" in r:
         rates = []
-        for s in ("statistics", "edges", "rotation"):
-            if s in r["sub_timings"] and r["sub_timings"][s] > 0:
+        for s in STAGES:
+            if r["sub_timings"].get(s, 0) > 0.01:
                 rate = r["sub_flops"][s] / r["sub_timings"][s]
-                rates.append(f"{s} {rate / 1e9:.1f} GFLOP/s = {rate / r['matmul_rate']:.2f}x")
-        line += f"\n{'':<24} on {FLOP_SAMPLES} samples: {'; '.join(rates)} of a float64 matmul " \
-            f"({r['matmul_rate'] / 1e9:.1f} GFLOP/s)"  # fmt: skip
+                rates.append(f"{s} {rate / 1e9:.1f} GFLOP/s = {rate / r['matmul_rate']:.2f}x "
+                             f"(matmul {r['matmul_share'].get(s, 0):.0%} of its time)")  # fmt: skip
+        line += f"\n{'':<24} on {r['flop_samples']} samples: {'; '.join(rates)}; float64 matmul " \
+            f"{r['matmul_rate'] / 1e9:.1f} GFLOP/s"  # fmt: skip
+        # the passes over all samples (the rotation reads a fixed number of them)
+        passes = [s for s in ("statistics", "basis", "edges") if s in t]
+        flops = sum(r["sub_flops"][s] for s in passes) * r["samples"] / r["flop_samples"]
+        floor, spent = flops / r["matmul_rate"], sum(t[s] for s in passes)
+        line += f"\n{'':<24} FLOP floor of {' + '.join(passes)}: {floor:.1f} s at the matmul " \
+            f"rate; they take {spent:.1f} s = {spent / floor:.1f}x"  # fmt: skip
     return line
 
 
