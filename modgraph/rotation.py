@@ -100,6 +100,7 @@ def _jacobian(f: Tensor, fn, readout: Tensor, C_pinv: Tensor, budget: int) -> Te
     return g.permute(2, 3, 1, 0, 4).reshape(-1, P_out, r, C_pinv.shape[1])
 
 
+@torch.no_grad()  # a standard error, never differentiated; its products write into a buffer
 def _psi_square_sum(a: Tensor, lam: Tensor, B: Tensor | None) -> Tensor:
     """``sum_x psi_ij(x)^2`` over the rows of ``a`` (see :func:`mixing_error`), chunked."""
     k = a.shape[1]
@@ -171,17 +172,20 @@ class _Samples:
     major: list[str] = field(default_factory=list)
     scratch: dict[str, Tensor] = field(default_factory=dict)
 
-    def buffer(self, slot: str, shape: tuple[int, ...], like: Tensor) -> Tensor:
-        """A scratch tensor of ``shape``, reused across calls (its contents are undefined).
+    def buffer(
+        self, slot: str, shape: tuple[int, ...], like: Tensor, dtype: torch.dtype | None = None
+    ) -> Tensor:
+        """A scratch tensor of ``shape`` on ``like``'s device and of its dtype (or ``dtype``),
+        reused across calls (its contents are undefined).
 
         The sweeps' temporaries are 100-300 MB each on a wide layer; allocated afresh, each
         one's pages are faulted in again, which measured 5x slower than writing into a reused
         buffer (``x * 2.0`` on a (223, 256, 1, 512) float32 tensor: 38 ms against 7 ms).
         """
-        n = math.prod(shape)
+        n, dtype = math.prod(shape), dtype or like.dtype
         flat = self.scratch.get(slot)
-        if flat is None or flat.numel() < n or flat.dtype != like.dtype:
-            flat = self.scratch[slot] = torch.empty(n, dtype=like.dtype, device=like.device)
+        if flat is None or flat.numel() < n or flat.dtype != dtype:
+            flat = self.scratch[slot] = torch.empty(n, dtype=dtype, device=like.device)
         return flat[:n].view(shape)
 
 
@@ -199,10 +203,8 @@ def _orient(data: _Samples, m: int, L: int) -> None:
     for l, side in ((m - 1, "next"), (m, "prev")):
         if 0 <= l < L and data.major[l] != side:
             J = data.J[l]
-            data.J[l], data.major[l] = (
-                _transposed(J.flatten(1, 2).transpose(0, 1), J.shape[1:3]),
-                side,
-            )
+            data.J[l] = _transposed(J.flatten(1, 2).transpose(0, 1), J.shape[1:3])
+            data.major[l] = side
 
 
 def _transposed(src: Tensor, middle) -> Tensor:
@@ -480,7 +482,7 @@ def _moments(data: _Samples, trans, levels: list[_Level], sl: slice, L: int):
         x0 = _directions(data, l, "next", first.pairs[sl, 0], "y0").mul_(w)  # (U, rows, P, k)
         x1 = _directions(data, l, "next", first.pairs[sl, 1], "y1").mul_(w)
         t = data.buffer("t0", x0.shape, x0)
-        t64, pairs = data.buffer("f64", x0.shape, data.psi2[l]), _products(x0, x1)  # float64
+        t64, pairs = data.buffer("f64", x0.shape, x0, torch.float64), _products(x0, x1)
         # summed over (rows, P) in float64; copied first, as sum(dtype=float64) of float32 is a
         # slow path (75 ms against 20 ms on (223, 256, 1, 512))
         sums = [t64.copy_(torch.mul(u, v, out=t)).flatten(1, 2).sum(1) for u, v in pairs]
