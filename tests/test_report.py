@@ -1,7 +1,10 @@
 """Tests of the report figures: each returns a labelled Figure that draws what the graph holds."""
 
+import io
 import json
 import math
+import warnings
+from dataclasses import fields
 
 import matplotlib
 import numpy as np
@@ -173,7 +176,7 @@ def test_plot_cost_curve_with_null_band(a):
     auto = mg.find_modules(a.graph, method="spectral", n_null=5)
     ax = plot_cost_curve({"spectral": cs, "Leiden": cl}, chosen=auto)
     check_labelled(ax.figure)
-    texts = [t.get_text() for t in ax.get_legend().get_texts()]
+    texts = [" ".join(t.get_text().split()) for t in ax.get_legend().get_texts()]  # wrapped
     assert any(auto.verdict in t for t in texts) and sum("null graphs" in t for t in texts) == 2
     band = [c for c in ax.collections if not isinstance(c, LineCollection)][0]
     y = band.get_paths()[0].vertices[:, 1]
@@ -183,6 +186,27 @@ def test_plot_cost_curve_with_null_band(a):
     found = [l for l in ax.get_lines() if l.get_label() == "spectral: found"][0]
     np.testing.assert_allclose(found.get_ydata(), cs.ncut[cs.ncut > 0])  # a log axis
     assert ax.get_yscale() == "log"
+
+
+def test_plot_cost_curve_keeps_a_long_verdict_inside_the_figure(a):
+    """A verdict with its caution is ~150 characters: on one legend line it was wider than the
+    figure, and constrained layout collapsed the axes (the demo's cost curve, session 7)."""
+    cs = cost_curve(a.graph, method="spectral", ks=range(1, 4), n_null=2)
+    auto = mg.find_modules(a.graph, method="spectral", n_null=2)
+
+    class Long(type(auto)):
+        verdict = ("3 modules, significant: p = 0.00041 (alpha = 0.05, Bonferroni over 9 k; also "
+                   "significant: k = 2); caution: 1.8 edges per node, and below 3 the test is not "
+                   "calibrated")  # fmt: skip
+
+    long = Long(**{f.name: getattr(auto, f.name) for f in fields(auto)})
+    ax = plot_cost_curve(cs, chosen=[long, long])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "constrained_layout not applied ..."
+        ax.figure.savefig(io.BytesIO(), format="png")
+    box, page = ax.get_legend().get_window_extent(), ax.figure.bbox
+    assert page.x0 <= box.x0 and box.x1 <= page.x1 and page.y0 <= box.y0
+    assert ax.get_position().width > 0.5 and ax.get_position().height > 0.3
 
 
 def test_plot_cost_curve_rejects_bad_input(a):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -49,7 +50,7 @@ def plot_cost_curve(
     where = "plot_cost_curve"
     curves = as_list(where, "curves", curves, CostCurve)
     chosen = [] if chosen is None else as_list(where, "chosen", chosen, ModuleResult)
-    ax = single_axes(where, ax, (7.5, 4.8))
+    ax = single_axes(where, ax, (7.5, 6.4))
     styles = [("o", MODULE_COLORS[0]), ("s", MODULE_COLORS[3]), ("^", MODULE_COLORS[2])]
     for i, c in enumerate(curves):
         marker, color = styles[i % len(styles)]
@@ -71,11 +72,11 @@ def plot_cost_curve(
         if r.ncut > 0:
             ax.plot(
                 [r.n_modules], [r.ncut], ls="", marker="*", ms=15, mfc=MODULE_COLORS[1],
-                mec="black", zorder=5, label=f"{r.method}: {r.verdict}",
+                mec="black", zorder=5, label=_wrapped(f"{r.method}: {r.verdict}"),
             )  # fmt: skip
         else:  # one module (or components): nothing to draw on the log axis, say it
             ax.plot([], [], ls="", marker="*", ms=15, mfc="white", mec="black",
-                    label=f"{r.method}: {r.verdict}")  # fmt: skip
+                    label=_wrapped(f"{r.method}: {r.verdict}"))  # fmt: skip
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_yscale("log")
     ax.set_xlabel("number of modules k")
@@ -86,8 +87,14 @@ def plot_cost_curve(
         fontsize=10,
     )
     ax.grid(True, color="0.9", lw=0.6, which="both")
-    ax.legend(fontsize=8, frameon=False, loc="lower right")
+    # below the axes: verdicts run to several lines and would cover the curves
+    ax.legend(fontsize=8, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=1)
     return ax
+
+
+def _wrapped(text: str, width: int = 90) -> str:
+    """A legend entry broken into lines of at most ``width`` characters."""
+    return "\n".join(textwrap.wrap(text, width))
 
 
 def _short(v: float) -> str:
