@@ -25,7 +25,7 @@ local, rotation / analyze, and the peak memory at 10x the samples (383 against 3
 
 Run: ``python benchmarks/bench_mod113.py [--configs local-none-default,...] [--steps 300]
 [--device cuda] [--samples 300]``. Measured (2 CPU cores, torch 2.13, two runs alone): local
-31-39 s, global 28-36 s, rotation 2-5% of ``analyze``, peak 830-963 MiB, 1.06-1.08x at 10x the
+31-40 s, global 28-36 s, rotation 2-5% of ``analyze``, peak 830-963 MiB, 1.06-1.08x at 10x the
 samples; the passes at 0.34-0.68x a float64 matmul, 1.9-2.5x their FLOP floor (README, "Speed on
 a transformer"). ``--device cuda`` has not been run (no GPU was available).
 """
