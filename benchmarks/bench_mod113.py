@@ -24,10 +24,11 @@ local, rotation / analyze, and the peak memory at 10x the samples (383 against 3
 ``--samples`` analyses fewer (a quick look).
 
 Run: ``python benchmarks/bench_mod113.py [--configs local-none-default,...] [--steps 300]
-[--device cuda] [--samples 300]``. Measured (2 CPU cores, torch 2.13, two runs alone): local
-31-40 s, global 28-36 s, rotation 2-5% of ``analyze``, peak 830-963 MiB, 1.06-1.08x at 10x the
-samples; the passes at 0.34-0.68x a float64 matmul, 1.9-2.5x their FLOP floor (README, "Speed on
-a transformer"). ``--device cuda`` has not been run (no GPU was available).
+[--device cuda] [--samples 300]``. Measured (2 CPU cores, torch 2.13, two runs; the figures
+leave out one configuration that had a test run beside it): local 31-40 s, global 28-36 s,
+rotation 2-5% of ``analyze``, peak 830-963 MiB, 1.06-1.08x at 10x the samples; the passes at
+0.34-0.68x a float64 matmul, 1.9-2.5x their FLOP floor (README, "Speed on a transformer").
+``--device cuda`` has not been run (no GPU was available).
 """
 
 from __future__ import annotations
@@ -57,6 +58,15 @@ TRUNCATION = {"default": 1e-10, "matched": 1e-18}
 FLOP_SAMPLES = 256
 STAGES = ("statistics", "basis", "rotation", "edges")
 MATMULS = ("aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm")
+
+
+class _Embed(nn.Module):
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.embed, self.pos_embed = model.embed, model.pos_embed
+
+    def forward(self, tokens):
+        return self.embed(tokens) + self.pos_embed(tokens)
 
 
 class _AttnLast(nn.Module):
@@ -98,14 +108,6 @@ def rib_layout(model: TinyTransformer) -> mg.LayerChain:
         embed=_Embed(model),
     )
 
-
-class _Embed(nn.Module):
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.embed, self.pos_embed = model.embed, model.pos_embed
-
-    def forward(self, tokens):
-        return self.embed(tokens) + self.pos_embed(tokens)
 
 
 def train(steps: int, path: Path) -> None:

@@ -108,7 +108,8 @@ def _psi_square_sum(a: Tensor, lam: Tensor, B: Tensor | None) -> Tensor:
     total = a.new_zeros(k, k)
     step = max(1, CHUNK_ELEMENTS // max(1, k * k))
     ratio, geometric = (lj / li).sqrt(), (li * lj).sqrt()
-    buffer = a.new_empty(min(step, a.shape[0]), k, k, dtype=torch.float64)  # reused: see _Samples
+    # one buffer for every chunk: fresh ones page-fault (see _Samples.buffer)
+    buffer = a.new_empty(min(step, a.shape[0]), k, k, dtype=torch.float64)
     for s in range(0, a.shape[0], step):
         ac = a[s : s + step].double()
         psi = torch.mul(ac[:, :, None], ac[:, None, :], out=buffer[: len(ac)])
