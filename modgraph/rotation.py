@@ -75,6 +75,8 @@ MIN_SAMPLES = 256
 N_ANGLES = 41
 #: Float64 elements of per-pair intermediates evaluated at once (128 MiB).
 CHUNK_ELEMENTS = 2**24
+#: Most rows ``B_oi B_o'i`` per sample for which :func:`_psi_square_sum` forms them.
+GRAM_PAIR_ROWS = 136
 #: Sweeps stop once one decreases the objective by less than this fraction of the first's.
 CONVERGED = 0.05
 
@@ -84,10 +86,13 @@ def _positions(f: Tensor) -> int:
 
 
 def _jacobian(f: Tensor, fn, readout: Tensor, C_pinv: Tensor, budget: int) -> Tensor:
-    """Per-row Jacobian of ``readout @ fn(f)`` in the basis coordinates of ``f``.
+    """Per-row Jacobian of ``readout @ fn(f)`` in the basis coordinates of ``f``, readout rows
+    outermost.
 
-    Rows are samples (positions of sequences as samples): shape (rows, P_out, r, k) with
-    ``P_out`` the output's positions (1 for (batch, d) outputs) and ``r`` readout rows.
+    Rows are samples (positions of sequences as samples): shape (r, rows, P_out, k) with ``r``
+    readout rows and ``P_out`` the output's positions (1 for (batch, d) outputs). That is the
+    order the rows come in, so for ``P_out = 1`` it is a view, not a copy, and the sweeps'
+    layout (:func:`_orient`) is one blocked transposition away.
     """
     out, pullback = vjp(fn, f)
     P_out, r = _positions(out), readout.shape[0]
@@ -97,27 +102,53 @@ def _jacobian(f: Tensor, fn, readout: Tensor, C_pinv: Tensor, budget: int) -> Te
         for _, _, (g,) in jacobian_rows(pullback, out, readout, width=width, budget=budget)
     ]
     g = torch.cat(parts).reshape(r, P_out, f.shape[0], _positions(f), C_pinv.shape[1])
-    return g.permute(2, 3, 1, 0, 4).reshape(-1, P_out, r, C_pinv.shape[1])
+    return g.permute(0, 2, 3, 1, 4).reshape(r, -1, P_out, C_pinv.shape[1])
 
 
-@torch.no_grad()  # a standard error, never differentiated; its products write into a buffer
+@torch.no_grad()  # a standard error, never differentiated
 def _psi_square_sum(a: Tensor, lam: Tensor, B: Tensor | None) -> Tensor:
-    """``sum_x psi_ij(x)^2`` over the rows of ``a`` (see :func:`mixing_error`), chunked."""
+    """``sum_x psi_ij(x)^2`` over the rows of ``a`` (see :func:`mixing_error`), in float64.
+
+    With ``psi = r a_i a_j + g (B^T B)_ij`` (``r = sqrt(lam_j / lam_i)``, ``g = sqrt(lam_i
+    lam_j)``; ``B`` None: ``psi = a_i a_j``) the sum is ``r^2 (a^2)^T a^2 + 2 r g P^T P + g^2
+    sum_x (B^T B)^2`` with ``P`` the rows ``a_i B_oi`` (``B``: (d, rows, k), its rows ``o``
+    outermost): Gram products, run by the BLAS rather
+    than as (rows, k, k) temporaries (MLP 784-512-512-10, global: 0.35 s against 0.73 s on
+    layer 0). The last term is one too, over the rows ``B_oi B_o'i`` (``o <= o'``, weighted
+    ``sqrt 2`` off the diagonal), while those are at most ``GRAM_PAIR_ROWS`` per sample; with
+    more (the local variant's ``B`` has a row per next-layer direction) it is summed per sample.
+    """
     k = a.shape[1]
+    total = a.new_zeros(k, k, dtype=torch.float64)
+    if B is None:
+        step = max(1, CHUNK_ELEMENTS // max(1, k))
+        for s in range(0, a.shape[0], step):
+            a2 = a[s : s + step].double().square()
+            total += a2.T @ a2
+        return total
     li, lj = lam[:, None], lam[None, :]
-    total = a.new_zeros(k, k)
-    step = max(1, CHUNK_ELEMENTS // max(1, k * k))
     ratio, geometric = (lj / li).sqrt(), (li * lj).sqrt()
-    # one buffer for every chunk: fresh ones page-fault (see _Samples.buffer)
-    buffer = a.new_empty(min(step, a.shape[0]), k, k, dtype=torch.float64)
+    d = B.shape[0]
+    iu = torch.triu_indices(d, d, device=B.device)
+    pair_rows = iu.shape[1] <= GRAM_PAIR_ROWS
+    weight = torch.where(iu[0] == iu[1], 1.0, math.sqrt(2.0)).to(B.device, torch.float64)
+    per_row = k * (d + 1 + (iu.shape[1] if pair_rows else k))
+    step = max(1, CHUNK_ELEMENTS // per_row)
+    aa, ab, bb = (a.new_zeros(k, k, dtype=torch.float64) for _ in range(3))
     for s in range(0, a.shape[0], step):
-        ac = a[s : s + step].double()
-        psi = torch.mul(ac[:, :, None], ac[:, None, :], out=buffer[: len(ac)])
-        if B is not None:
-            bc = B[s : s + step].double()
-            psi.mul_(ratio).add_(torch.einsum("noi,noj->nij", bc, bc).mul_(geometric))
-        total += psi.square_().sum(0)
-    return total
+        ac, bc = a[s : s + step].double(), B[:, s : s + step].double()
+        a2 = ac.square()
+        aa += a2.T @ a2
+        P = (ac * bc).flatten(0, 1)
+        ab += P.T @ P
+        if pair_rows:
+            Q = (bc[iu[0]] * bc[iu[1]]).mul_(weight[:, None, None]).flatten(0, 1)
+            bb += Q.T @ Q
+        else:
+            bb += torch.bmm(bc.permute(1, 2, 0), bc.transpose(0, 1)).square_().sum(0)
+    return total.add_(aa.mul_(ratio.square())).add_(ab.mul_(2 * ratio * geometric)).add_(
+        bb.mul_(geometric.square())
+    )
 
 
 def _standard_error(psi2_mean: Tensor, lam: Tensor, n: int) -> Tensor:
@@ -150,6 +181,7 @@ def mixing_error(a: Tensor, lam: Tensor, n: int, B: Tensor | None = None) -> Ten
         tied, 0 on the diagonal. Checked against the spread over refits on independent data in
         ``tests/test_rotation.py``.
     """
+    B = None if B is None else B.transpose(0, 1)
     return _standard_error(_psi_square_sum(a, lam, B) / a.shape[0], lam, n)
 
 
@@ -157,20 +189,22 @@ def mixing_error(a: Tensor, lam: Tensor, n: int, B: Tensor | None = None) -> Ten
 class _Samples:
     """Per-sample data of every layer, in the current basis coordinates (updated by rotations).
 
-    ``a[l]``: (rows_l, k_l) coordinates; ``J[l]``: (rows_l, P_{l+1}, k_{l+1}, k_l) Jacobians of
-    the next layer's coordinates (``P_{l+1}`` its positions); ``count[l]``: rows over all ranks;
-    ``psi2[l]``: the mean ``psi^2`` of :func:`mixing_error` over all ranks.
+    ``a[l]``: (rows_l, k_l) coordinates; ``J[l]``: Jacobians of the next layer's coordinates;
+    ``count[l]``: rows over all ranks; ``psi2[l]``: the mean ``psi^2`` of :func:`mixing_error`
+    over all ranks.
 
-    For the sweeps each ``J[l]`` is stored with one side's directions outermost, ``major[l]``:
-    ``"prev"`` (k_l, rows, P, k_{l+1}) or ``"next"`` (k_{l+1}, rows, P, k_l); :func:`_orient`
-    turns the sides of the layer being rotated outermost. Empty: the layout above.
+    Each ``J[l]`` is stored with one side's directions outermost, ``major[l]``: ``"next"`` (k_{l+1},
+    rows, P, k_l), as read, or ``"prev"`` (k_l, rows, P, k_{l+1}), with ``P`` the next layer's
+    positions; :func:`_orient` turns the sides of the layer being rotated outermost.
+    ``spare[l]``: storage for ``J[l]``'s next transposition.
     """
 
     a: list[Tensor]
     J: list[Tensor]
     count: list[int]
     psi2: list[Tensor]
-    major: list[str] = field(default_factory=list)
+    major: list[str]
+    spare: dict[int, Tensor] = field(default_factory=dict)
     scratch: dict[str, Tensor] = field(default_factory=dict)
 
     def buffer(
@@ -197,23 +231,28 @@ def _orient(data: _Samples, m: int, L: int) -> None:
     ``J[m]`` of nearly all its directions; as strided gathers these dominated the sweeps
     (MLP 784-512-512-10: 10.7 s of a 38 s rotation in ``aten::index`` on the (256, 1, 512, 512)
     Jacobian), as blocks along the first dimension they are plain copies.
+
+    A layout's storage is kept, and receives the next transposition of that Jacobian: written
+    into fresh memory (whose pages fault in) a transposition of the (256, 1, 512, 512) float32
+    Jacobian measured 0.5 s, into reused memory 0.08 s. The peak memory is unchanged: a
+    transposition needs both layouts at once either way.
     """
-    if not data.major:  # from (rows, P, k_next, k_prev)
-        data.J = [_transposed(J.flatten(0, 1), J.shape[:2]) for J in data.J]
-        data.major = ["prev"] * L
     for l, side in ((m - 1, "next"), (m, "prev")):
         if 0 <= l < L and data.major[l] != side:
-            J = data.J[l]
-            data.J[l] = _transposed(J.flatten(1, 2).transpose(0, 1), J.shape[1:3])
-            data.major[l] = side
+            J, spare = data.J[l], data.spare.get(l)
+            if spare is None:
+                spare = J.new_empty(J.shape)
+            data.J[l] = _transposed(J.flatten(1, 2).transpose(0, 1), J.shape[1:3], spare)
+            data.spare[l], data.major[l] = J, side
 
 
-def _transposed(src: Tensor, middle) -> Tensor:
-    """``src`` (R, a, b) as a contiguous (b, *middle, a) with ``R = prod(middle)``, copied one
-    of the ``R`` matrices at a time: 3x faster than ``permute(...).contiguous()``, whose strided
-    reads miss the cache (200 ms against 600 ms on a (512, 256, 1, 512) float32 Jacobian)."""
+def _transposed(src: Tensor, middle, out: Tensor) -> Tensor:
+    """``src`` (R, a, b) as a contiguous (b, *middle, a) with ``R = prod(middle)``, written into
+    ``out`` (contiguous, as many elements), one of the ``R`` matrices at a time: 3x faster than
+    ``permute(...).contiguous()``, whose strided reads miss the cache (200 ms against 600 ms on
+    a (512, 256, 1, 512) float32 Jacobian)."""
     R, a, b = src.shape
-    out = src.new_empty(b, *middle, a)
+    out = out.view(b, *middle, a)
     dst = out.view(b, R, a)
     for r in range(R):
         dst[:, r].copy_(src[r].T)
@@ -232,15 +271,17 @@ def _directions(data: _Samples, l: int, side: str, idx: Tensor, slot: str) -> Te
 
 def _turn(data: _Samples, l: int, side: str, pairs: Tensor, c: Tensor) -> None:
     """Replace the slices ``y_p, y_q`` of every pair on ``side`` of ``J[l]`` by
-    ``c00 y_p + c01 y_q`` and ``c10 y_p + c11 y_q`` (``c``: (U, 2, 2), the data's dtype)."""
-    p, q = pairs[:, 0], pairs[:, 1]
-    y0, y1 = _directions(data, l, side, p, "y0"), _directions(data, l, side, q, "y1")
-    c = c[:, :, :, None, None, None]
-    t0, t1 = data.buffer("t0", y0.shape, y0), data.buffer("t1", y0.shape, y0)
-    for row, idx in ((0, p), (1, q)):
-        torch.mul(y0, c[:, row, 0], out=t0)
-        t0.add_(torch.mul(y1, c[:, row, 1], out=t1))
-        _set_directions(data, l, side, idx, t0)
+    ``c00 y_p + c01 y_q`` and ``c10 y_p + c11 y_q`` (``c``: (U, 2, 2), the data's dtype).
+
+    The pairs' slices are gathered interleaved (``p0, q0, p1, q1, ...``), so one batched
+    (2, 2) @ (2, N) product turns them all: one gather, one product and one scatter, where
+    forming each new slice separately took two of each and four elementwise passes.
+    """
+    idx = pairs.reshape(-1)
+    y = _directions(data, l, side, idx, "y")
+    out = data.buffer("t", y.shape, y)
+    torch.bmm(c, y.reshape(len(pairs), 2, -1), out=out.view(len(pairs), 2, -1))
+    _set_directions(data, l, side, idx, out)
 
 
 def _set_directions(data: _Samples, l: int, side: str, idx: Tensor, value: Tensor) -> None:
@@ -310,7 +351,8 @@ def _read(chain, bases, batches, max_samples, global_, memory_budget, budget) ->
                 Bl = _jacobian(f, lambda f, l=l, x=x: chain.run_from(l, f, x), eye, C_pinv, budget)
             else:
                 Bl = Jl
-            psi2[l] += _psi_square_sum(coords[l], lams[l], Bl.flatten(1, 2))
+            # (r, rows, P, k) as (P * r, rows, k): a view for P = 1
+            psi2[l] += _psi_square_sum(coords[l], lams[l], Bl.transpose(1, 2).flatten(0, 1))
         n += x.shape[0]
         if n >= cap:
             break
@@ -328,7 +370,7 @@ def _read(chain, bases, batches, max_samples, global_, memory_budget, budget) ->
         for t in a
     ]
     psi2 = [distributed.all_sum(p) / c for p, c in zip(psi2, count)]
-    return _Samples(a, [torch.cat(t) for t in J], count, psi2)
+    return _Samples(a, [torch.cat(t, 1) for t in J], count, psi2, ["next"] * L)
 
 
 def sample_keys(x: Tensor) -> Tensor:
@@ -358,18 +400,18 @@ def _monomial_map(J: Tensor, count: int):
     output position's block must be either ``T`` or zero (a position-wise linear map).
     """
     rtol = max(1e-8, 1e3 * torch.finfo(J.dtype).eps)  # float32 Jacobians: 1.2e-4
-    T = _mean(J.sum((0, 1), dtype=torch.float64), count)
+    T = _mean(J.sum((1, 2), dtype=torch.float64), count)  # J: (k_next, rows, P, k_prev)
     scale = float(T.abs().max())
     # every (sample, output position) block is T or zero, and each sample's blocks sum to T
-    Tj = T.to(J.dtype)
+    Tj = T.to(J.dtype)[:, None, None, :]
 
     def deviation(J: Tensor) -> Tensor:
-        dev = torch.minimum((J - Tj).abs().amax((2, 3)), J.abs().amax((2, 3))).amax()
-        return torch.maximum(dev, (J.sum(1) - Tj).abs().amax())
+        dev = torch.minimum((J - Tj).abs().amax((0, 3)), J.abs().amax((0, 3))).amax()
+        return torch.maximum(dev, (J.sum(2, keepdim=True) - Tj).abs().amax())
 
     # a non-linear stage's first sample already deviates: the full check (0.6 s on a
     # (256, 1, 512, 512) Jacobian) only runs where it could pass
-    bad = bool(deviation(J[:1]) > rtol * scale) or bool(deviation(J) > rtol * scale)
+    bad = bool(deviation(J[:, :1]) > rtol * scale) or bool(deviation(J) > rtol * scale)
     bad = torch.tensor(float(bad), dtype=torch.float64, device=J.device)
     if scale == 0 or float(distributed.all_sum(bad)) > 0:
         return {}, None
@@ -480,9 +522,9 @@ def _moments(data: _Samples, trans, levels: list[_Level], sl: slice, L: int):
     if first.layer > 0:
         l = first.layer - 1
         w = data.a[l].abs()[None, :, None, :]
-        x0 = _directions(data, l, "next", first.pairs[sl, 0], "y0").mul_(w)  # (U, rows, P, k)
-        x1 = _directions(data, l, "next", first.pairs[sl, 1], "y1").mul_(w)
-        t = data.buffer("t0", x0.shape, x0)
+        x = _directions(data, l, "next", first.pairs[sl].reshape(-1), "y").mul_(w)
+        x0, x1 = x[0::2], x[1::2]  # (U, rows, P, k): the pairs' p and q slices
+        t = data.buffer("t", x0.shape, x0)
         t64, pairs = data.buffer("f64", x0.shape, x0, torch.float64), _products(x0, x1)
         # summed over (rows, P) in float64; copied first, as sum(dtype=float64) of float32 is a
         # slow path (75 ms against 20 ms on (223, 256, 1, 512))
@@ -492,10 +534,10 @@ def _moments(data: _Samples, trans, levels: list[_Level], sl: slice, L: int):
     if last.layer < L:
         m, idx = last.layer, last.pairs[sl]
         u0, u1 = data.a[m][:, idx[:, 0]], data.a[m][:, idx[:, 1]]  # (rows, U)
-        y0 = _directions(data, m, "prev", idx[:, 0], "y0")  # (U, rows, P, k_next)
-        y1 = _directions(data, m, "prev", idx[:, 1], "y1")
-        YY = data.buffer("t1", (*y0.shape[:2], y0.shape[3], 3), y0)  # (U, rows, k_next, 3)
-        t = data.buffer("t0", y0.shape, y0)
+        y = _directions(data, m, "prev", idx.reshape(-1), "y")
+        y0, y1 = y[0::2], y[1::2]  # (U, rows, P, k_next)
+        YY = data.buffer("yy", (*y0.shape[:2], y0.shape[3], 3), y0)  # (U, rows, k_next, 3)
+        t = data.buffer("t", y0.shape, y0)
         for i, (u, v) in enumerate(_products(y0, y1)):
             torch.sum(torch.mul(u, v, out=t), 2, out=YY[..., i])
         YY = YY.flatten(2)  # (U, rows, k_next * 3)

@@ -27,7 +27,7 @@ from modgraph.partition import (
 )
 from modgraph.partition.null import null_graph
 from modgraph.partition.objective import ConnectedGraph
-from modgraph.partition.refine import merge_to, move_gains, refine_ncut
+from modgraph.partition.refine import _State, merge_to, move_gains, refine_ncut
 from modgraph.partition.spectral import kmeans
 
 EPS = 0.01  # sqrt(EPS) = 0.1
@@ -237,6 +237,26 @@ def test_move_gains_are_exact():
                 trial[i] = m
                 best = min(best, sub.ncut(trial) - base)
         assert gain[i] == pytest.approx(best, abs=1e-12)
+
+
+def test_refinement_state_follows_batches_of_moves_exactly():
+    # the running S, cut, volume and size after batches of moves (including moves between two
+    # moved nodes' modules and nodes joined by an edge) equal those recomputed from the graph
+    g, _ = planted(noise=0.2, seed=5)
+    sub = ConnectedGraph(g)
+    rng = np.random.default_rng(3)
+    state = _State(sub, rng.integers(0, 4, sub.n), 4)
+    for size in (1, 2, 5, sub.n // 2, sub.n):
+        nodes = rng.choice(sub.n, size, replace=False)
+        to = (state.labels[nodes] + rng.integers(1, 4, size)) % 4
+        after = state.moved(nodes, to)
+        state.apply(nodes, to, *after)
+        fresh = _State(sub, state.labels, 4)
+        np.testing.assert_allclose(state.S, fresh.S, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(state.cut, fresh.cut, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(state.vol, fresh.vol, rtol=1e-12)
+        assert np.array_equal(state.size, fresh.size)
+        assert state.value() == pytest.approx(sub.ncut(state.labels), rel=1e-12)
 
 
 def test_refinement_reaches_a_local_optimum_without_emptying_modules():

@@ -139,7 +139,8 @@ def test_mixing_error_predicts_the_spread_of_fitted_directions():
             x, partial(chain.run_from, 0), torch.eye(2, dtype=torch.float64), b0.C_pinv, 2**21
         )
         coords = b0.transform(x)
-        predicted.append(float(mixing_error(coords, b0.eigenvalues, 400, B[:, 0])[0, 1]))
+        B = B[:, :, 0].transpose(0, 1)  # (rows, output, k)
+        predicted.append(float(mixing_error(coords, b0.eigenvalues, 400, B)[0, 1]))
     spread, se = float(np.std(angles)), float(np.median(predicted))
     assert 0.8 < spread / se < 1.25
 
@@ -212,7 +213,8 @@ def test_oriented_jacobians_read_and_turn_like_the_plain_layout():
     and rotating slices must give what indexing the (rows, P, k_next, k_prev) layout gives."""
     g = torch.Generator().manual_seed(0)
     J = [torch.randn(6, 2, 5, 4, generator=g), torch.randn(6, 2, 4, 5, generator=g)]
-    data = _Samples(a=[], J=[t.clone() for t in J], count=[6, 6], psi2=[])
+    read = [t.permute(2, 0, 1, 3).contiguous() for t in J]  # as read: next-layer rows outermost
+    data = _Samples(a=[], J=read, count=[6, 6], psi2=[], major=["next", "next"])
     idx = torch.tensor([3, 0])
     pairs = torch.tensor([[3, 0], [1, 2]])
     c = torch.randn(2, 2, 2, generator=g)
