@@ -329,6 +329,47 @@ def test_planted_modules_are_recovered_at_automatic_k(method, noise, seed):
         assert r.significance.p_value < 1e-3
 
 
+def one_module_apart(seed):
+    """Three planted blocks, block 0 far more separate: no edge to the others, which share weak
+    noise edges. A single scan over k sees one split (0 | 1 2) far ahead of the rest."""
+    g, truth = planted(noise=0.3, seed=seed)
+    offsets = np.concatenate([[0], np.cumsum(g.layer_sizes)])
+    w = []
+    for l, wl in enumerate(g.w):
+        src, dst = truth[offsets[l] : offsets[l + 1]], truth[offsets[l + 1] : offsets[l + 2]]
+        apart = (dst[:, None] == 0) != (src[None, :] == 0)
+        w.append(np.where(apart, 0.0, wl))
+    return InteractionGraph(g.layer_names, g.importance, w, eps=g.eps), truth
+
+
+@pytest.mark.parametrize("method", ["leiden", "spectral"])
+def test_a_module_far_apart_does_not_hide_the_others(method):
+    # the scan over k alone picks the free split 0 | 1 2; each part is tested on its own
+    for seed in range(3):
+        g, truth = one_module_apart(seed)
+        r = find_modules(g, method=method)
+        kept = truth >= 0
+        assert 2 in r.info["significant_ks"]
+        assert r.n_modules == 3 and r.info["modules_from"] == "bisection"
+        assert adjusted_rand_index(r.membership_array[kept], truth[kept]) == 1.0
+        tree = r.info["tree"]
+        assert [t["split"] for t in tree[:2]] == [True, True]
+        assert all(t["p_value"] <= 0.05 / 9 for t in tree if t["split"])
+        assert "2 significant bisections" in r.verdict
+
+
+def test_bisection_does_not_split_planted_modules_further():
+    # a split of a module that has no structure of its own must fail its test: over 12 graphs
+    # and both methods the planted modules come back whole, never split
+    for method in ("leiden", "spectral"):
+        for seed in range(6):
+            g, truth = planted(noise=0.05, seed=10 + seed, per_block=(8, 10, 8, 6))
+            r = find_modules(g, method=method, seed=seed)
+            kept = truth >= 0
+            assert r.n_modules == 3, (method, seed, r.info["tree"])
+            assert adjusted_rand_index(r.membership_array[kept], truth[kept]) == 1.0
+
+
 @pytest.mark.parametrize("method", ["leiden", "spectral"])
 def test_requested_number_of_modules(method):
     g, truth = planted(noise=0.05, n_blocks=4, seed=2)

@@ -11,6 +11,16 @@ probability at most ``alpha`` whatever the dependence between the tests). Among 
 normalized cut) is chosen, except that a significant partition along connected components
 (cut 0) beats any that cuts edges, the finest of them first; with none, the graph is one module
 and the verdict says "no significant modular structure".
+
+That scan decides *whether* the graph is modular. *How many* modules comes from recursive
+bisection (:func:`_bisection`): each part is split in two and the split kept only if it is
+significant against null graphs of that part alone. A single scan of the whole graph stops early
+when one module is much more separate than the others (its own split then has the largest gap,
+and the other splits look small next to it); the bisection tests the rest on its own. Where
+even the first split is not significant on its own, the scan's choice stands. Multiple testing:
+the verdict's p-value is the scan's (Bonferroni over ``k``); each split of the bisection is
+tested at ``alpha / 9``, and a split is only tried inside a part that an earlier significant
+split made.
 """
 
 from __future__ import annotations
@@ -27,7 +37,7 @@ from ..graph import InteractionGraph
 from .leiden import leiden_labels
 from .null import ZERO_CUT, compare, fixed_by_strengths, null_graph, untestable
 from .objective import UNASSIGNED, ConnectedGraph, ModuleResult, canonical, check_graph
-from .refine import merge_to
+from .refine import merge_to, refine_ncut
 from .solvers import from_start, labels_at_k, leiden_fine, refined
 from .spectral import component_spectra
 
@@ -200,6 +210,47 @@ def _scan(sub: ConnectedGraph, params: dict, ks: np.ndarray, n_null: int, spectr
     return found, tests
 
 
+def _bisection(sub: ConnectedGraph, params: dict) -> tuple[np.ndarray, list[dict]]:
+    """Modules by recursive bisection, each split tested on its own part (a module tree).
+
+    Starting from the whole graph, a part is split in two by the solver and the split is kept
+    if it is significant at ``alpha / (AUTO_MAX_MODULES - 1)`` against ``n_null`` null graphs
+    of that part alone (:func:`~.null.null_graph` of the induced subgraph, so the null keeps
+    the part's own degrees and strengths); the halves are then tried in turn, breadth first,
+    up to ``AUTO_MAX_MODULES`` modules. Unlike one scan over ``k`` of the whole graph, a module
+    much more separate than the others does not hide the others: they are split on their own.
+    Returns the leaves' labels and one record per split tried.
+    """
+    level = params["alpha"] / (AUTO_MAX_MODULES - 1)
+    rng = np.random.default_rng(params["seed"])
+    kwargs = {"seed": params["seed"], "n_iterations": params["n_iterations"],
+              "refine": params["refine"]}  # fmt: skip
+    leaves, queue, tree = [], [np.arange(sub.n)], []
+    while queue:
+        nodes = queue.pop(0)
+        part = sub.induced(nodes)
+        if len(leaves) + len(queue) + 1 >= AUTO_MAX_MODULES or part.n < 4:
+            leaves.append(nodes)
+            continue
+        labels = labels_at_k(part, params["method"], 2, **kwargs)[0]
+        if fixed_by_strengths(part):
+            nulls = []
+        else:
+            nulls = [null_graph(part, rng) for _ in range(params["n_null"])]
+        null_labels = [labels_at_k(g, params["method"], min(2, g.n), **kwargs)[0] for g in nulls]
+        t = compare(part, labels, nulls, null_labels, params)
+        split = t.testable and t.p_value <= level and labels.max() == 1
+        tree.append({"nodes": int(part.n), "p_value": float(t.p_value), "split": bool(split)})
+        if split:
+            queue += [nodes[labels == 0], nodes[labels == 1]]
+        else:
+            leaves.append(nodes)
+    out = np.zeros(sub.n, dtype=np.int64)
+    for i, nodes in enumerate(leaves):
+        out[nodes] = i
+    return canonical(out), tree
+
+
 def _automatic(sub: ConnectedGraph, params: dict) -> ModuleResult:
     ks = np.arange(2, min(AUTO_MAX_MODULES, sub.n - 1) + 1)
     if len(ks) == 0 or sub.n_components >= AUTO_MAX_MODULES:
@@ -234,6 +285,13 @@ def _automatic(sub: ConnectedGraph, params: dict) -> ModuleResult:
         free = [i for i in significant if tests[i].ncut <= ZERO_CUT]
         best = max(free) if free else min(significant, key=lambda i: (tests[i].z, ks[i]))
         labels = found[best]
+        # how many: the significant recursive bisection, where its first split is significant
+        tree_labels, info["tree"] = _bisection(sub, params)
+        if tree_labels.max() > 0:
+            labels = refine_ncut(sub, tree_labels)[0] if params["refine"] else tree_labels
+            info["modules_from"] = "bisection"
+        else:
+            info["modules_from"] = "scan"
     else:
         best = min(testable, key=lambda i: (tests[i].p_value, ks[i]))
         labels = np.zeros(sub.n, dtype=np.int64)
@@ -297,8 +355,10 @@ def find_modules(  # noqa: PLR0913 (keyword-only options of one entry point)
     n_modules : int, optional
         Number of modules wanted, ``1 <= n_modules <= number of connected nodes``. By default it
         is chosen from the null model among 1 .. 10 (see :mod:`modgraph.partition.find`):
-        ``result.significance`` is the test of the chosen ``k`` (Bonferroni-adjusted p) and
-        ``result.info["scan"]`` the test at every ``k``. A graph without significant structure
+        ``result.significance`` is the scan's test (Bonferroni-adjusted p),
+        ``result.info["scan"]`` the test at every ``k`` and ``result.info["tree"]`` each split
+        of the bisection that gives the modules (``info["modules_from"]``: ``"bisection"``, or
+        ``"scan"`` where its first split is not significant). A graph without significant structure
         comes back as one module (``result.verdict`` says so). A graph of 10 or more connected
         components gets one module per component (cost 0), untested.
     resolution : float, optional

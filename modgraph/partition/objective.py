@@ -103,6 +103,8 @@ class ModuleResult:
             )
         others = [k for k in self.info.get("significant_ks", []) if k != self.n_modules]
         also = f"; also significant: k = {', '.join(map(str, others))}" if others else ""
+        if self.info.get("modules_from") == "bisection":
+            also += f"; the modules from {self.n_modules - 1} significant bisections"
         verdict = f"{self.n_modules} modules, significant: p = {sig.p_value:.2g} ({how}{also})"
         per_node = self.info.get("edges_per_node", math.inf)
         if per_node < CALIBRATED_EDGES_PER_NODE:
@@ -241,6 +243,16 @@ class ConnectedGraph:
     def ncut(self, labels: np.ndarray) -> float:
         """The normalized cut of labels of the connected nodes (see :func:`normalized_cut`)."""
         return ncut_value(self.strength, self.src, self.dst, self.degree, labels)
+
+    def induced(self, nodes: np.ndarray) -> ConnectedGraph:
+        """The subgraph on ``nodes`` (indices into this graph) and the edges among them, its
+        nodes ``0 .. len(nodes) - 1`` in that order (some may have no edge left)."""
+        pos = np.full(self.n, -1)
+        pos[nodes] = np.arange(len(nodes))
+        keep = (pos[self.src] >= 0) & (pos[self.dst] >= 0)
+        return ConnectedGraph.from_edges(
+            pos[self.src[keep]], pos[self.dst[keep]], self.strength[keep], self.layer[nodes]
+        )
 
     def merged_components(self, k: int) -> np.ndarray:
         """Group the components into ``k`` modules, balancing node counts (cost 0)."""
