@@ -35,7 +35,7 @@ from .._validation import check_bool, check_choice, check_int, check_real, check
 from ..errors import InputError
 from ..graph import InteractionGraph
 from .leiden import leiden_labels
-from .null import ZERO_CUT, compare, fixed_by_strengths, null_graph, untestable
+from .null import ZERO_CUT, compare, fixed_by_strengths, null_graph, null_test, untestable
 from .objective import UNASSIGNED, ConnectedGraph, ModuleResult, canonical, check_graph
 from .refine import merge_to, refine_ncut
 from .solvers import from_start, labels_at_k, leiden_fine, refined
@@ -233,12 +233,7 @@ def _bisection(sub: ConnectedGraph, params: dict) -> tuple[np.ndarray, list[dict
             leaves.append(nodes)
             continue
         labels = labels_at_k(part, params["method"], 2, **kwargs)[0]
-        if fixed_by_strengths(part):
-            nulls = []
-        else:
-            nulls = [null_graph(part, rng) for _ in range(params["n_null"])]
-        null_labels = [labels_at_k(g, params["method"], min(2, g.n), **kwargs)[0] for g in nulls]
-        t = compare(part, labels, nulls, null_labels, params)
+        t = null_test(part, labels, params, n_null=params["n_null"], rng=rng)
         split = t.testable and t.p_value <= level and labels.max() == 1
         tree.append({"nodes": int(part.n), "p_value": float(t.p_value), "split": bool(split)})
         if split:
