@@ -112,11 +112,11 @@ def _psi_square_sum(a: Tensor, lam: Tensor, B: Tensor | None) -> Tensor:
     With ``psi = r a_i a_j + g (B^T B)_ij`` (``r = sqrt(lam_j / lam_i)``, ``g = sqrt(lam_i
     lam_j)``; ``B`` None: ``psi = a_i a_j``) the sum is ``r^2 (a^2)^T a^2 + 2 r g P^T P + g^2
     sum_x (B^T B)^2`` with ``P`` the rows ``a_i B_oi`` (``B``: (d, rows, k), its rows ``o``
-    outermost): Gram products, run by the BLAS rather
-    than as (rows, k, k) temporaries (MLP 784-512-512-10, global: 0.35 s against 0.73 s on
-    layer 0). The last term is one too, over the rows ``B_oi B_o'i`` (``o <= o'``, weighted
-    ``sqrt 2`` off the diagonal), while those are at most ``GRAM_PAIR_ROWS`` per sample; with
-    more (the local variant's ``B`` has a row per next-layer direction) it is summed per sample.
+    outermost): Gram products, run by the BLAS rather than as (rows, k, k) temporaries (MLP
+    784-512-512-10, global: 0.35 s against 0.73 s on layer 0). The last term is one too, over
+    the rows ``B_oi B_o'i`` (``o <= o'``, weighted ``sqrt 2`` off the diagonal), while those are
+    at most ``GRAM_PAIR_ROWS`` per sample; with more (the local variant's ``B`` has a row per
+    next-layer direction) it is summed per sample.
     """
     k = a.shape[1]
     total = a.new_zeros(k, k, dtype=torch.float64)

@@ -210,7 +210,7 @@ def _scan(sub: ConnectedGraph, params: dict, ks: np.ndarray, n_null: int, spectr
     return found, tests
 
 
-def _bisection(sub: ConnectedGraph, params: dict) -> tuple[np.ndarray, list[dict]]:
+def _bisection(sub: ConnectedGraph, params: dict, root) -> tuple[np.ndarray, list[dict]]:
     """Modules by recursive bisection, each split tested on its own part (a module tree).
 
     Starting from the whole graph, a part is split in two by the solver and the split is kept
@@ -219,6 +219,7 @@ def _bisection(sub: ConnectedGraph, params: dict) -> tuple[np.ndarray, list[dict
     the part's own degrees and strengths); the halves are then tried in turn, breadth first,
     up to ``AUTO_MAX_MODULES`` modules. Unlike one scan over ``k`` of the whole graph, a module
     much more separate than the others does not hide the others: they are split on their own.
+    ``root``: the whole graph's split and its test, the scan's at ``k = 2`` (not searched again).
     Returns the leaves' labels and one record per split tried.
     """
     level = params["alpha"] / (AUTO_MAX_MODULES - 1)
@@ -232,8 +233,11 @@ def _bisection(sub: ConnectedGraph, params: dict) -> tuple[np.ndarray, list[dict
         if len(leaves) + len(queue) + 1 >= AUTO_MAX_MODULES or part.n < 4:
             leaves.append(nodes)
             continue
-        labels = labels_at_k(part, params["method"], 2, **kwargs)[0]
-        t = null_test(part, labels, params, n_null=params["n_null"], rng=rng)
+        if root is not None:
+            (labels, t), root = root, None
+        else:
+            labels = labels_at_k(part, params["method"], 2, **kwargs)[0]
+            t = null_test(part, labels, params, n_null=params["n_null"], rng=rng)
         split = t.testable and t.p_value <= level and labels.max() == 1
         tree.append({"nodes": int(part.n), "p_value": float(t.p_value), "split": bool(split)})
         if split:
@@ -281,7 +285,7 @@ def _automatic(sub: ConnectedGraph, params: dict) -> ModuleResult:
         best = max(free) if free else min(significant, key=lambda i: (tests[i].z, ks[i]))
         labels = found[best]
         # how many: the significant recursive bisection, where its first split is significant
-        tree_labels, info["tree"] = _bisection(sub, params)
+        tree_labels, info["tree"] = _bisection(sub, params, (found[0], tests[0]))
         if tree_labels.max() > 0:
             labels = refine_ncut(sub, tree_labels)[0] if params["refine"] else tree_labels
             info["modules_from"] = "bisection"

@@ -313,11 +313,14 @@ def module_cuts(strength, src, dst, degree, labels) -> tuple[np.ndarray, np.ndar
     return cut, vol
 
 
+def ncut_terms(cut: np.ndarray, vol: np.ndarray) -> np.ndarray:
+    """Each module's ``cut / volume``; a module of volume 0 has no edges and so no cut: 0."""
+    return np.divide(cut, vol, out=np.zeros_like(cut), where=vol > 0)
+
+
 def ncut_value(strength, src, dst, degree, labels) -> float:
     """``sum over modules of cut / volume`` for labels ``0 .. k - 1`` of every node."""
-    cut, vol = module_cuts(strength, src, dst, degree, labels)
-    # A module of volume 0 has no edges and so no cut: it adds nothing.
-    return float(np.sum(np.divide(cut, vol, out=np.zeros_like(cut), where=vol > 0)))
+    return float(np.sum(ncut_terms(*module_cuts(strength, src, dst, degree, labels))))
 
 
 def normalized_cut(graph: InteractionGraph, membership) -> float:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from .objective import ConnectedGraph, canonical, module_cuts
+from .objective import ConnectedGraph, canonical, module_cuts, ncut_terms
 
 __all__ = ["refine_ncut", "merge_to"]
 
@@ -38,8 +38,9 @@ class _State:
         self.size = np.bincount(labels, minlength=k)
 
     def value(self, cut=None, vol=None) -> float:
+        """The normalized cut, or that of the modules' ``cut`` and ``vol`` after a move."""
         cut, vol = (self.cut, self.vol) if cut is None else (cut, vol)
-        return float(np.sum(np.divide(cut, vol, out=np.zeros_like(cut), where=vol > 0)))
+        return float(np.sum(ncut_terms(cut, vol)))
 
     def gains(self) -> tuple[np.ndarray, np.ndarray]:
         """Exact change of the normalized cut when one node moves, for every node and module.
@@ -52,7 +53,7 @@ class _State:
         d, S, labels, cut, vol = self.sub.degree, self.S, self.labels, self.cut, self.vol
         rows = np.arange(len(labels))
         own = S[rows, labels]
-        term = np.divide(cut, vol, out=np.zeros_like(cut), where=vol > 0)
+        term = ncut_terms(cut, vol)
         vol_a = vol[labels] - d
         left = np.divide(cut[labels] - d + 2 * own, vol_a, out=np.zeros(len(d)), where=vol_a > 0)
         delta = (left - term[labels])[:, None]
