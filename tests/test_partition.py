@@ -25,9 +25,10 @@ from modgraph.partition import (
     normalized_cut,
     shuffled_graph,
 )
-from modgraph.partition.null import null_graph
+from modgraph.partition.null import null_graph, null_test
 from modgraph.partition.objective import ConnectedGraph
 from modgraph.partition.refine import _State, merge_to, move_gains, refine_ncut
+from modgraph.partition.solvers import labels_at_k
 from modgraph.partition.spectral import kmeans
 
 EPS = 0.01  # sqrt(EPS) = 0.1
@@ -352,9 +353,10 @@ def test_a_module_far_apart_does_not_hide_the_others(method):
         assert 2 in r.info["significant_ks"]
         assert r.n_modules == 3 and r.info["modules_from"] == "bisection"
         assert adjusted_rand_index(r.membership_array[kept], truth[kept]) == 1.0
-        tree = r.info["tree"]
+        tree, g_n = r.info["tree"], int(np.sum(g.connected_nodes))
         assert [t["split"] for t in tree[:2]] == [True, True]
-        assert all(t["p_value"] <= 0.05 / 9 for t in tree if t["split"])
+        assert all(t["p_value"] <= t["level"] for t in tree if t["split"])
+        assert tree[0]["level"] == 0.05 / 9 and tree[1]["level"] == 0.05 * tree[1]["nodes"] / g_n
         assert "2 significant bisections" in r.verdict
 
 
@@ -368,6 +370,67 @@ def test_bisection_does_not_split_planted_modules_further():
             kept = truth >= 0
             assert r.n_modules == 3, (method, seed, r.info["tree"])
             assert adjusted_rand_index(r.membership_array[kept], truth[kept]) == 1.0
+
+
+def two_sparse_blocks(seed, p_in=0.4, p_out=0.06, sizes=(10, 10, 10, 10)):
+    """Two planted blocks of random sparse edges (within with probability ``p_in``, across with
+    ``p_out``), strengths alike: weak structure, whose null graphs sometimes cut as little."""
+    rng = np.random.default_rng(seed)
+    blocks = [rng.permutation(np.arange(k) % 2) for k in sizes]
+    w = []
+    for l in range(len(sizes) - 1):
+        same = blocks[l + 1][:, None] == blocks[l][None, :]
+        kept = rng.random(same.shape) < np.where(same, p_in, p_out)
+        w.append(np.where(kept, THR * np.exp(rng.uniform(0.5, 2.0, same.shape)), 0.0))
+    return InteractionGraph(("a", "b", "c", "d"), [np.ones(k) for k in sizes], w, eps=EPS)
+
+
+@pytest.mark.parametrize("method", ["leiden", "spectral"])
+def test_a_sequential_test_is_the_whole_test_on_the_null_graphs_it_needs(method):
+    # null_test(level, n_max) stops once p <= level is out of reach even with n_max null graphs,
+    # and draws more than n_null where the model's p passes but a null graph cut as little
+    level, params = 0.05, {"method": method, "seed": 0, "n_iterations": 2, "refine": True}
+    graphs = [(planted(noise=0.3, seed=s)[0], s) for s in range(3)]
+    graphs += [(random_graph(s), s) for s in range(3)]
+    graphs += [(two_sparse_blocks(4), 4), (two_sparse_blocks(6, p_in=0.3), 6)]
+    seen = set()
+    for g, seed in graphs:
+        sub = ConnectedGraph(g)
+        labels = labels_at_k(sub, method, 2, seed=0)[0]
+
+        def test(n, sub=sub, labels=labels, seed=seed, **kw):
+            return null_test(sub, labels, params, n_null=n, rng=np.random.default_rng(seed), **kw)
+
+        seq, whole = test(10, level=level, n_max=30), test(30)
+        np.testing.assert_array_equal(seq.null_ncut, whole.null_ncut[: seq.n_null])
+        if not seq.note:  # the whole test on the first seq.n_null null graphs
+            seen.add("extended" if seq.n_null > 10 else "whole")
+            same = whole if seq.n_null == 30 else test(seq.n_null)
+            assert (seq.p_value, seq.z) == (same.p_value, same.z)
+        else:  # stopped: the whole test on 30 cannot pass either
+            seen.add("stopped")
+            assert "stopped after" in seq.note and level < seq.p_value <= whole.p_value
+    assert seen >= ({"stopped", "whole", "extended"} if method == "spectral" else set()), seen
+    assert seen >= {"stopped", "whole"}, seen
+
+
+def test_the_bisection_stopping_early_changes_no_module(monkeypatch):
+    import modgraph.partition.find as find
+
+    def full_test(*args, level=None, **kwargs):
+        return null_test(*args, **kwargs)
+
+    for seed in range(3):
+        g, _ = one_module_apart(seed)
+        early = find_modules(g, method="spectral", seed=seed)
+        with monkeypatch.context() as m:
+            m.setattr(find, "null_test", full_test)
+            full = find_modules(g, method="spectral", seed=seed)
+        # no test needed more than its 20 null graphs here, so only the stopping differs
+        assert max(t["null_graphs"] for t in early.info["tree"]) == 20
+        assert early.membership == full.membership
+        assert [t["split"] for t in early.info["tree"]] == [t["split"] for t in full.info["tree"]]
+        assert any(t["null_graphs"] < 20 for t in early.info["tree"])
 
 
 @pytest.mark.parametrize("method", ["leiden", "spectral"])

@@ -18,9 +18,10 @@ significant against null graphs of that part alone. A single scan of the whole g
 when one module is much more separate than the others (its own split then has the largest gap,
 and the other splits look small next to it); the bisection tests the rest on its own. Where
 even the first split is not significant on its own, the scan's choice stands. Multiple testing:
-the verdict's p-value is the scan's (Bonferroni over ``k``); each split of the bisection is
-tested at ``alpha / 9``, and a split is only tried inside a part that an earlier significant
-split made.
+the verdict's p-value is the scan's (Bonferroni over ``k``); the bisection's first split is the
+scan's at ``k = 2``, at the scan's level, and each later split of a part of ``m`` of the ``n``
+nodes is tested at ``alpha m / n`` (hierarchical testing), only inside a part that an earlier
+significant split made.
 """
 
 from __future__ import annotations
@@ -52,6 +53,9 @@ _PARAMS = (
 )  # fmt: skip
 #: Largest number of modules the automatic choice considers.
 AUTO_MAX_MODULES = 10
+#: A split of the bisection whose model p passes but that a null graph cuts as little is tested
+#: again on up to this many times ``n_null`` null graphs (see :func:`~.null.null_test`).
+BISECTION_NULL_FACTOR = 10
 #: Largest number of modules a cost curve scans by default.
 CURVE_MAX_MODULES = 10
 
@@ -214,12 +218,21 @@ def _bisection(sub: ConnectedGraph, params: dict, root) -> tuple[np.ndarray, lis
     """Modules by recursive bisection, each split tested on its own part (a module tree).
 
     Starting from the whole graph, a part is split in two by the solver and the split is kept
-    if it is significant at ``alpha / (AUTO_MAX_MODULES - 1)`` against ``n_null`` null graphs
-    of that part alone (:func:`~.null.null_graph` of the induced subgraph, so the null keeps
-    the part's own degrees and strengths); the halves are then tried in turn, breadth first,
-    up to ``AUTO_MAX_MODULES`` modules. Unlike one scan over ``k`` of the whole graph, a module
-    much more separate than the others does not hide the others: they are split on their own.
-    ``root``: the whole graph's split and its test, the scan's at ``k = 2`` (not searched again).
+    if it is significant against null graphs of that part alone (:func:`~.null.null_graph` of
+    the induced subgraph, so the null keeps the part's own degrees and strengths); the halves
+    are then tried in turn, breadth first, up to ``AUTO_MAX_MODULES`` modules. Unlike one scan
+    over ``k`` of the whole graph, a module much more separate than the others does not hide
+    the others: they are split on their own. ``root``: the whole graph's split and its test, the
+    scan's at ``k = 2`` (not searched again), kept at the scan's level ``alpha / (AUTO_MAX_MODULES
+    - 1)``.
+
+    Multiple testing: a part of ``m`` of the graph's ``n`` nodes is tested at ``alpha m / n``
+    (Meinshausen 2008, hierarchical testing), and only once the split that made it was kept. A
+    wrong split needs a first wrong one, on a part without structure whose parent split was
+    right; such parts are disjoint, so their levels sum to at most ``alpha``. A test is
+    sequential (:func:`~.null.null_test`): it stops once ``p <= level`` is out of reach, and
+    draws up to ``BISECTION_NULL_FACTOR`` times ``n_null`` null graphs where ``n_null`` cannot
+    show a ``p`` that small (``p`` is never below the share of null graphs that cut as little).
     Returns the leaves' labels and one record per split tried.
     """
     level = params["alpha"] / (AUTO_MAX_MODULES - 1)
@@ -236,10 +249,13 @@ def _bisection(sub: ConnectedGraph, params: dict, root) -> tuple[np.ndarray, lis
         if root is not None:
             (labels, t), root = root, None
         else:
+            level = params["alpha"] * part.n / sub.n
             labels = labels_at_k(part, params["method"], 2, **kwargs)[0]
-            t = null_test(part, labels, params, n_null=params["n_null"], rng=rng)
+            t = null_test(part, labels, params, n_null=params["n_null"], rng=rng, level=level,
+                          n_max=BISECTION_NULL_FACTOR * params["n_null"])  # fmt: skip
         split = t.testable and t.p_value <= level and labels.max() == 1
-        tree.append({"nodes": int(part.n), "p_value": float(t.p_value), "split": bool(split)})
+        tree.append({"nodes": int(part.n), "p_value": float(t.p_value), "level": level,
+                     "split": bool(split), "null_graphs": int(t.n_null)})  # fmt: skip
         if split:
             queue += [nodes[labels == 0], nodes[labels == 1]]
         else:
@@ -356,10 +372,12 @@ def find_modules(  # noqa: PLR0913 (keyword-only options of one entry point)
         is chosen from the null model among 1 .. 10 (see :mod:`modgraph.partition.find`):
         ``result.significance`` is the scan's test (Bonferroni-adjusted p),
         ``result.info["scan"]`` the test at every ``k`` and ``result.info["tree"]`` each split
-        of the bisection that gives the modules (``info["modules_from"]``: ``"bisection"``, or
-        ``"scan"`` where its first split is not significant). A graph without significant structure
-        comes back as one module (``result.verdict`` says so). A graph of 10 or more connected
-        components gets one module per component (cost 0), untested.
+        of the bisection that gives the modules (its part's ``nodes``, ``p_value``, ``level``,
+        ``split`` and the ``null_graphs`` its sequential test used; ``info["modules_from"]``:
+        ``"bisection"``, or ``"scan"`` where its first split is not significant). A graph
+        without significant structure comes back as one module (``result.verdict`` says so). A
+        graph of 10 or more connected components gets one module per component (cost 0),
+        untested.
     resolution : float, optional
         Leiden only, instead of ``n_modules``: one plain Leiden run at this resolution (CPM's
         ``gamma`` with ``quality="cpm"``, else modularity's resolution), then refined. No test.

@@ -23,6 +23,7 @@ the normalized cuts the same solver finds, at the same number of modules, on nul
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -291,16 +292,63 @@ def compare(sub: ConnectedGraph, labels, nulls, null_labels, params: dict) -> Si
 
 def null_test(
     sub: ConnectedGraph, labels: np.ndarray, params: dict, *, n_null: int,
-    rng: np.random.Generator,
+    rng: np.random.Generator, level: float | None = None, n_max: int | None = None,
 ) -> Significance:  # fmt: skip
     """Test ``labels`` (a partition of ``sub``) against ``n_null`` null graphs partitioned at
-    the same k with ``params`` (``method``, ``seed``, ``n_iterations``, ``refine``)."""
+    the same k with ``params`` (``method``, ``seed``, ``n_iterations``, ``refine``).
+
+    With ``level``, a sequential test of ``p <= level`` (the bisection's, whose level is far
+    below ``1 / (1 + n_null)``). ``p`` is never below the share ``n_le / (1 + n)`` of ``n`` null
+    graphs that tie or beat the partition, so:
+
+    * where the model's ``p`` is at most ``level`` but that share is above it (with 20 null
+      graphs and the bisection's level, one of them cut as little), more null graphs are drawn,
+      up to ``n_max`` (default ``n_null``: none), and the test is made on all of them;
+    * null graphs are partitioned one at a time, and the test stops as soon as ``p <= level``
+      is out of reach even with ``n_max`` of them. ``p_value`` is then that bound and ``note``
+      says so.
+
+    A stopped test takes the decision the whole test would; the first ``n_null`` null graphs
+    are always drawn, so the tests after one draw the same ones whether it stopped or not (not
+    after one that drew more). The
+    rejections are those of the test on ``n_null`` null graphs where none cut as little, and
+    otherwise those of the test on more of them: at most the sum of two tests' error rates.
+    """
     k = int(labels.max()) + 1
-    nulls = [] if fixed_by_strengths(sub) else [null_graph(sub, rng) for _ in range(n_null)]
+    if fixed_by_strengths(sub):
+        return compare(sub, labels, [], [], params)
+    n_max = n_null if n_max is None or level is None else max(n_max, n_null)
+    nulls = [null_graph(sub, rng) for _ in range(n_null)]
     kwargs = {"seed": params["seed"], "n_iterations": params.get("n_iterations", 2),
               "refine": params.get("refine", True)}  # fmt: skip
-    null_labels = [labels_at_k(g, params["method"], min(k, g.n), **kwargs)[0] for g in nulls]
-    return compare(sub, labels, nulls, null_labels, params)
+    value, smallest = sub.ncut(labels), int(np.bincount(labels).min())
+    null_labels, n_le = [], 0
+    while len(null_labels) < len(nulls):
+        g = nulls[len(null_labels)]
+        z = labels_at_k(g, params["method"], min(k, g.n), **kwargs)[0]
+        null_labels.append(z)
+        n_le += int(_ties_or_beats(value, smallest, g.ncut(z), np.bincount(z).min()))
+        if level is None:
+            continue
+        if n_le / (1 + n_max) > level:
+            break
+        n = len(null_labels)
+        if n == len(nulls) < n_max and n_le / (1 + n) > level:
+            null = [h.ncut(y) for h, y in zip(nulls, null_labels, strict=True)]
+            p_model = _p_value(value, smallest, null, [np.bincount(y).min() for y in null_labels],
+                               floor=False)[1]  # fmt: skip
+            if p_model <= level:
+                more = min(n_max, math.ceil(n_le / level)) - n
+                nulls += [null_graph(sub, rng) for _ in range(more)]
+    t = compare(sub, labels, nulls[: len(null_labels)], null_labels, params)
+    if len(null_labels) == len(nulls):
+        return t
+    bound = n_le / (1 + n_max)
+    return dataclasses.replace(
+        t, p_value=bound, p_empirical=(1 + n_le) / (1 + n_max),
+        note=f"stopped after {len(null_labels)} null graphs: {n_le} cut as little, so p >= "
+        f"{bound:.3g} > {level:.3g} even with {n_max}",
+    )  # fmt: skip
 
 
 def fixed_by_strengths(sub: ConnectedGraph) -> bool:
@@ -313,18 +361,25 @@ def fixed_by_strengths(sub: ConnectedGraph) -> bool:
     return True
 
 
-def _p_value(value: float, smallest: int, null, null_smallest) -> tuple[float, float, int]:
-    """(z, p, number of null graphs that tie or beat the partition); see :class:`Significance`."""
-    null, null_smallest = np.asarray(null, dtype=np.float64), np.asarray(null_smallest)
-    n = len(null)
-    zero = null <= ZERO_CUT
+def _ties_or_beats(value: float, smallest: int, null, null_smallest):
+    """Whether each null graph's partition cuts as little as the one tested (bool array)."""
     if value <= ZERO_CUT:
         # A cut of 0 splits along connected components. Null graphs of sparse graphs have
         # components too, mostly a few stray nodes: one ties only if its smallest module is at
         # least as large.
-        n_le = int(np.sum(zero & (null_smallest >= smallest)))
-    else:
-        n_le = int(np.sum(null <= value * (1 + 1e-12)))
+        return (np.asarray(null) <= ZERO_CUT) & (np.asarray(null_smallest) >= smallest)
+    return np.asarray(null) <= value * (1 + 1e-12)
+
+
+def _p_value(
+    value: float, smallest: int, null, null_smallest, *, floor: bool = True
+) -> tuple[float, float, int]:
+    """(z, p, number of null graphs that tie or beat the partition); see :class:`Significance`.
+    ``floor=False``: the model's p alone, not raised to the share of null graphs that tie."""
+    null, null_smallest = np.asarray(null, dtype=np.float64), np.asarray(null_smallest)
+    n = len(null)
+    zero = null <= ZERO_CUT
+    n_le = int(np.sum(_ties_or_beats(value, smallest, null, null_smallest)))
     pos = null[~zero]
     if len(pos) < 2:
         z, p = (-math.inf, 0.0) if value <= ZERO_CUT or len(pos) == 0 else (math.nan, math.nan)
@@ -342,7 +397,9 @@ def _p_value(value: float, smallest: int, null, null_smallest) -> tuple[float, f
         # null graphs with a cut of 0 beat any positive cut
         p = (len(pos) * p + (n - len(pos)) * (value > ZERO_CUT)) / n
     # Null graphs that tie or beat the partition are evidence a model cannot outweigh.
-    return float(z), float(max(p, n_le / (1 + n))) if not math.isnan(p) else p, n_le
+    if floor and not math.isnan(p):
+        p = max(p, n_le / (1 + n))
+    return float(z), float(p), n_le
 
 
 def module_significance(
