@@ -109,6 +109,22 @@ def test_non_finite_activations_name_layer_and_batch():
         mg.analyze(mlp(3, 4, 2), x, batch_size=10, progress=False)
 
 
+def test_finite_values_whose_sum_overflows_are_finite():
+    from modgraph.statistics import check_finite
+
+    big = torch.full((3, 4), 3e38, dtype=torch.float32)  # the sum overflows to inf
+    check_finite(big, "activations", "input", 0)
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        x = big.clone()
+        x[1, 2] = bad
+        with pytest.raises(mg.NonFiniteError, match="non-finite activations at layer 'input'"):
+            check_finite(x, "activations", "input", 0)
+    x = torch.ones(3, 4)
+    x[0, 0], x[0, 1] = float("inf"), -float("inf")  # sum nan
+    with pytest.raises(mg.NonFiniteError):
+        check_finite(x, "activations", "input", 0)
+
+
 def test_non_finite_jacobian_names_layer():
     class Sqrt(nn.Module):  # d sqrt|x|/dx is not finite at 0 while the activation is
         def forward(self, x):
