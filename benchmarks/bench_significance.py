@@ -166,7 +166,8 @@ def power(args) -> None:
             f"{np.mean(p_auto <= 0.05):5.1%}; automatic k == K in {np.mean(k == K):5.1%}, "
             f"with ARI >= 0.95 in {np.mean((k == K) & (ari >= 0.95)):5.1%}; "
             f"ARI >= 0.95 at K in {np.mean(ari_k >= 0.95):5.1%} (the graph's ceiling); "
-            f"median ARI automatic {np.median(ari):.3f}"
+            f"median ARI automatic {np.median(ari):.3f}; automatic k below K in "
+            f"{np.mean(k < K):5.1%}, above in {np.mean(k > K):5.1%}"
         )
 
 

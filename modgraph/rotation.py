@@ -537,9 +537,13 @@ def _moments(data: _Samples, trans, levels: list[_Level], sl: slice, L: int):
         y = _directions(data, m, "prev", idx.reshape(-1), "y")
         y0, y1 = y[0::2], y[1::2]  # (U, rows, P, k_next)
         YY = data.buffer("yy", (*y0.shape[:2], y0.shape[3], 3), y0)  # (U, rows, k_next, 3)
-        t = data.buffer("t", y0.shape, y0)
-        for i, (u, v) in enumerate(_products(y0, y1)):
-            torch.sum(torch.mul(u, v, out=t), 2, out=YY[..., i])
+        if y0.shape[2] == 1:  # one output position: the products are the sums, written in place
+            for i, (u, v) in enumerate(_products(y0[:, :, 0], y1[:, :, 0])):
+                torch.mul(u, v, out=YY[..., i])
+        else:
+            t = data.buffer("t", y0.shape, y0)
+            for i, (u, v) in enumerate(_products(y0, y1)):
+                torch.sum(torch.mul(u, v, out=t), 2, out=YY[..., i])
         YY = YY.flatten(2)  # (U, rows, k_next * 3)
         uu = torch.stack([u0 * u0, u0 * u1, u1 * u1], -1).permute(1, 2, 0)  # (U, 3, rows)
         E = (uu @ YY).double().unflatten(2, (-1, 3)).transpose(2, 3)  # (U, 3, 3, k_next)
