@@ -5,7 +5,7 @@ trained, 5 seeds each: 20 networks without modules) are analysed with the defaul
 edges per connected node), then eps is raised until only ``L x n_nodes`` of their strongest edges
 are left, for each level ``L``; each sparse graph gets the automatic number of modules (spectral,
 20 null graphs). Prints the share called modular (p <= 0.05) per level: a calibrated test stays
-at or below about 5%. Measured: 35% at 2 edges per node, 0% at 3 (``bench_significance.py``: 70%
+at or below about 5%. Measured: 35% at 2 edges per node, 0% at 3 (``bench_significance.py``: 70-72%
 at 1.3); ``modgraph.partition.objective.CALIBRATED_EDGES_PER_NODE`` is set from it.
 
 Run: ``python benchmarks/bench_sparse_null.py [--levels 2,3]`` (about 5 minutes on 2 cores).
