@@ -54,7 +54,7 @@ _PARAMS = (
 #: Largest number of modules the automatic choice considers.
 AUTO_MAX_MODULES = 10
 #: A split of the bisection whose model p passes but that a null graph cuts as little is tested
-#: again on up to this many times ``n_null`` null graphs (see :func:`~.null.null_test`).
+#: again on this many times ``n_null`` null graphs (see :func:`~.null.null_test`).
 BISECTION_NULL_FACTOR = 10
 #: Largest number of modules a cost curve scans by default.
 CURVE_MAX_MODULES = 10
@@ -231,9 +231,11 @@ def _bisection(sub: ConnectedGraph, params: dict, root) -> tuple[np.ndarray, lis
     wrong split needs a first wrong one, on a part without structure whose parent split was
     right; such parts are disjoint, so their levels sum to at most ``alpha``. A test is
     sequential (:func:`~.null.null_test`): it stops once ``p <= level`` is out of reach, and
-    draws up to ``BISECTION_NULL_FACTOR`` times ``n_null`` null graphs where ``n_null`` cannot
-    show a ``p`` that small (``p`` is never below the share of null graphs that cut as little).
-    Returns the leaves' labels and one record per split tried.
+    draws ``BISECTION_NULL_FACTOR`` times ``n_null`` null graphs where ``n_null`` cannot show a
+    ``p`` that small (``p`` is never below the share of null graphs that cut as little); that
+    one look can at most double a split's error rate (two tests, each at ``level``), so the
+    bound on a wrong split is ``2 alpha`` at worst. Returns the leaves' labels and one record
+    per split tried.
     """
     level = params["alpha"] / (AUTO_MAX_MODULES - 1)
     rng = np.random.default_rng(params["seed"])

@@ -301,18 +301,19 @@ def null_test(
     below ``1 / (1 + n_null)``). ``p`` is never below the share ``n_le / (1 + n)`` of ``n`` null
     graphs that tie or beat the partition, so:
 
-    * where the model's ``p`` is at most ``level`` but that share is above it (with 20 null
-      graphs and the bisection's level, one of them cut as little), more null graphs are drawn,
-      up to ``n_max`` (default ``n_null``: none), and the test is made on all of them;
+    * where, after ``n_null`` null graphs, the model's ``p`` is at most ``level`` but that share
+      is above it (with 20 null graphs and the bisection's levels, one of them cut as little),
+      ``n_max - n_null`` more are drawn (default ``n_max = n_null``: none) and the test is made
+      on all ``n_max``;
     * null graphs are partitioned one at a time, and the test stops as soon as ``p <= level``
       is out of reach even with ``n_max`` of them. ``p_value`` is then that bound and ``note``
       says so.
 
     A stopped test takes the decision the whole test would; the first ``n_null`` null graphs
     are always drawn, so the tests after one draw the same ones whether it stopped or not (not
-    after one that drew more). The
-    rejections are those of the test on ``n_null`` null graphs where none cut as little, and
-    otherwise those of the test on more of them: at most the sum of two tests' error rates.
+    after one that drew more). There is one look, after ``n_null``: a rejection is one of the
+    test on ``n_null`` null graphs or one of the test on ``n_max``, so the error rate is at most
+    the sum of those two tests' rates.
     """
     k = int(labels.max()) + 1
     if fixed_by_strengths(sub):
@@ -332,14 +333,12 @@ def null_test(
             continue
         if n_le / (1 + n_max) > level:
             break
-        n = len(null_labels)
-        if n == len(nulls) < n_max and n_le / (1 + n) > level:
+        if len(null_labels) == n_null < n_max and n_le / (1 + n_null) > level:  # the one look
             null = [h.ncut(y) for h, y in zip(nulls, null_labels, strict=True)]
             p_model = _p_value(value, smallest, null, [np.bincount(y).min() for y in null_labels],
                                floor=False)[1]  # fmt: skip
             if p_model <= level:
-                more = min(n_max, math.ceil(n_le / level)) - n
-                nulls += [null_graph(sub, rng) for _ in range(more)]
+                nulls += [null_graph(sub, rng) for _ in range(n_max - n_null)]
     t = compare(sub, labels, nulls[: len(null_labels)], null_labels, params)
     if len(null_labels) == len(nulls):
         return t
