@@ -237,7 +237,6 @@ def _bisection(sub: ConnectedGraph, params: dict, root) -> tuple[np.ndarray, lis
     bound on a wrong split is ``2 alpha`` at worst. Returns the leaves' labels and one record
     per split tried.
     """
-    level = params["alpha"] / (AUTO_MAX_MODULES - 1)
     rng = np.random.default_rng(params["seed"])
     kwargs = {"seed": params["seed"], "n_iterations": params["n_iterations"],
               "refine": params["refine"]}  # fmt: skip
@@ -248,8 +247,9 @@ def _bisection(sub: ConnectedGraph, params: dict, root) -> tuple[np.ndarray, lis
         if len(leaves) + len(queue) + 1 >= AUTO_MAX_MODULES or part.n < 4:
             leaves.append(nodes)
             continue
-        if root is not None:
+        if root is not None:  # the scan's k = 2 split, at the scan's level
             (labels, t), root = root, None
+            level = params["alpha"] / (AUTO_MAX_MODULES - 1)
         else:
             level = params["alpha"] * part.n / sub.n
             labels = labels_at_k(part, params["method"], 2, **kwargs)[0]

@@ -323,21 +323,20 @@ def null_test(
     kwargs = {"seed": params["seed"], "n_iterations": params.get("n_iterations", 2),
               "refine": params.get("refine", True)}  # fmt: skip
     value, smallest = sub.ncut(labels), int(np.bincount(labels).min())
-    null_labels, n_le = [], 0
+    null_labels, null_cut, null_smallest, n_le = [], [], [], 0
     while len(null_labels) < len(nulls):
         g = nulls[len(null_labels)]
         z = labels_at_k(g, params["method"], min(k, g.n), **kwargs)[0]
         null_labels.append(z)
-        n_le += int(_ties_or_beats(value, smallest, g.ncut(z), np.bincount(z).min()))
+        null_cut.append(g.ncut(z))
+        null_smallest.append(int(np.bincount(z).min()))
+        n_le += int(_ties_or_beats(value, smallest, null_cut[-1], null_smallest[-1]))
         if level is None:
             continue
         if n_le / (1 + n_max) > level:
             break
         if len(null_labels) == n_null < n_max and n_le / (1 + n_null) > level:  # the one look
-            null = [h.ncut(y) for h, y in zip(nulls, null_labels, strict=True)]
-            p_model = _p_value(value, smallest, null, [np.bincount(y).min() for y in null_labels],
-                               floor=False)[1]  # fmt: skip
-            if p_model <= level:
+            if _p_value(value, smallest, null_cut, null_smallest, floor=False)[1] <= level:
                 nulls += [null_graph(sub, rng) for _ in range(n_max - n_null)]
     t = compare(sub, labels, nulls[: len(null_labels)], null_labels, params)
     if len(null_labels) == len(nulls):
