@@ -131,7 +131,7 @@ def power(args) -> None:
     cases = [
         dataclasses.replace(c, seed=c.seed + 100 * s)
         for c in (*CASES, *EXTRA_CASES)
-        for s in range(args.seeds)
+        for s in range(args.first_seed, args.first_seed + args.seeds)
     ]
     rows = {m: [] for m in METHODS}
     for c in cases:
@@ -175,6 +175,10 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--nets", type=int, default=10, help="networks per architecture and training")
     p.add_argument("--seeds", type=int, default=3, help="seeds per planted case")
+    p.add_argument(
+        "--first-seed", type=int, default=0,
+        help="first seed per planted case (3: the next 3 seeds, held out from the defaults)",
+    )  # fmt: skip
     p.add_argument("--n-null", type=int, default=20, help="null graphs per test")
     p.add_argument("--verbose", action="store_true", help="one line per planted network")
     args = p.parse_args(argv)
