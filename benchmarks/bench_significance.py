@@ -185,7 +185,8 @@ def main(argv=None) -> None:
     torch.set_num_threads(min(2, torch.get_num_threads()))
     warnings.simplefilter("ignore")  # the rotation's too-few-samples warnings on small data
     t0 = time.perf_counter()
-    calibration(args)
+    if args.nets > 0:
+        calibration(args)
     power(args)
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")
 

@@ -45,9 +45,9 @@ def test_table_scores_a_case():
 
 
 def test_default_recovers_the_modules_the_plain_basis_mixes():
-    # the goal on two of the hardest cases: trained modules, with and without leaks;
-    # the plain basis mixes them, the default (rotation="sparse") does not
-    cases = [c for c in CASES if c.name in ("trained", "trained-leak")]
+    # the goal on two of the hardest cases: five mixed modules, and trained modules
+    # with leaks; the plain basis mixes them, the default (rotation="sparse") does not
+    cases = [c for c in CASES if c.name in ("mix-rot-K5", "trained-leak")]
     rows = run_benchmark(cases, (("plain", dict(rotation="none")), ("default", dict())))
     for row in rows:
         assert row["plain"] < 0.5

@@ -39,7 +39,7 @@ from .leiden import leiden_labels
 from .null import ZERO_CUT, compare, fixed_by_strengths, null_graph, null_test, untestable
 from .objective import UNASSIGNED, ConnectedGraph, ModuleResult, canonical, check_graph
 from .refine import merge_to, refine_ncut
-from .solvers import from_start, labels_at_k, leiden_fine, refined
+from .solvers import FINER_KS, best_split, from_start, labels_at_k, leiden_fine, refined
 from .spectral import component_spectra
 
 __all__ = ["METHODS", "QUALITIES", "CostCurve", "find_modules", "cost_curve", "solve"]
@@ -189,28 +189,24 @@ def _scan(sub: ConnectedGraph, params: dict, ks: np.ndarray, n_null: int, spectr
     kmax = int(ks.max())
     if method == "spectral":
         spectra = [spectra, *(component_spectra(g, kmax + 1, seed) for g in nulls)]
-
-        def at_k(i, g, k):
-            return labels_at_k(g, method, min(k, g.n), spectra=spectra[i], **kwargs)[0]
-    else:
-        # One Leiden run per graph, merged down one k at a time (see leiden_fine)
-        by_k = []
-        for g in [sub, *nulls]:
+    by_k = []  # each graph's partition at every k, the finest first
+    for i, g in enumerate([sub, *nulls]):
+        if method == "spectral":
+            merged = {
+                k: labels_at_k(g, method, min(k, g.n), spectra=spectra[i], finer=(), **kwargs)[0]
+                for k in ks.tolist()
+            }
+        else:  # one Leiden run per graph, merged down one k at a time (see leiden_fine)
             merged, cur = {}, leiden_fine(g, kmax, seed, params["n_iterations"])
             for k in sorted(ks.tolist(), reverse=True):
                 cur = merge_to(g, cur, min(k, g.n))
                 merged[k] = from_start(g, cur, min(k, g.n), params["refine"])
-            by_k.append(merged)
-
-        def at_k(i, g, k):
-            return by_k[i][k]
-
-    found, tests = [], []
-    for k in ks.tolist():
-        labels = at_k(0, sub, k)
-        found.append(labels)
-        null_labels = [at_k(i + 1, g, k) for i, g in enumerate(nulls)]
-        tests.append(compare(sub, labels, nulls, null_labels, params))
+        if 2 in merged:  # two modules as labels_at_k finds them
+            finer = [merged[j] for j in FINER_KS if j in merged]
+            merged[2] = best_split(g, merged[2], finer, params["refine"])[0]
+        by_k.append(merged)
+    found = [by_k[0][k] for k in ks.tolist()]
+    tests = [compare(sub, by_k[0][k], nulls, [m[k] for m in by_k[1:]], params) for k in ks.tolist()]
     return found, tests
 
 

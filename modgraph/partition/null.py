@@ -226,8 +226,8 @@ def null_graph(sub: ConnectedGraph, rng: np.random.Generator) -> ConnectedGraph:
         r_i, c_i = pos[sub.src[sel]], pos[sub.dst[sel]]
         shape = (len(rows_n), len(cols_n))
         block = np.zeros(shape)
-        block[r_i, c_i] = sub.cost_strength[sel]
-        shuffled = _null_block(block, r_i, c_i, sub.cost_strength[sel], rng)
+        block[r_i, c_i] = sub.strength[sel]
+        shuffled = _null_block(block, r_i, c_i, sub.strength[sel], rng)
         i, j = np.nonzero(shuffled)
         src.append(rows_n[i])
         dst.append(cols_n[j])
@@ -253,7 +253,7 @@ def shuffled_graph(graph: InteractionGraph, rng: np.random.Generator) -> Interac
     swap = graph.node_layer[s] > graph.node_layer[d]
     s, d = np.where(swap, d, s), np.where(swap, s, d)
     layer = graph.node_layer[s]
-    w_val = graph.threshold * np.exp(null.cost_strength)
+    w_val = graph.threshold * np.exp(null.strength)
     for l in range(len(w)):
         sel = layer == l
         w[l][d[sel] - offsets[l + 1], s[sel] - offsets[l]] = w_val[sel]

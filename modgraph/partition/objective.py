@@ -3,8 +3,7 @@
 The paper's cross-module cost (Bushnaq et al. 2024, sec. 5; see :mod:`modgraph.partition`): the
 summed strength ``ln(w / eps^1/2)`` of the edges between modules. Nodes without any edge get the
 label ``-1`` (unassigned). :class:`ConnectedGraph` is the part of the graph that partitioning
-sees; :func:`cut_strength` is the one place the cost is computed, and
-:func:`transition_weights` the one place the objective's edge weights are.
+sees; :func:`cut_strength` is the one place the cost is computed.
 """
 
 from __future__ import annotations
@@ -105,7 +104,8 @@ class ModuleResult:
         others = [k for k in self.info.get("significant_ks", []) if k != self.n_modules]
         also = f"; also significant: k = {', '.join(map(str, others))}" if others else ""
         if self.info.get("modules_from") == "bisection":
-            also += f"; the modules from {self.n_modules - 1} significant bisections"
+            n = self.n_modules - 1
+            also += f"; the modules from {n} significant bisection{'s' if n > 1 else ''}"
         verdict = f"{self.n_modules} modules, significant: p = {sig.p_value:.2g} ({how}{also})"
         per_node = self.info.get("edges_per_node", math.inf)
         if per_node < CALIBRATED_EDGES_PER_NODE:
@@ -202,18 +202,13 @@ class ConnectedGraph:
 
     def _setup(self, src, dst, strength, layer):
         self.src, self.dst = np.asarray(src, np.int64), np.asarray(dst, np.int64)
-        #: The paper's cost of each edge, ``ln(w / eps^1/2)``: what :meth:`cost` sums.
-        self.cost_strength = np.asarray(strength, np.float64)
+        self.strength = np.asarray(strength, np.float64)
         self.layer = layer
         self.n = len(layer)
         # Strengths are >= 0 by construction; checked anyway because leidenalg aborts with a
         # BaseException (not an Exception) on a negative weight.
-        if not np.all(np.isfinite(self.cost_strength) & (self.cost_strength >= 0)):
+        if not np.all(np.isfinite(self.strength) & (self.strength >= 0)):
             raise InputError("graph edge strengths must be finite and non-negative")
-        #: The objective's weight of each edge: its cost, every layer transition scaled to the
-        #: same total (:func:`transition_weights`). The solvers, the normalized cut and the null
-        #: model's tests all see these.
-        self.strength = transition_weights(self.src, self.dst, self.cost_strength, layer)
         rows = np.concatenate([self.src, self.dst])
         cols = np.concatenate([self.dst, self.src])
         vals = np.concatenate([self.strength, self.strength])
@@ -244,7 +239,7 @@ class ConnectedGraph:
 
     def cost(self, labels: np.ndarray) -> float:
         """The cross-module cost of labels of the connected nodes."""
-        return cut_strength(self.cost_strength, self.src, self.dst, labels)
+        return cut_strength(self.strength, self.src, self.dst, labels)
 
     def ncut(self, labels: np.ndarray) -> float:
         """The normalized cut of labels of the connected nodes (see :func:`normalized_cut`)."""
@@ -257,7 +252,7 @@ class ConnectedGraph:
         pos[nodes] = np.arange(len(nodes))
         keep = (pos[self.src] >= 0) & (pos[self.dst] >= 0)
         return ConnectedGraph.from_edges(
-            pos[self.src[keep]], pos[self.dst[keep]], self.cost_strength[keep], self.layer[nodes]
+            pos[self.src[keep]], pos[self.dst[keep]], self.strength[keep], self.layer[nodes]
         )
 
     def merged_components(self, k: int) -> np.ndarray:
@@ -302,32 +297,6 @@ def cross_module_cost(graph: InteractionGraph, membership) -> float:
     return cut_strength(e.strength, e.src, e.dst, graph.membership_array(membership))
 
 
-def transition_weights(src, dst, strength, layer) -> np.ndarray:
-    """Edge ``strength`` with every layer transition (the edges between two given layers)
-    scaled to the same total, the mean of the transitions' totals.
-
-    An interaction graph's transitions differ in total strength by large factors (in the planted
-    networks of ``benchmarks/bench_significance.py``, 21 to 112 within one graph: wider layers,
-    more kept directions, larger Jacobians). The normalized cut of the raw strengths then prefers
-    splits along the weakest transition, or nearly along it; the null graphs, which keep every
-    transition's total, have the same cheap splits, so the test loses its power, and modules come
-    out cut between layers. With equal totals a transition counts by the share of its interaction
-    a partition cuts, not by its size, and the normalized cut no longer depends on any one
-    transition's scale (multiplying one transition's costs by a constant changes no partition's
-    score).
-    """
-    strength = np.asarray(strength, np.float64)
-    if len(strength) == 0:
-        return strength
-    la, lb = np.asarray(layer)[src], np.asarray(layer)[dst]
-    pairs, key = np.unique(np.stack([np.minimum(la, lb), np.maximum(la, lb)]), axis=1,
-                           return_inverse=True)  # fmt: skip
-    key = key.reshape(-1)
-    total = np.bincount(key, weights=strength, minlength=pairs.shape[1])
-    scale = np.divide(total[total > 0].mean(), total, out=np.zeros_like(total), where=total > 0)
-    return strength * scale[key]
-
-
 def cut_strength(strength: np.ndarray, src: np.ndarray, dst: np.ndarray, labels) -> float:
     """Summed ``strength`` of the edges ``src -> dst`` whose ends have different ``labels``."""
     return float(strength[labels[src] != labels[dst]].sum())
@@ -361,23 +330,18 @@ def normalized_cut(graph: InteractionGraph, membership) -> float:
     .. math::
 
         \\mathrm{NCut}(z) = \\sum_{m} \\frac{\\mathrm{cut}(m)}{\\mathrm{vol}(m)}, \\quad
-        \\mathrm{cut}(m) = \\sum_{a \\in m,\\ b \\notin m} \\omega_{ab}, \\quad
-        \\mathrm{vol}(m) = \\sum_{a \\in m} \\sum_b \\omega_{ab}, \\quad
-        \\omega_{ab} = c_{ab} \\, \\bar T / T_{l(a) l(b)},
+        \\mathrm{cut}(m) = \\sum_{a \\in m,\\ b \\notin m} c_{ab}, \\quad
+        \\mathrm{vol}(m) = \\sum_{a \\in m} \\sum_b c_{ab},
 
     with ``c_ab = ln(w_ab / eps^1/2)`` the paper's cost of cutting an edge (Bushnaq et al. 2024,
-    sec. 5.2.3), ``T_{l l'}`` the summed cost of the transition between the layers of ``a`` and
-    ``b`` and ``T-bar`` the mean over transitions: every transition weighs the same in total
-    (:func:`transition_weights`; without it the weakest transition is the cheapest place to cut,
-    in real and null graphs alike). The paper's cost alone, ``sum_m cut(m) / 2``
-    (:func:`cross_module_cost`), is minimised by one module, and at a fixed number of modules by
-    cutting off the most weakly connected nodes one by one (a single node costs only its own
-    degree), which no one would call a module. Dividing each module's cut by its volume measures
-    instead *the fraction of a module's interaction strength that crosses its boundary*: a
-    cut-off single node scores 1 (all of its strength crosses), a module that only talks to
-    itself scores 0. It is the normalized cut of Shi & Malik (2000) on the ``omega``-weighted
-    graph, so spectral clustering on the normalized Laplacian is its standard relaxation, and it
-    lies in ``[0, k)`` for ``k`` modules.
+    sec. 5.2.3). The paper's cost alone, ``sum_m cut(m) / 2`` (:func:`cross_module_cost`), is
+    minimised by one module, and at a fixed number of modules by cutting off the most weakly
+    connected nodes one by one (a single node costs only its own degree), which no one would call
+    a module. Dividing each module's cut by its volume measures instead *the fraction of a
+    module's interaction strength that crosses its boundary*: a cut-off single node scores 1
+    (all of its strength crosses), a module that only talks to itself scores 0. It is the
+    normalized cut of Shi & Malik (2000) on the cost-weighted graph, so spectral clustering on the
+    normalized Laplacian is its standard relaxation, and it lies in ``[0, k)`` for ``k`` modules.
 
     Nodes labelled ``-1`` (no edges) are left out; so are nodes whose label occurs nowhere else.
 

@@ -12,9 +12,9 @@ import numpy as np
 from .leiden import leiden_labels, leiden_once
 from .objective import ConnectedGraph, canonical
 from .refine import merge_to, refine_ncut
-from .spectral import spectral_labels
+from .spectral import component_spectra, has_pairs, spectral_labels
 
-__all__ = ["labels_at_k", "leiden_fine", "from_start", "refined"]
+__all__ = ["labels_at_k", "leiden_fine", "from_start", "refined", "along_layers", "best_split"]
 
 #: Leiden seeds tried on graphs of at most RESTARTS_MAX_NODES connected nodes.
 LEIDEN_RESTARTS = 4
@@ -24,12 +24,15 @@ RESTARTS_MAX_NODES = 500
 AGGLOMERATE_MAX_NODES = 2000
 #: Leiden runs at rising resolution (x4 each) that leiden_fine may add to find enough modules.
 FINE_SEARCH_RUNS = 6
+#: Numbers of modules whose partitions, grouped into two, are candidates for two modules
+#: (:func:`best_split`).
+FINER_KS = (3, 4)
 
 
-def _leiden_start(sub: ConnectedGraph, k: int, seed: int, n_iterations: int):
-    """Leiden (modularity) once; merged down to ``k`` modules on the normalized cut, or, when it
-    finds fewer, its resolution raised until it finds ``k``."""
-    labels, q = leiden_once(sub, "modularity", None, seed, n_iterations)
+def _leiden_start(sub: ConnectedGraph, k: int, seed: int, n_iterations: int, first=None):
+    """Leiden (modularity) once (or its result ``first``); merged down to ``k`` modules on the
+    normalized cut, or, when it finds fewer, its resolution raised until it finds ``k``."""
+    labels, q = leiden_once(sub, "modularity", None, seed, n_iterations) if first is None else first
     info = {"leiden_modules": int(labels.max()) + 1, "quality_value": q}
     if labels.max() + 1 < k:
         labels, more = leiden_labels(
@@ -54,37 +57,69 @@ def refined(sub: ConnectedGraph, labels: np.ndarray, info: dict) -> np.ndarray:
 
 def labels_at_k(
     sub: ConnectedGraph, method: str, k: int, *, seed: int, n_iterations: int = 2,
-    refine: bool = True, spectra=None,
+    refine: bool = True, spectra=None, finer=None,
 ) -> tuple[np.ndarray, dict]:  # fmt: skip
     """``k`` modules of the connected graph ``sub`` (labels ``0 .. k - 1``) and what was found.
 
     Whole connected components are modules for free (normalized cut 0, the optimum) when there
-    are at least ``k`` of them.
+    are at least ``k`` of them. Two modules are the best of the solver's and the groupings of
+    its partitions at ``FINER_KS`` modules, never along whole layers where another is found
+    (:func:`best_split`); ``finer``: those partitions where the caller has them (``()``: the
+    solver's two modules as they are).
     """
     if k <= sub.n_components:
         return sub.merged_components(k), {"shortcut": "components"}
     if k == sub.n:
         return np.arange(sub.n), {"shortcut": "singletons"}
+    ks = [k]
+    if k == 2 and finer is None:
+        ks += [j for j in FINER_KS if j < sub.n]
+    found = _search(sub, method, ks, seed, n_iterations, refine, spectra)
+    labels, info = found[k]
+    if k == 2 and finer != ():
+        finer = [found[j][0] for j in ks[1:]] if finer is None else finer
+        labels, info["split_from"] = best_split(sub, labels, finer, refine)
+    return labels, info
+
+
+def _search(sub, method, ks, seed, n_iterations, refine, spectra) -> dict:
+    """The solver's partition at each ``k`` of ``ks``: {k: (labels, info)}. One spectrum, or one
+    Leiden run per seed, serves every ``k``."""
+    found = {}
     if method == "spectral":
-        labels, info = spectral_labels(sub, k, seed, spectra=spectra)
-        return (refined(sub, labels, info) if refine else canonical(labels)), info
+        if len(ks) > 1 and not has_pairs(spectra, max(ks) + 1):
+            spectra = component_spectra(sub, max(ks) + 1, seed)
+        for k in ks:
+            labels, info = spectral_labels(sub, k, seed, spectra=spectra)
+            found[k] = (refined(sub, labels, info) if refine else canonical(labels)), info
+        return found
     # Leiden's partition depends on its seed more than k-means' does on its restarts: on small
     # graphs, where a run costs little, keep the best of a few seeds (each merged and refined).
-    best = None
     for s in range(seed, seed + (LEIDEN_RESTARTS if sub.n <= RESTARTS_MAX_NODES else 1)):
-        labels, info = _leiden_start(sub, k, s, n_iterations)
-        labels = refined(sub, labels, info) if refine else canonical(labels)
-        value = sub.ncut(labels)
-        if best is None or value < best[0] - 1e-12:
-            best = (value, canonical(labels), {**info, "leiden_seed": s})
-    return best[1], best[2]
+        first, fine = leiden_once(sub, "modularity", None, s, n_iterations), None
+        for k in ks:
+            if k == ks[0]:
+                labels, info = _leiden_start(sub, k, s, n_iterations, first)
+            else:  # the finer candidates of best_split: a few resolutions, not a search
+                fine = leiden_fine(sub, max(ks), s, n_iterations, first) if fine is None else fine
+                labels, info = merge_to(sub, fine, k), {"start": "leiden_fine"}
+            labels = refined(sub, labels, info) if refine else canonical(labels)
+            value = sub.ncut(labels)
+            if k not in found or value < found[k][0] - 1e-12:
+                found[k] = (value, canonical(labels), {**info, "leiden_seed": s})
+    return {k: (labels, info) for k, (_, labels, info) in found.items()}
 
 
-def leiden_fine(sub: ConnectedGraph, kmax: int, seed: int, n_iterations: int = 2) -> np.ndarray:
+def leiden_fine(
+    sub: ConnectedGraph, kmax: int, seed: int, n_iterations: int = 2, first=None
+) -> np.ndarray:
     """A Leiden partition with at least ``kmax`` modules where it can find one (modularity, its
-    resolution raised when needed): every coarser partition of a scan over ``k`` is merged from
-    it (:func:`from_start`), so Leiden runs once per graph rather than once per ``k``."""
-    labels, _ = leiden_once(sub, "modularity", None, seed, n_iterations)
+    resolution raised when needed; ``first``: the run at resolution 1 where it was made): every
+    coarser partition of a scan over ``k`` is merged from it (:func:`from_start`), so Leiden
+    runs once per graph rather than once per ``k``."""
+    labels = (
+        leiden_once(sub, "modularity", None, seed, n_iterations)[0] if first is None else first[0]
+    )
     gamma = 1.0
     for _ in range(FINE_SEARCH_RUNS):  # raise the resolution in big steps: a few runs, not 40
         if labels.max() + 1 >= kmax:
@@ -102,3 +137,51 @@ def from_start(sub: ConnectedGraph, start: np.ndarray, k: int, refine: bool) -> 
     if refine:
         labels, _ = refine_ncut(sub, labels)
     return canonical(labels)
+
+
+def along_layers(sub: ConnectedGraph, labels: np.ndarray) -> bool:
+    """Whether ``labels`` put every layer's nodes in one module.
+
+    Such a partition cuts whole layer pairs, and a null graph (:func:`~.null.null_graph` keeps
+    each layer pair's strength and each node's) cuts exactly as much: its normalized cut is the
+    same in every null graph, so it can never be evidence of modules. In a layered network the
+    weakest layer transition often is the cheapest split in two.
+    """
+    labels = np.asarray(labels)
+    pairs = np.unique(sub.layer * (int(labels.max()) + 1) + labels)
+    return len(pairs) == len(np.unique(sub.layer))
+
+
+def best_split(
+    sub: ConnectedGraph, labels: np.ndarray, finer, refine: bool
+) -> tuple[np.ndarray, str]:
+    """The two-module partition of lowest normalized cut among ``labels`` (the solver's) and
+    every grouping into two of the modules of each ``finer`` partition, leaving out those along
+    whole layers (:func:`along_layers`) unless nothing else is left; (labels, where they came
+    from: ``"solver"`` or ``"grouped"``).
+
+    A search for two modules often splits one module in half to balance the two volumes: in a
+    layered network, a module's own weakest layer transition is a cheap cut. The partition at
+    3 or 4 modules then usually has that module whole, and one of its groupings (3 of 3 modules,
+    7 of 4) cuts less. Groupings are compared unrefined and only the best is refined. A graph
+    of several components keeps its split along them (cut 0).
+    """
+    if sub.n_components > 1:
+        return labels, "solver"
+    best = None
+    for fine in finer:
+        k = int(fine.max()) + 1
+        for mask in range(1, 2 ** (k - 1)):  # module k - 1 stays in group 0: each grouping once
+            cand = ((mask >> np.arange(k)) & 1)[fine]
+            if along_layers(sub, cand):
+                continue
+            value = sub.ncut(cand)
+            if best is None or value < best[0]:
+                best = (value, cand)
+    if best is not None and refine:
+        cand = refine_ncut(sub, best[1])[0]
+        if not along_layers(sub, cand):
+            best = (sub.ncut(cand), cand)
+    if best is not None and (along_layers(sub, labels) or best[0] < sub.ncut(labels) * (1 - 1e-12)):
+        return canonical(best[1]), "grouped"
+    return labels, "solver"

@@ -55,6 +55,12 @@ def component_spectra(sub: ConnectedGraph, m: int, seed: int):
     return spectra
 
 
+def has_pairs(spectra, m: int) -> bool:
+    """Whether :func:`component_spectra` output ``spectra`` holds ``m`` eigenpairs per component
+    (or all of a smaller one's)."""
+    return spectra is not None and all(len(v) >= min(m, len(n)) for n, v, _ in spectra)
+
+
 def kmeans(X: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
     """Labels of the lowest-distortion run of ``KMEANS_RESTARTS`` k-means runs (k-means++ starts).
 
