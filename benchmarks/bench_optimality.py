@@ -54,7 +54,9 @@ def all_partitions(n: int, k: int) -> np.ndarray:
 
 
 def exact_ncut(sub: ConnectedGraph, k: int) -> float:
-    """Minimum normalized cut over all partitions into k modules, vectorised over partitions."""
+    """Minimum normalized cut over all partitions into k modules, vectorised over partitions;
+    at k = 2, as the solvers, over the splits that do not run along whole layers (unless all
+    do)."""
     P = all_partitions(sub.n, k)
     total = np.zeros(len(P))
     for m in range(k):
@@ -62,6 +64,11 @@ def exact_ncut(sub: ConnectedGraph, k: int) -> float:
         vol = inside @ sub.degree
         crossing = inside[:, sub.src] != inside[:, sub.dst]
         total += np.divide(crossing @ sub.strength, vol, out=np.zeros(len(P)), where=vol > 0)
+    if k == 2:
+        layers = [np.flatnonzero(sub.layer == l) for l in np.unique(sub.layer)]
+        along = np.all([P[:, i].min(1) == P[:, i].max(1) for i in layers], axis=0)
+        if not along.all():
+            total[along] = np.inf
     return float(total.min())
 
 
