@@ -2,7 +2,10 @@
 
 Leiden and spectral clustering give different starting partitions; both are then refined by
 single-node moves on the exact normalized cut (:mod:`.refine`), so whatever the method, the
-result is a local optimum of :func:`~modgraph.partition.objective.normalized_cut`.
+result is a local optimum of :func:`~modgraph.partition.objective.normalized_cut`. Two modules,
+the split every test of the bisection makes, are the best of the solver's and the groupings of
+its partitions at 3 and 4 modules, never along whole layers where another split exists
+(:func:`best_split`).
 """
 
 from __future__ import annotations
