@@ -18,6 +18,7 @@ import numpy as np
 
 import modgraph as mg
 from modgraph.partition.objective import ConnectedGraph
+from modgraph.partition.solvers import along_layers
 
 THR = 0.1
 
@@ -65,8 +66,7 @@ def exact_ncut(sub: ConnectedGraph, k: int) -> float:
         crossing = inside[:, sub.src] != inside[:, sub.dst]
         total += np.divide(crossing @ sub.strength, vol, out=np.zeros(len(P)), where=vol > 0)
     if k == 2:
-        layers = [np.flatnonzero(sub.layer == l) for l in np.unique(sub.layer)]
-        along = np.all([P[:, i].min(1) == P[:, i].max(1) for i in layers], axis=0)
+        along = np.array([along_layers(sub, z) for z in P])
         if not along.all():
             total[along] = np.inf
     return float(total.min())

@@ -17,7 +17,7 @@ over the nodes with edges).
 
 Prints, per method, the fraction with p <= 0.05, the spread of p, and the recovery rates.
 Run: ``python benchmarks/bench_significance.py [--nets 10] [--seeds 3] [--n-null 20]``
-(about 6 minutes on 2 cores with the defaults; ``--nets 2 --seeds 1`` for a quick look).
+(about 9 minutes on 2 cores with the defaults; ``--nets 2 --seeds 1`` for a quick look).
 """
 
 from __future__ import annotations

@@ -464,7 +464,7 @@ def test_two_modules_never_run_along_whole_layers_when_others_exist(method):
     for seed in (0, 1, 3):
         g, truth = weak_transition(seed)
         sub, kept = ConnectedGraph(g), truth >= 0
-        alone = labels_at_k(sub, method, 2, seed=0, finer=())[0]  # the solver's own split
+        alone = labels_at_k(sub, method, 2, seed=0, regroup=False)[0]  # the solver's own split
         assert along_layers(sub, alone) and sub.ncut(alone) < sub.ncut(truth[kept])
         labels, info = labels_at_k(sub, method, 2, seed=0)
         assert info["split_from"] == "grouped" and not along_layers(sub, labels)
@@ -482,7 +482,7 @@ def test_two_modules_are_the_best_of_the_solver_and_the_finer_groupings(method):
     strictly = 0
     for g in graphs:
         sub = ConnectedGraph(g)
-        alone = labels_at_k(sub, method, 2, seed=0, finer=())[0]
+        alone = labels_at_k(sub, method, 2, seed=0, regroup=False)[0]
         finer = [labels_at_k(sub, method, k, seed=0)[0] for k in FINER_KS]
         assert sub.ncut(labels_at_k(sub, method, 2, seed=0)[0]) <= sub.ncut(alone) * (1 + 1e-12)
         labels, came = best_split(sub, alone, finer, refine=True)

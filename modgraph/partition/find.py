@@ -183,17 +183,19 @@ def _scan(sub: ConnectedGraph, params: dict, ks: np.ndarray, n_null: int, spectr
     tests) with ``tests[i]`` the :class:`Significance` of ``partitions[i]``.
     """
     method, seed = params["method"], params["seed"]
-    kwargs = {"seed": seed, "n_iterations": params["n_iterations"], "refine": params["refine"]}
+    # two modules are regrouped below, from the partitions at 3 and 4 the scan makes anyway
+    kwargs = {"seed": seed, "n_iterations": params["n_iterations"], "refine": params["refine"],
+              "regroup": False}  # fmt: skip
     rng = np.random.default_rng(seed)
     nulls = [null_graph(sub, rng) for _ in range(n_null)] if not fixed_by_strengths(sub) else []
     kmax = int(ks.max())
     if method == "spectral":
         spectra = [spectra, *(component_spectra(g, kmax + 1, seed) for g in nulls)]
-    by_k = []  # each graph's partition at every k, the finest first
+    by_k = []  # each graph's partition at every k
     for i, g in enumerate([sub, *nulls]):
         if method == "spectral":
             merged = {
-                k: labels_at_k(g, method, min(k, g.n), spectra=spectra[i], finer=(), **kwargs)[0]
+                k: labels_at_k(g, method, min(k, g.n), spectra=spectra[i], **kwargs)[0]
                 for k in ks.tolist()
             }
         else:  # one Leiden run per graph, merged down one k at a time (see leiden_fine)

@@ -60,27 +60,26 @@ def refined(sub: ConnectedGraph, labels: np.ndarray, info: dict) -> np.ndarray:
 
 def labels_at_k(
     sub: ConnectedGraph, method: str, k: int, *, seed: int, n_iterations: int = 2,
-    refine: bool = True, spectra=None, finer=None,
+    refine: bool = True, spectra=None, regroup: bool = True,
 ) -> tuple[np.ndarray, dict]:  # fmt: skip
     """``k`` modules of the connected graph ``sub`` (labels ``0 .. k - 1``) and what was found.
 
     Whole connected components are modules for free (normalized cut 0, the optimum) when there
     are at least ``k`` of them. Two modules are the best of the solver's and the groupings of
     its partitions at ``FINER_KS`` modules, never along whole layers where another is found
-    (:func:`best_split`); ``finer``: those partitions where the caller has them (``()``: the
-    solver's two modules as they are).
+    (:func:`best_split`); ``regroup=False`` keeps the solver's two modules as they are (the
+    scan regroups them itself, from the partitions at 3 and 4 it has anyway).
     """
     if k <= sub.n_components:
         return sub.merged_components(k), {"shortcut": "components"}
     if k == sub.n:
         return np.arange(sub.n), {"shortcut": "singletons"}
-    ks = [k]
-    if k == 2 and finer is None:
-        ks += [j for j in FINER_KS if j < sub.n]
+    regroup = regroup and k == 2
+    ks = [k, *(j for j in FINER_KS if j < sub.n)] if regroup else [k]
     found = _search(sub, method, ks, seed, n_iterations, refine, spectra)
     labels, info = found[k]
-    if k == 2 and finer != ():
-        finer = [found[j][0] for j in ks[1:]] if finer is None else finer
+    if regroup:
+        finer = [found[j][0] for j in ks[1:]]
         labels, info["split_from"] = best_split(sub, labels, finer, refine)
     return labels, info
 
