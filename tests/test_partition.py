@@ -356,8 +356,39 @@ def test_a_module_far_apart_does_not_hide_the_others(method):
         tree, g_n = r.info["tree"], int(np.sum(g.connected_nodes))
         assert [t["split"] for t in tree[:2]] == [True, True]
         assert all(t["p_value"] <= t["level"] for t in tree if t["split"])
-        assert tree[0]["level"] == 0.05 / 9 and tree[1]["level"] == 0.05 * tree[1]["nodes"] / g_n
+        # the whole graph is the scan's hypothesis (Bonferroni over k), its halves hierarchical
+        scan_p = min(9 * min(t["p_value"] for t in r.info["scan"]), 1.0)
+        assert tree[0]["level"] == 0.05 and tree[0]["p_value"] == scan_p
+        assert tree[1]["level"] == 0.05 * tree[1]["nodes"] / g_n
         assert "2 significant bisections" in r.verdict
+
+
+@pytest.mark.parametrize("method", ["leiden", "spectral"])
+def test_the_whole_graph_is_split_when_the_scan_is_significant_at_any_k(method, monkeypatch):
+    # hierarchical testing: the whole graph's hypothesis is the scan's; its split in two needs
+    # no test of its own at k = 2 (here made to fail), only its halves are tested
+    import modgraph.partition.find as find
+
+    compare = find.compare
+
+    def k2_fails(sub, labels, *args, **kwargs):
+        t = compare(sub, labels, *args, **kwargs)
+        return dataclasses.replace(t, p_value=0.5) if t.n_modules == 2 else t
+
+    monkeypatch.setattr(find, "compare", k2_fails)
+    for seed in range(3):
+        g, truth = planted(noise=0.05, seed=seed)
+        r = find_modules(g, method=method)
+        kept = truth >= 0
+        assert 2 not in r.info["significant_ks"] and r.info["significant_ks"]
+        tree = r.info["tree"]
+        assert tree[0]["split"] and tree[0]["level"] == 0.05 and tree[0]["p_value"] <= 0.05
+        assert r.n_modules == 3 and r.info["modules_from"] == "bisection"
+        assert adjusted_rand_index(r.membership_array[kept], truth[kept]) == 1.0
+    monkeypatch.setattr(find, "compare", lambda *a, **k: dataclasses.replace(
+        compare(*a, **k), p_value=0.5))  # fmt: skip
+    r = find_modules(planted(noise=0.05, seed=0)[0], method=method)
+    assert r.n_modules == 1 and "tree" not in r.info  # no k significant: nothing is split
 
 
 def test_bisection_does_not_split_planted_modules_further():

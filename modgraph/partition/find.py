@@ -16,12 +16,12 @@ That scan decides *whether* the graph is modular. *How many* modules comes from 
 bisection (:func:`_bisection`): each part is split in two and the split kept only if it is
 significant against null graphs of that part alone. A single scan of the whole graph stops early
 when one module is much more separate than the others (its own split then has the largest gap,
-and the other splits look small next to it); the bisection tests the rest on its own. Where
-even the first split is not significant on its own, the scan's choice stands. Multiple testing:
-the verdict's p-value is the scan's (Bonferroni over ``k``); the bisection's first split is the
-scan's at ``k = 2``, at the scan's level, and each later split of a part of ``m`` of the ``n``
-nodes is tested at ``alpha m / n`` (hierarchical testing), only inside a part that an earlier
-significant split made.
+and the other splits look small next to it); the bisection tests the rest on its own. Multiple
+testing: the whole graph's hypothesis ("no modular structure") is the scan's, tested at
+``alpha`` (Bonferroni over ``k``); once the scan rejects it, the whole graph is split in two
+(the scan's split at ``k = 2``, whether or not that ``k`` is the significant one), and each later
+split of a part of ``m`` of the ``n`` nodes is tested at ``alpha m / n`` (hierarchical testing),
+only inside a part that an earlier split made.
 """
 
 from __future__ import annotations
@@ -220,14 +220,15 @@ def _bisection(sub: ConnectedGraph, params: dict, root) -> tuple[np.ndarray, lis
     the induced subgraph, so the null keeps the part's own degrees and strengths); the halves
     are then tried in turn, breadth first, up to ``AUTO_MAX_MODULES`` modules. Unlike one scan
     over ``k`` of the whole graph, a module much more separate than the others does not hide
-    the others: they are split on their own. ``root``: the whole graph's split and its test, the
-    scan's at ``k = 2`` (not searched again), kept at the scan's level ``alpha / (AUTO_MAX_MODULES
-    - 1)``.
+    the others: they are split on their own. ``root``: the whole graph's split in two (the
+    scan's at ``k = 2``, not searched again) and the record of the scan's test, which made it.
 
-    Multiple testing: a part of ``m`` of the graph's ``n`` nodes is tested at ``alpha m / n``
-    (Meinshausen 2008, hierarchical testing), and only once the split that made it was kept. A
-    wrong split needs a first wrong one, on a part without structure whose parent split was
-    right; such parts are disjoint, so their levels sum to at most ``alpha``. A test is
+    Multiple testing (Meinshausen 2008, hierarchical testing): the whole graph is the scan's
+    hypothesis, at ``alpha``; a part of ``m`` of its ``n`` nodes is tested at ``alpha m / n``, and
+    only once the split that made it was kept. A wrong split needs a first wrong one: the whole
+    graph's, when it has no structure (the scan errs, at most ``alpha``), or one on a part
+    without structure whose parent split was right; such parts are disjoint, so their levels sum
+    to at most ``alpha``. A test is
     sequential (:func:`~.null.null_test`): it stops once ``p <= level`` is out of reach, and
     draws ``BISECTION_NULL_FACTOR`` times ``n_null`` null graphs where ``n_null`` cannot show a
     ``p`` that small (``p`` is never below the share of null graphs that cut as little); that
@@ -245,17 +246,17 @@ def _bisection(sub: ConnectedGraph, params: dict, root) -> tuple[np.ndarray, lis
         if len(leaves) + len(queue) + 1 >= AUTO_MAX_MODULES or part.n < 4:
             leaves.append(nodes)
             continue
-        if root is not None:  # the scan's k = 2 split, at the scan's level
-            (labels, t), root = root, None
-            level = params["alpha"] / (AUTO_MAX_MODULES - 1)
+        if root is not None:  # the whole graph: the scan rejected "no modular structure"
+            (labels, record), root = root, None
+            split = labels.max() == 1
         else:
             level = params["alpha"] * part.n / sub.n
             labels = labels_at_k(part, params["method"], 2, **kwargs)[0]
             t = null_test(part, labels, params, n_null=params["n_null"], rng=rng, level=level,
                           n_max=BISECTION_NULL_FACTOR * params["n_null"])  # fmt: skip
-        split = t.testable and t.p_value <= level and labels.max() == 1
-        tree.append({"nodes": int(part.n), "p_value": float(t.p_value), "level": level,
-                     "split": bool(split), "null_graphs": int(t.n_null)})  # fmt: skip
+            split = t.testable and t.p_value <= level and labels.max() == 1
+            record = {"p_value": float(t.p_value), "level": level, "null_graphs": int(t.n_null)}
+        tree.append({"nodes": int(part.n), **record, "split": bool(split)})
         if split:
             queue += [nodes[labels == 0], nodes[labels == 1]]
         else:
@@ -300,8 +301,10 @@ def _automatic(sub: ConnectedGraph, params: dict) -> ModuleResult:
         free = [i for i in significant if tests[i].ncut <= ZERO_CUT]
         best = max(free) if free else min(significant, key=lambda i: (tests[i].z, ks[i]))
         labels = found[best]
-        # how many: the significant recursive bisection, where its first split is significant
-        tree_labels, info["tree"] = _bisection(sub, params, (found[0], tests[0]))
+        # how many: the significant recursive bisection, from the scan's split at k = 2
+        scan_test = {"p_value": min(1.0, m * min(tests[i].p_value for i in testable)),
+                     "level": params["alpha"], "null_graphs": params["n_null"]}  # fmt: skip
+        tree_labels, info["tree"] = _bisection(sub, params, (found[0], scan_test))
         if tree_labels.max() > 0:
             labels = refine_ncut(sub, tree_labels)[0] if params["refine"] else tree_labels
             info["modules_from"] = "bisection"
@@ -373,8 +376,10 @@ def find_modules(  # noqa: PLR0913 (keyword-only options of one entry point)
         ``result.significance`` is the scan's test (Bonferroni-adjusted p),
         ``result.info["scan"]`` the test at every ``k`` and ``result.info["tree"]`` each split
         of the bisection that gives the modules (its part's ``nodes``, ``p_value``, ``level``,
-        ``split`` and the ``null_graphs`` its sequential test used; ``info["modules_from"]``:
-        ``"bisection"``, or ``"scan"`` where its first split is not significant). A graph
+        ``split`` and the ``null_graphs`` its sequential test used; the first is the whole
+        graph, split because the scan is significant, with the scan's adjusted p at level
+        ``alpha``; ``info["modules_from"]``: ``"bisection"``, or ``"scan"`` where the graph is too
+        small to bisect). A graph
         without significant structure comes back as one module (``result.verdict`` says so). A
         graph of 10 or more connected components gets one module per component (cost 0),
         untested.
