@@ -56,8 +56,8 @@ def all_partitions(n: int, k: int) -> np.ndarray:
 
 def exact_ncut(sub: ConnectedGraph, k: int) -> float:
     """Minimum normalized cut over all partitions into k modules, vectorised over partitions;
-    at k = 2, as the solvers, over the splits that do not run along whole layers (unless all
-    do)."""
+    at k = 2, as the solvers, over the splits that null graphs do not all cut as much (along
+    layers, ``along_layers``; unless all are)."""
     P = all_partitions(sub.n, k)
     total = np.zeros(len(P))
     for m in range(k):

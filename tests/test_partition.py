@@ -28,7 +28,13 @@ from modgraph.partition import (
 from modgraph.partition.null import null_graph, null_test
 from modgraph.partition.objective import ConnectedGraph
 from modgraph.partition.refine import _State, merge_to, move_gains, refine_ncut
-from modgraph.partition.solvers import FINER_KS, along_layers, best_split, labels_at_k
+from modgraph.partition.solvers import (
+    FINER_KS,
+    along_layers,
+    best_split,
+    labels_at_k,
+    off_layers,
+)
 from modgraph.partition.spectral import kmeans
 
 EPS = 0.01  # sqrt(EPS) = 0.1
@@ -123,7 +129,9 @@ def set_partitions(n, k):
 
 def exact_ncut(sub, k):
     """The lowest normalized cut of ``sub`` over every partition into ``k`` modules (all at once:
-    ``cut = vol - inside`` from one-hot labels; the minimiser is checked with ``sub.ncut``)."""
+    ``cut = vol - inside`` from one-hot labels; the minimiser is checked with ``sub.ncut``); at
+    ``k = 2``, as the solvers, over the splits that null graphs do not all cut as much
+    (:func:`along_layers`), unless all are."""
     labels = np.array(list(set_partitions(sub.n, k)))
     A = np.zeros((sub.n, sub.n))
     np.add.at(A, (sub.src, sub.dst), sub.strength)
@@ -132,6 +140,10 @@ def exact_ncut(sub, k):
     vol = np.einsum("pnk,n->pk", onehot, A.sum(axis=1))
     inside = np.einsum("pnk,nm,pmk->pk", onehot, A, onehot)
     ncut = np.sum(np.divide(vol - inside, vol, out=np.zeros_like(vol), where=vol > 0), axis=1)
+    if k == 2:
+        along = np.array([along_layers(sub, z) for z in labels])
+        if not along.all():
+            ncut[along] = np.inf
     best = int(np.argmin(ncut))
     assert sub.ncut(labels[best]) == pytest.approx(ncut[best], rel=1e-12, abs=1e-15)
     return float(ncut[best])
@@ -475,19 +487,28 @@ def weak_transition(seed):
 
 
 def test_a_split_along_whole_layers_cuts_the_same_in_every_null_graph():
-    # why the solvers leave such splits out: they can never be evidence of modules
+    # why the solvers leave such splits out: they can never be evidence of modules. The same
+    # holds where a layer's nodes are shared out between two whole layers on either side, and
+    # for more than two modules; not where both sides of a layer pair are shared out.
     g, _ = weak_transition(0)
     sub = ConnectedGraph(g)
     rng = np.random.default_rng(0)
-    for layers in ([0], [0, 1], [1, 2], [0, 2]):
-        labels = np.isin(sub.layer, layers).astype(np.int64)
+    nulls = [null_graph(sub, rng) for _ in range(5)]
+    shared = np.isin(sub.layer, [0, 1]).astype(np.int64)  # layer 2 between layers 1 and 3
+    in_2 = np.flatnonzero(sub.layer == 2)
+    shared[in_2[: len(in_2) // 3]] = 1
+    three = np.where(sub.layer == 3, 2, shared)  # three modules
+    invariant = [np.isin(sub.layer, layers).astype(np.int64)
+                 for layers in ([0], [0, 1], [1, 2], [0, 2])] + [shared, three]  # fmt: skip
+    for labels in invariant:
         assert along_layers(sub, labels)
         value = sub.ncut(labels)
-        nulls = [null_graph(sub, rng).ncut(labels) for _ in range(5)]
-        np.testing.assert_allclose(nulls, value, rtol=1e-12)
-    one_node_off = np.isin(sub.layer, [0, 1]).astype(np.int64)
-    one_node_off[np.flatnonzero(sub.layer == 2)[0]] = 1
-    assert not along_layers(sub, one_node_off)
+        # to the null's node strengths, matched to SINKHORN_RTOL = 1e-10
+        np.testing.assert_allclose([n.ncut(labels) for n in nulls], value, rtol=1e-9)
+    both_sides = shared.copy()
+    both_sides[np.flatnonzero(sub.layer == 1)[0]] = 0  # layers 1 and 2 both shared out
+    assert not along_layers(sub, both_sides)
+    assert np.ptp([n.ncut(both_sides) for n in nulls]) > 1e-3 * sub.ncut(both_sides)
 
 
 @pytest.mark.parametrize("method", ["leiden", "spectral"])
@@ -505,6 +526,39 @@ def test_two_modules_never_run_along_whole_layers_when_others_exist(method):
         assert adjusted_rand_index(r.membership_array[kept], truth[kept]) == 1.0
 
 
+def test_off_layers_is_the_best_single_move_off_a_split_along_layers():
+    # brute force over every single-node move of a split along layers whose layer 2 is shared
+    # out; from one along whole layers no single move leaves one, and a walk of two does
+    for seed in range(3):
+        g, _ = weak_transition(seed)
+        sub = ConnectedGraph(g)
+        whole = np.isin(sub.layer, [0, 1]).astype(np.int64)
+        shared = whole.copy()
+        shared[np.flatnonzero(sub.layer == 2)[::2]] = 1
+        assert along_layers(sub, whole) and along_layers(sub, shared)
+        moved = off_layers(sub, shared)
+        assert not along_layers(sub, moved) and np.sum(moved != shared) == 1
+        values = []
+        for i in range(sub.n):
+            cand = shared.copy()
+            cand[i] = 1 - cand[i]
+            if cand.min() == 0 and cand.max() == 1 and not along_layers(sub, cand):
+                values.append(sub.ncut(cand))
+        np.testing.assert_allclose(sub.ncut(moved), min(values), rtol=1e-12)
+        for i in range(sub.n):
+            cand = whole.copy()
+            cand[i] = 1 - cand[i]
+            assert along_layers(sub, cand)
+        moved = off_layers(sub, whole)
+        assert not along_layers(sub, moved) and np.sum(moved != whole) == 2
+        # two modules are never worse than that move off the solver's own split along layers
+        for method in ("leiden", "spectral"):
+            alone = labels_at_k(sub, method, 2, seed=0, regroup=False)[0]
+            if along_layers(sub, alone):
+                found = labels_at_k(sub, method, 2, seed=0)[0]
+                assert sub.ncut(found) <= sub.ncut(off_layers(sub, alone)) * (1 + 1e-12)
+
+
 @pytest.mark.parametrize("method", ["leiden", "spectral"])
 def test_two_modules_are_the_best_of_the_solver_and_the_finer_groupings(method):
     # best_split: the solver's two modules, or the best grouping of finer partitions
@@ -515,11 +569,14 @@ def test_two_modules_are_the_best_of_the_solver_and_the_finer_groupings(method):
         sub = ConnectedGraph(g)
         alone = labels_at_k(sub, method, 2, seed=0, regroup=False)[0]
         finer = [labels_at_k(sub, method, k, seed=0)[0] for k in FINER_KS]
-        assert sub.ncut(labels_at_k(sub, method, 2, seed=0)[0]) <= sub.ncut(alone) * (1 + 1e-12)
         labels, came = best_split(sub, alone, finer, refine=True)
         value = sub.ncut(labels)
-        assert value <= sub.ncut(alone) * (1 + 1e-12)
-        assert (came == "grouped") == (value < sub.ncut(alone) * (1 - 1e-12))
+        assert np.array_equal(labels_at_k(sub, method, 2, seed=0)[0], labels)
+        if along_layers(sub, alone):  # replaced by a split null graphs do not all cut alike
+            assert came != "solver" and not along_layers(sub, labels)
+        else:
+            assert value <= sub.ncut(alone) * (1 + 1e-12)
+            assert (came != "solver") == (value < sub.ncut(alone) * (1 - 1e-12))
         for fine in finer:  # every grouping into two (brute force)
             k = int(fine.max()) + 1
             for groups in itertools.product([0, 1], repeat=k):

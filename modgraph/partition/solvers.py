@@ -4,8 +4,8 @@ Leiden and spectral clustering give different starting partitions; both are then
 single-node moves on the exact normalized cut (:mod:`.refine`), so whatever the method, the
 result is a local optimum of :func:`~modgraph.partition.objective.normalized_cut`. Two modules,
 the split every test of the bisection makes, are the best of the solver's and the groupings of
-its partitions at 3 and 4 modules, never along whole layers where another split exists
-(:func:`best_split`).
+its partitions at 3 and 4 modules, never one that every null graph cuts as much (along whole
+layers, :func:`along_layers`) where another split exists (:func:`best_split`).
 """
 
 from __future__ import annotations
@@ -14,10 +14,18 @@ import numpy as np
 
 from .leiden import leiden_labels, leiden_once
 from .objective import ConnectedGraph, canonical
-from .refine import merge_to, refine_ncut
+from .refine import merge_to, move_gains, refine_ncut
 from .spectral import component_spectra, has_pairs, spectral_labels
 
-__all__ = ["labels_at_k", "leiden_fine", "from_start", "refined", "along_layers", "best_split"]
+__all__ = [
+    "labels_at_k",
+    "leiden_fine",
+    "from_start",
+    "refined",
+    "along_layers",
+    "off_layers",
+    "best_split",
+]
 
 #: Leiden seeds tried on graphs of at most RESTARTS_MAX_NODES connected nodes.
 LEIDEN_RESTARTS = 4
@@ -30,6 +38,10 @@ FINE_SEARCH_RUNS = 6
 #: Numbers of modules whose partitions, grouped into two, are candidates for two modules
 #: (:func:`best_split`).
 FINER_KS = (3, 4)
+#: Moves :func:`off_layers` tries, best first, for one that leaves a split not along layers.
+OFF_LAYERS_TRIES = 64
+#: Moves :func:`off_layers` makes at most.
+OFF_LAYERS_STEPS = 4
 
 
 def _leiden_start(sub: ConnectedGraph, k: int, seed: int, n_iterations: int, first=None):
@@ -66,9 +78,10 @@ def labels_at_k(
 
     Whole connected components are modules for free (normalized cut 0, the optimum) when there
     are at least ``k`` of them. Two modules are the best of the solver's and the groupings of
-    its partitions at ``FINER_KS`` modules, never along whole layers where another is found
-    (:func:`best_split`); ``regroup=False`` keeps the solver's two modules as they are (the
-    scan regroups them itself, from the partitions at 3 and 4 it has anyway).
+    its partitions at ``FINER_KS`` modules, never one that every null graph cuts as much (along
+    layers) where another is found (:func:`best_split`); ``regroup=False`` keeps the solver's two
+    modules as they are (the scan regroups them itself, from the partitions at 3 and 4 it has
+    anyway).
     """
     if k <= sub.n_components:
         return sub.merged_components(k), {"shortcut": "components"}
@@ -142,16 +155,60 @@ def from_start(sub: ConnectedGraph, start: np.ndarray, k: int, refine: bool) -> 
 
 
 def along_layers(sub: ConnectedGraph, labels: np.ndarray) -> bool:
-    """Whether ``labels`` put every layer's nodes in one module.
+    """Whether every null graph cuts ``labels`` exactly as much: in each layer pair, the nodes
+    of at least one of its two layers that have edges there are all in one module.
 
-    Such a partition cuts whole layer pairs, and a null graph (:func:`~.null.null_graph` keeps
-    each layer pair's strength and each node's) cuts exactly as much: its normalized cut is the
-    same in every null graph, so it can never be evidence of modules. In a layered network the
-    weakest layer transition often is the cheapest split in two.
+    A null graph (:func:`~.null.null_graph`) keeps each node's summed cost towards each
+    neighbouring layer. Where one side of a layer pair is in one module, the pair's edges cut
+    by a module are those of the nodes on the other side that are not in it, a sum of those
+    nodes' costs towards that layer, and the volumes are sums of node strengths: the
+    normalized cut is the same in every null graph, so such a partition can never be evidence
+    of modules. Splits along whole layers are the plain case (in a layered network the weakest
+    layer transition often is the cheapest split in two); so are those that also share out the
+    nodes of a layer between two whole ones, each node's edges on either side cut or kept.
     """
     labels = np.asarray(labels)
-    pairs = np.unique(sub.layer * (int(labels.max()) + 1) + labels)
-    return len(pairs) == len(np.unique(sub.layer))
+    lo_first = sub.layer[sub.src] <= sub.layer[sub.dst]
+    lo = np.where(lo_first, sub.src, sub.dst)
+    hi = np.where(lo_first, sub.dst, sub.src)
+    pair = sub.layer[lo]  # adjacent layers: the lower one names the pair
+    n_pairs = int(pair.max()) + 1
+    k = int(labels.max()) + 1
+    one_module = []
+    for end in (lo, hi):  # per pair, whether this side's nodes are in a single module
+        seen = np.unique(pair * k + labels[end])
+        one_module.append(np.bincount(seen // k, minlength=n_pairs) <= 1)
+    present = np.bincount(pair, minlength=n_pairs) > 0
+    return bool(np.all((one_module[0] | one_module[1])[present]))
+
+
+def off_layers(sub: ConnectedGraph, labels: np.ndarray) -> np.ndarray | None:
+    """A split not along layers (:func:`along_layers`) a few node moves from ``labels``, which
+    is: the best single move that leaves one, or, where none of the ``OFF_LAYERS_TRIES`` best
+    moves does, the best move and then the same again, at most ``OFF_LAYERS_STEPS`` moves
+    (``None`` after that).
+
+    The cheapest split that null graphs do not all cut alike is often a move or two from the
+    cheapest split along layers: where the partitions at 3 and 4 modules have nothing better, a
+    local search from them reaches a split along layers, and single-node moves (:mod:`.refine`)
+    lead back to it. From a split along whole layers no single move leaves one (a moved node's
+    neighbouring layers are still whole), so a walk of moves is needed; a node moves once.
+    """
+    cur, moved = labels.copy(), np.zeros(len(labels), dtype=bool)
+    for _ in range(OFF_LAYERS_STEPS):
+        delta, target = move_gains(sub, cur, 2)
+        delta[moved] = np.inf
+        order = np.argsort(delta, kind="stable")[:OFF_LAYERS_TRIES]
+        order = order[np.isfinite(delta[order])]
+        if len(order) == 0:
+            return None
+        for i in order:
+            cand = cur.copy()
+            cand[i] = target[i]
+            if not along_layers(sub, cand):
+                return cand
+        cur[order[0]], moved[order[0]] = target[order[0]], True
+    return None
 
 
 def best_split(
@@ -159,18 +216,20 @@ def best_split(
 ) -> tuple[np.ndarray, str]:
     """The two-module partition of lowest normalized cut among ``labels`` (the solver's) and
     every grouping into two of the modules of each ``finer`` partition, leaving out those along
-    whole layers (:func:`along_layers`) unless nothing else is left; (labels, where they came
-    from: ``"solver"`` or ``"grouped"``).
+    layers, which every null graph cuts as much (:func:`along_layers`), unless nothing else is
+    left; (labels, where they came from: ``"solver"``, ``"grouped"`` or ``"off layers"``).
 
     A search for two modules often splits one module in half to balance the two volumes: in a
     layered network, a module's own weakest layer transition is a cheap cut. The partition at
     3 or 4 modules then usually has that module whole, and one of its groupings (3 of 3 modules,
-    7 of 4) cuts less. Groupings are compared unrefined and only the best is refined. A graph
-    of several components keeps its split along them (cut 0).
+    7 of 4) cuts less. Groupings are compared unrefined and only the best is refined. A split
+    along layers (the solver's, or the best grouping once refined) is also tried with one node
+    moved off them (:func:`off_layers`). A graph of several components keeps its split along
+    them (cut 0).
     """
     if sub.n_components > 1:
         return labels, "solver"
-    best = None
+    best, along = None, []
     for fine in finer:
         k = int(fine.max()) + 1
         for mask in range(1, 2 ** (k - 1)):  # module k - 1 stays in group 0: each grouping once
@@ -179,11 +238,19 @@ def best_split(
                 continue
             value = sub.ncut(cand)
             if best is None or value < best[0]:
-                best = (value, cand)
+                best = (value, cand, "grouped")
     if best is not None and refine:
         cand = refine_ncut(sub, best[1])[0]
         if not along_layers(sub, cand):
-            best = (sub.ncut(cand), cand)
+            best = (sub.ncut(cand), cand, "grouped")
+        else:
+            along.append(cand)
+    if along_layers(sub, labels):
+        along.append(labels)
+    for start in along:
+        cand = off_layers(sub, start)
+        if cand is not None and (best is None or sub.ncut(cand) < best[0]):
+            best = (sub.ncut(cand), cand, "off layers")
     if best is not None and (along_layers(sub, labels) or best[0] < sub.ncut(labels) * (1 - 1e-12)):
-        return canonical(best[1]), "grouped"
+        return canonical(best[1]), best[2]
     return labels, "solver"
