@@ -13,11 +13,14 @@ Power and recovery: the hidden-modules cases (``modgraph.toys.planted.CASES``, K
 modules hidden by permutation, mixing and rotation, with and without sub-eps^1/2 leaks, random
 and trained modules, plus two K = 2 cases), each on ``--seeds`` seeds; tested at the planted K
 and at the automatic number, which is scored against the planted modules (adjusted Rand index
-over the nodes with edges).
+over the nodes with edges). The same on ``--varied`` networks of other architectures
+(``modgraph.toys.planted.varied_case``: 2-6 modules of unequal shapes, ReLU or tanh, 2-4 hidden
+layers, some with a mixed bottleneck), none of which the module search was tuned on.
 
 Prints, per method, the fraction with p <= 0.05, the spread of p, and the recovery rates.
-Run: ``python benchmarks/bench_significance.py [--nets 10] [--seeds 3] [--n-null 20]``
-(about 9 minutes on 2 cores with the defaults; ``--nets 2 --seeds 1`` for a quick look).
+Run: ``python benchmarks/bench_significance.py [--nets 10] [--seeds 3] [--varied 24]
+[--n-null 20]`` (about 11 minutes on 2 cores with the defaults; ``--nets 2 --seeds 1 --varied
+0`` for a quick look).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import torch
 from torch import nn
 
 import modgraph as mg
-from modgraph.toys.planted import CASES, Case, make_case, true_modules
+from modgraph.toys.planted import CASES, Case, make_case, true_modules, varied_case
 
 ARCHITECTURES = ((8, 24, 24, 6), (12, 32, 16, 4), (16, 48, 48, 8))
 KS = (2, 3, 4)
@@ -133,9 +136,26 @@ def power(args) -> None:
         for c in (*CASES, *EXTRA_CASES)
         for s in range(args.first_seed, args.first_seed + args.seeds)
     ]
+    recovery(
+        args, [lambda c=c: make_case(c) for c in cases],
+        f"{len(cases)} networks with planted modules (K = 2..5, {args.seeds} seeds per case)",
+    )  # fmt: skip
+    if args.varied > 0:
+        recovery(
+            args, [lambda s=s: varied_case(s) for s in range(args.varied)],
+            f"{args.varied} networks of varied architectures (varied_case, K = 2..6; none of "
+            "them chosen for the above)",
+        )  # fmt: skip
+
+
+def recovery(args, builders, title: str) -> None:
+    """Power and recovery on the planted networks ``builders`` make, printed under ``title``."""
+    if not builders:
+        return
     rows = {m: [] for m in METHODS}
-    for c in cases:
-        p = make_case(c)
+    for build in builders:
+        p = build()
+        c = p.case
         a = mg.analyze(p.model, p.inputs, progress=False)
         g = a.graph
         truth = true_modules(p.model, a, p.inputs, p.output_groups)
@@ -154,10 +174,7 @@ def power(args) -> None:
                     f"{auto.n_modules} ARI {ari:.3f} (at K {ari_k:.3f}) p auto "
                     f"{auto.significance.p_value:.2g}, at K {p_k:.2g}"
                 )
-    print(
-        f"\nPower and recovery: {len(cases)} networks with planted modules "
-        f"(K = 2..5, {args.seeds} seeds per case)"
-    )
+    print(f"\nPower and recovery: {title}")
     for method in METHODS:
         a = np.nan_to_num(np.array(rows[method], dtype=float), nan=1.0)
         K, k, ari, ari_k, p_auto, p_k = a.T
@@ -179,6 +196,9 @@ def main(argv=None) -> None:
         "--first-seed", type=int, default=0,
         help="first seed per planted case (3: the next 3 seeds, held out from the defaults)",
     )  # fmt: skip
+    p.add_argument(
+        "--varied", type=int, default=24, help="networks of varied architectures (0: none)"
+    )
     p.add_argument("--n-null", type=int, default=20, help="null graphs per test")
     p.add_argument("--verbose", action="store_true", help="one line per planted network")
     args = p.parse_args(argv)

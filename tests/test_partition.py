@@ -26,10 +26,14 @@ from modgraph.partition import (
     shuffled_graph,
 )
 from modgraph.partition.null import null_graph, null_test
-from modgraph.partition.objective import ConnectedGraph
+from modgraph.partition.objective import ConnectedGraph, canonical
 from modgraph.partition.refine import _State, merge_to, move_gains, refine_ncut
 from modgraph.partition.solvers import (
     FINER_KS,
+    GROUPING_MAX_MODULES,
+    LEIDEN_RESTARTS,
+    _search,
+    _two_groupings,
     along_layers,
     best_split,
     labels_at_k,
@@ -486,6 +490,34 @@ def weak_transition(seed):
     return InteractionGraph(g.layer_names, g.importance, w, eps=g.eps), truth
 
 
+def test_groupings_on_the_graph_of_modules_are_those_of_the_nodes():
+    # _two_groupings: every grouping's normalized cut and along-layers flag from the graph of
+    # modules, as sub.ncut and along_layers give them; more than 12 modules merged down first
+    rng = np.random.default_rng(0)
+    for g in [planted(n_blocks=3, noise=0.3, seed=1)[0], random_graph(2), weak_transition(0)[0]]:
+        sub = ConnectedGraph(g)
+        starts = [rng.integers(0, m, sub.n) for m in (3, 5, 7)] + [sub.layer.copy()]
+        starts.append(np.where(sub.layer == 0, 0, 1 + rng.integers(0, 3, sub.n)))
+        for fine in map(canonical, starts):
+            value, is_along, cand = _two_groupings(sub, fine)
+            m = int(fine.max()) + 1
+            assert len(value) == 2 ** (m - 1) - 1
+            for i in range(len(value)):
+                labels = cand(i)
+                assert labels.max() == 1 and len(np.unique(labels[fine == m - 1])) == 1
+                assert value[i] == pytest.approx(sub.ncut(labels), rel=1e-12)
+                assert is_along[i] == along_layers(sub, labels)
+            if np.array_equal(fine, canonical(sub.layer)):
+                assert is_along.all()  # whole layers, grouped: every split along layers
+        many = canonical(rng.integers(0, 20, sub.n))
+        value, is_along, cand = _two_groupings(sub, many)
+        merged = merge_to(sub, many, GROUPING_MAX_MODULES)
+        assert len(value) == 2 ** (GROUPING_MAX_MODULES - 1) - 1
+        for i in (0, len(value) // 2, len(value) - 1):
+            assert value[i] == pytest.approx(sub.ncut(cand(i)), rel=1e-12)
+            assert len(np.unique(cand(i)[merged == 3])) == 1  # groups of the merged modules
+
+
 def test_a_split_along_whole_layers_cuts_the_same_in_every_null_graph():
     # why the solvers leave such splits out: they can never be evidence of modules. The same
     # holds where a layer's nodes are shared out between two whole layers on either side, and
@@ -561,14 +593,18 @@ def test_off_layers_is_the_best_single_move_off_a_split_along_layers():
 
 @pytest.mark.parametrize("method", ["leiden", "spectral"])
 def test_two_modules_are_the_best_of_the_solver_and_the_finer_groupings(method):
-    # best_split: the solver's two modules, or the best grouping of finer partitions
+    # best_split: the solver's two modules, or the best grouping of finer partitions (those at
+    # 3 and 4 modules, and Leiden's own)
     graphs = [planted(n_blocks=b, noise=n, seed=s)[0] for b, n, s in
               [(3, 0.3, 0), (4, 0.5, 5), (4, 0.7, 1), (4, 0.7, 2)]] + [random_graph(0)]  # fmt: skip
     strictly = 0
     for g in graphs:
         sub = ConnectedGraph(g)
-        alone = labels_at_k(sub, method, 2, seed=0, regroup=False)[0]
-        finer = [labels_at_k(sub, method, k, seed=0)[0] for k in FINER_KS]
+        found, native = _search(sub, method, [2, *FINER_KS], 0, 2, True, None)
+        assert len(native) == (LEIDEN_RESTARTS if method == "leiden" else 0)
+        alone = found[2][0]
+        finer = [found[k][0] for k in FINER_KS] + native
+        assert max(int(f.max()) + 1 for f in finer) <= GROUPING_MAX_MODULES  # none merged
         labels, came = best_split(sub, alone, finer, refine=True)
         value = sub.ncut(labels)
         assert np.array_equal(labels_at_k(sub, method, 2, seed=0)[0], labels)

@@ -39,7 +39,15 @@ from .leiden import leiden_labels
 from .null import ZERO_CUT, compare, fixed_by_strengths, null_graph, null_test, untestable
 from .objective import UNASSIGNED, ConnectedGraph, ModuleResult, canonical, check_graph
 from .refine import merge_to, refine_ncut
-from .solvers import FINER_KS, best_split, from_start, labels_at_k, leiden_fine, refined
+from .solvers import (
+    FINER_KS,
+    along_layers,
+    best_split,
+    from_start,
+    labels_at_k,
+    leiden_fine,
+    refined,
+)
 from .spectral import component_spectra
 
 __all__ = ["METHODS", "QUALITIES", "CostCurve", "find_modules", "cost_curve", "solve"]
@@ -193,6 +201,7 @@ def _scan(sub: ConnectedGraph, params: dict, ks: np.ndarray, n_null: int, spectr
         spectra = [spectra, *(component_spectra(g, kmax + 1, seed) for g in nulls)]
     by_k = []  # each graph's partition at every k
     for i, g in enumerate([sub, *nulls]):
+        native = []  # Leiden's own partition, whose groupings are candidates for k = 2 too
         if method == "spectral":
             merged = {
                 k: labels_at_k(g, method, min(k, g.n), spectra=spectra[i], **kwargs)[0]
@@ -200,11 +209,12 @@ def _scan(sub: ConnectedGraph, params: dict, ks: np.ndarray, n_null: int, spectr
             }
         else:  # one Leiden run per graph, merged down one k at a time (see leiden_fine)
             merged, cur = {}, leiden_fine(g, kmax, seed, params["n_iterations"])
+            native = [cur]
             for k in sorted(ks.tolist(), reverse=True):
                 cur = merge_to(g, cur, min(k, g.n))
                 merged[k] = from_start(g, cur, min(k, g.n), params["refine"])
         if 2 in merged:  # two modules as labels_at_k finds them
-            finer = [merged[j] for j in FINER_KS if j in merged]
+            finer = [merged[j] for j in FINER_KS if j in merged] + native
             merged[2] = best_split(g, merged[2], finer, params["refine"])[0]
         by_k.append(merged)
     found = [by_k[0][k] for k in ks.tolist()]
@@ -220,8 +230,8 @@ def _bisection(sub: ConnectedGraph, params: dict, root) -> tuple[np.ndarray, lis
     the induced subgraph, so the null keeps the part's own degrees and strengths); the halves
     are then tried in turn, breadth first, up to ``AUTO_MAX_MODULES`` modules. Unlike one scan
     over ``k`` of the whole graph, a module much more separate than the others does not hide
-    the others: they are split on their own. ``root``: the whole graph's split in two (the
-    scan's at ``k = 2``, not searched again) and the record of the scan's test, which made it.
+    the others: they are split on their own. ``root``: the whole graph's split in two
+    (:func:`_root_split`) and the record of the scan's test, which made it.
 
     Multiple testing (Meinshausen 2008, hierarchical testing): the whole graph is the scan's
     hypothesis, at ``alpha``; a part of ``m`` of its ``n`` nodes is tested at ``alpha m / n``, and
@@ -267,6 +277,24 @@ def _bisection(sub: ConnectedGraph, params: dict, root) -> tuple[np.ndarray, lis
     return canonical(out), tree
 
 
+def _root_split(sub: ConnectedGraph, params: dict, scanned: np.ndarray, spectra) -> np.ndarray:
+    """The whole graph's split in two: the lower normalized cut of the scan's at ``k = 2`` and
+    the search every part of the bisection gets (:func:`labels_at_k`), one not along layers
+    (:func:`along_layers`) first.
+
+    The scan partitions the graph and each null graph with one search over its ``k``'s (for
+    Leiden one run at the largest ``k``, merged down), so that all are alike; the split itself
+    is not tested (the scan's test stands for it), so it may as well be the best found. A
+    merged-down Leiden split can cut through two modules where a search for two finds the
+    modules (a network of 5 planted modules: normalized cut 0.208 searched, the scan's split
+    through two modules, after which the part holding them was not significant).
+    """
+    searched = labels_at_k(sub, params["method"], 2, seed=params["seed"],
+                           n_iterations=params["n_iterations"], refine=params["refine"],
+                           spectra=spectra)[0]  # fmt: skip
+    return min((scanned, searched), key=lambda z: (along_layers(sub, z), sub.ncut(z)))
+
+
 def _automatic(sub: ConnectedGraph, params: dict) -> ModuleResult:
     ks = np.arange(2, min(AUTO_MAX_MODULES, sub.n - 1) + 1)
     if len(ks) == 0 or sub.n_components >= AUTO_MAX_MODULES:
@@ -301,10 +329,11 @@ def _automatic(sub: ConnectedGraph, params: dict) -> ModuleResult:
         free = [i for i in significant if tests[i].ncut <= ZERO_CUT]
         best = max(free) if free else min(significant, key=lambda i: (tests[i].z, ks[i]))
         labels = found[best]
-        # how many: the significant recursive bisection, from the scan's split at k = 2
+        # how many: the significant recursive bisection, from the whole graph's split in two
         scan_test = {"p_value": min(1.0, m * min(tests[i].p_value for i in testable)),
                      "level": params["alpha"], "null_graphs": params["n_null"]}  # fmt: skip
-        tree_labels, info["tree"] = _bisection(sub, params, (found[0], scan_test))
+        root = _root_split(sub, params, found[0], spectra)
+        tree_labels, info["tree"] = _bisection(sub, params, (root, scan_test))
         if tree_labels.max() > 0:
             labels = refine_ncut(sub, tree_labels)[0] if params["refine"] else tree_labels
             info["modules_from"] = "bisection"

@@ -20,6 +20,9 @@ ground truth of a basis direction is the module whose outputs it drives most
 (:func:`modgraph.toys.demo.true_modules`), and a partition is scored by the adjusted Rand index over
 the nodes with edges.
 
+:func:`varied_case` draws networks of other shapes (unequal modules, depths, tanh, bottlenecks),
+none of them chosen for ``CASES``: what the module search is checked on beyond its benchmark.
+
 ``python -m modgraph.toys.benchmark`` (:mod:`modgraph.toys.benchmark`) prints the table.
 """
 
@@ -41,6 +44,7 @@ __all__ = [
     "make_case",
     "planted_mlp",
     "score_analysis",
+    "varied_case",
 ]
 
 
@@ -235,6 +239,112 @@ def make_case(case: Case) -> Planted:
             net[0].weight.copy_(net[0].weight @ Q.T)
             z = z @ Q.T
     groups = tuple(tuple(range(k * D_OUT, (k + 1) * D_OUT)) for k in range(K))
+    return Planted(case, net, z, groups)
+
+
+#: Seeds of :func:`varied_case` draw from ``VARIED_SEED_OFFSET + seed`` (apart from ``CASES``).
+VARIED_SEED_OFFSET = 1000
+
+
+@torch.no_grad()
+def _hide_tanh_neurons(lin: nn.Linear, nxt: nn.Linear, generator: torch.Generator) -> None:
+    """Permute the tanh neurons between ``lin`` and ``nxt`` and flip the signs of some, in place
+    (tanh is odd: the network computes the same function)."""
+    n = lin.out_features
+    perm = torch.randperm(n, generator=generator)
+    s = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0).to(lin.weight.dtype)
+    lin.weight.copy_(s[:, None] * lin.weight[perm])
+    lin.bias.copy_(s * lin.bias[perm])
+    nxt.weight.copy_(nxt.weight[:, perm] * s[None, :])
+
+
+def varied_case(seed: int, n_samples: int = 1000) -> Planted:
+    """A hidden modular network of a random architecture, none of it chosen for ``CASES``.
+
+    Drawn from ``seed``: ``K`` = 2..6 modules of unequal shapes (inputs 3-6, hidden layers of
+    5-14, outputs 1-3 per module), 2 or 3 hidden layers, ReLU or tanh, half of them with a
+    linear bottleneck of 2-4 after the first hidden layer (mixed by a random invertible map),
+    a third with leaks of 2e-3 and a third trained on a dense target of their own inputs.
+    Hidden layers are permuted (and rescaled, ReLU, or sign-flipped, tanh), the inputs rotated.
+    ``Planted.case.name`` says what was drawn.
+    """
+    rng = np.random.default_rng(VARIED_SEED_OFFSET + seed)
+    g = torch.Generator().manual_seed(VARIED_SEED_OFFSET + seed)
+    K, n_hidden = int(rng.integers(2, 7)), int(rng.integers(2, 4))
+    act = str(rng.choice(["relu", "tanh"]))
+    bottleneck, leak = bool(rng.random() < 0.5), float(rng.choice([0.0, 0.0, 2e-3]))
+    trained = bool(rng.random() < 1 / 3)
+    shapes = []
+    for _ in range(K):
+        w = [int(rng.integers(3, 7)), *(int(rng.integers(5, 15)) for _ in range(n_hidden))]
+        if bottleneck:
+            w.insert(2, int(rng.integers(2, 5)))
+        shapes.append([*w, int(rng.integers(1, 4))])
+    n_lin = len(shapes[0]) - 1
+    # an activation after every Linear but the last and the bottleneck's
+    activated = [l < n_lin - 1 and not (bottleneck and l == 1) for l in range(n_lin)]
+    Act = nn.ReLU if act == "relu" else nn.Tanh
+
+    def sequential(layers):
+        return nn.Sequential(*(m for l, lin in enumerate(layers)
+                               for m in ((lin, Act()) if activated[l] else (lin,))))  # fmt: skip
+
+    mods = []
+    for w in shapes:
+        layers = []
+        for a, b in zip(w[:-1], w[1:]):
+            lin = nn.Linear(a, b).double()
+            with torch.no_grad():
+                scale = (2.0 if act == "relu" else 1.5) / a
+                lin.weight.copy_(torch.randn(b, a, generator=g, dtype=torch.float64) * scale**0.5)
+                lin.bias.copy_(0.1 * torch.randn(b, generator=g, dtype=torch.float64))
+            layers.append(lin)
+        if trained:
+            net = sequential(layers)
+            z = torch.randn(1024, w[0], generator=g, dtype=torch.float64)
+            T = torch.randn(2, w[0], w[-1], generator=g, dtype=torch.float64)
+            y = torch.tanh(z @ T[0]) + 0.5 * (z @ T[1]).abs()
+            opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+            for _ in range(300):
+                opt.zero_grad()
+                (net(z) - y).pow(2).mean().backward()
+                opt.step()
+        mods.append(layers)
+    big = []
+    for l in range(n_lin):
+        W = torch.block_diag(*[m[l].weight.detach() for m in mods])
+        if leak:
+            noise = torch.rand(W.shape, generator=g, dtype=torch.float64) * 2 - 1
+            W = W + noise * leak * (W == 0)
+        lin = nn.Linear(W.shape[1], W.shape[0]).double()
+        with torch.no_grad():
+            lin.weight.copy_(W)
+            lin.bias.copy_(torch.cat([m[l].bias.detach() for m in mods]))
+        big.append(lin)
+    net = sequential(big).eval()
+    with torch.no_grad():
+        for l in range(n_lin - 1):
+            if not activated[l]:  # the linear bottleneck: mixed
+                n = big[l].out_features
+                R = torch.randn(n, n, generator=g, dtype=torch.float64) / n**0.5
+                R = R + 0.5 * torch.eye(n, dtype=torch.float64)
+                big[l].weight.copy_(R @ big[l].weight)
+                big[l].bias.copy_(R @ big[l].bias)
+                big[l + 1].weight.copy_(big[l + 1].weight @ torch.linalg.inv(R))
+            elif act == "relu":
+                hide_relu_neurons(big[l], big[l + 1], g)
+            else:
+                _hide_tanh_neurons(big[l], big[l + 1], g)
+        d_in = big[0].in_features
+        z = torch.randn(n_samples, d_in, generator=g, dtype=torch.float64)
+        Q, _ = torch.linalg.qr(torch.randn(d_in, d_in, generator=g, dtype=torch.float64))
+        big[0].weight.copy_(big[0].weight @ Q.T)
+        z = z @ Q.T
+    ends = np.cumsum([0, *(w[-1] for w in shapes)])
+    groups = tuple(tuple(range(ends[k], ends[k + 1])) for k in range(K))
+    name = f"var-{act}{n_hidden}" + "-bott" * bottleneck  # e.g. var-tanh3-bott: 3 hidden
+    case = Case(name, K, "perm+mix+rot" if bottleneck else "perm+rot", leak=leak,
+                trained=trained, seed=seed, n_samples=n_samples)  # fmt: skip
     return Planted(case, net, z, groups)
 
 
