@@ -407,6 +407,37 @@ def test_the_whole_graph_is_split_when_the_scan_is_significant_at_any_k(method, 
     assert r.n_modules == 1 and "tree" not in r.info  # no k significant: nothing is split
 
 
+@pytest.mark.parametrize("method", ["leiden", "spectral"])
+def test_the_whole_graph_split_is_the_better_of_the_scan_and_a_search(method, monkeypatch):
+    # _root_split: the scan's split at k = 2 stands where it cuts less than a search for two,
+    # else the search's; one along layers only where both are
+    import modgraph.partition.find as find
+
+    g, truth = planted(noise=0.3, seed=2)
+    sub, t = ConnectedGraph(g), truth[truth >= 0]
+    params = {"method": method, "seed": 0, "n_iterations": 2, "refine": True}
+    searched = labels_at_k(sub, method, 2, seed=0)[0]
+    halves = t.copy()  # through module 1
+    in_1 = np.flatnonzero(t == 1)
+    halves[in_1[: len(in_1) // 2]] = 0
+    halves[halves == 2] = 1
+    assert sub.ncut(halves) > sub.ncut(searched)
+    assert np.array_equal(find._root_split(sub, params, halves, None), searched)
+    # the scan's stands when the search does worse (here made to return the halves)
+    monkeypatch.setattr(find, "labels_at_k", lambda *a, **k: (halves, {}))
+    assert np.array_equal(find._root_split(sub, params, searched, None), searched)
+    # a split along layers only where the other is too
+    sub_w = ConnectedGraph(weak_transition(0)[0])
+    along = (sub_w.layer >= 2).astype(np.int64)
+    off = labels_at_k(sub_w, method, 2, seed=0)[0]
+    assert along_layers(sub_w, along) and not along_layers(sub_w, off)
+    assert sub_w.ncut(along) < sub_w.ncut(off)
+    monkeypatch.setattr(find, "labels_at_k", lambda *a, **k: (off, {}))
+    assert np.array_equal(find._root_split(sub_w, params, along, None), off)
+    monkeypatch.setattr(find, "labels_at_k", lambda *a, **k: (along, {}))
+    assert np.array_equal(find._root_split(sub_w, params, along, None), along)
+
+
 def test_bisection_does_not_split_planted_modules_further():
     # a split of a module that has no structure of its own must fail its test: over 12 graphs
     # and both methods the planted modules come back whole, never split
