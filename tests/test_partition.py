@@ -521,6 +521,20 @@ def weak_transition(seed):
     return InteractionGraph(g.layer_names, g.importance, w, eps=g.eps), truth
 
 
+def test_layer_sides_are_every_node_at_every_layer_pair_it_has_edges_in():
+    # brute force over the edges, for layered graphs and one with an edge inside a layer
+    within = ConnectedGraph.from_edges([0, 1, 2, 0], [1, 2, 3, 3], [1.0] * 4, [0, 1, 1, 2])
+    for sub in [ConnectedGraph(planted(noise=0.3, seed=0)[0]), ConnectedGraph(random_graph(1)),
+                ConnectedGraph(weak_transition(1)[0]), within]:  # fmt: skip
+        expected = set()
+        for i, j in zip(sub.src, sub.dst):
+            lo, hi = (i, j) if sub.layer[i] <= sub.layer[j] else (j, i)
+            expected |= {(int(lo), 2 * int(sub.layer[lo])), (int(hi), 2 * int(sub.layer[lo]) + 1)}
+        node, slot = sub.layer_sides
+        assert len(node) == len(expected) == len(set(zip(node.tolist(), slot.tolist())))
+        assert set(zip(node.tolist(), slot.tolist())) == expected
+
+
 def test_groupings_on_the_graph_of_modules_are_those_of_the_nodes():
     # _two_groupings: every grouping's normalized cut and along-layers flag from the graph of
     # modules, as sub.ncut and along_layers give them; more than 12 modules merged down first

@@ -228,6 +228,28 @@ class ConnectedGraph:
         )
 
     @cached_property
+    def layer_sides(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every node at each layer pair it has edges in, as (node, slot): slot ``2 p`` where it
+        is in the lower layer of pair ``p`` (edges between layers ``p`` and ``p + 1``), ``2 p +
+        1`` the upper (what :func:`~.solvers.along_layers` counts modules in). Read off which
+        nodes have an edge up and which down: sorting the edges' (node, pair) keys instead cost
+        2 s of the 23 s of a spectral automatic choice on a 147k-edge graph."""
+        lo_first = self.layer[self.src] <= self.layer[self.dst]
+        lo = np.where(lo_first, self.src, self.dst)
+        hi = np.where(lo_first, self.dst, self.src)
+        pair = self.layer[lo]  # the lower layer names the pair
+        n = self.n
+        if np.any(self.layer[hi] != pair + 1):  # an edge within a layer or across several
+            key = np.unique(np.concatenate([(2 * pair) * n + lo, (2 * pair + 1) * n + hi]))
+            return key % n, key // n
+        up = np.flatnonzero(np.bincount(lo, minlength=n))
+        down = np.flatnonzero(np.bincount(hi, minlength=n))
+        return (
+            np.concatenate([up, down]),
+            np.concatenate([2 * self.layer[up], 2 * self.layer[down] - 1]),
+        )
+
+    @cached_property
     def weights(self) -> list[float]:
         return self.strength.tolist()
 

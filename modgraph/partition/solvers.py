@@ -175,21 +175,9 @@ def along_layers(sub: ConnectedGraph, labels: np.ndarray) -> bool:
     nodes of a layer between two whole ones, each node's edges on either side cut or kept.
     """
     labels = np.asarray(labels)
-    node, slot = _layer_sides(sub)
+    node, slot = sub.layer_sides
     counts = _side_counts(node, slot, labels, int(labels.max()) + 1)
     return bool(np.all(_single_side(counts)))
-
-
-def _layer_sides(sub: ConnectedGraph) -> tuple[np.ndarray, np.ndarray]:
-    """Every node at each layer pair it has edges in: (node, slot), slot ``2 p`` where it is in
-    the lower layer of pair ``p`` (edges between layers ``p`` and ``p + 1``), ``2 p + 1`` the
-    upper."""
-    lo_first = sub.layer[sub.src] <= sub.layer[sub.dst]
-    lo = np.where(lo_first, sub.src, sub.dst)
-    hi = np.where(lo_first, sub.dst, sub.src)
-    pair = sub.layer[lo]  # adjacent layers: the lower one names the pair
-    key = np.unique(np.concatenate([(2 * pair) * sub.n + lo, (2 * pair + 1) * sub.n + hi]))
-    return key % sub.n, key // sub.n
 
 
 def _side_counts(node: np.ndarray, slot: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
@@ -221,7 +209,7 @@ def off_layers(sub: ConnectedGraph, labels: np.ndarray) -> np.ndarray | None:
     full :func:`along_layers` per trial move: 0.33 s a call from whole layers of a 147k-edge
     graph, 0.011 s this way, the same result).
     """
-    node, slot = _layer_sides(sub)
+    node, slot = sub.layer_sides
     cur, moved = labels.copy(), np.zeros(len(labels), dtype=bool)
     for _ in range(OFF_LAYERS_STEPS):
         delta, target = move_gains(sub, cur, 2)
@@ -313,7 +301,7 @@ def _two_groupings(sub: ConnectedGraph, fine: np.ndarray):
     cut = np.einsum("gi,ij,gj->g", G, S, 1.0 - G)
     v1 = G @ vol
     value = cut / v1 + cut / (vol.sum() - v1)
-    node, slot = _layer_sides(sub)
+    node, slot = sub.layer_sides
     present = _side_counts(node, slot, fine, m) > 0  # (slots, m)
     both = (present @ G.T > 0) & (present @ (1.0 - G).T > 0)  # (slots, groupings)
     is_along = np.all(~both[0::2] | ~both[1::2], axis=0)
