@@ -259,6 +259,15 @@ class ConnectedGraph:
         pairs = self.n * (self.n - 1) / 2
         return float(self.strength.sum() / pairs) if pairs > 0 else 0.0
 
+    def between(self, labels: np.ndarray) -> np.ndarray:
+        """(k, k): the summed strength of the edges between each two modules of ``labels``
+        (``0 .. k - 1``), symmetric, zero on the diagonal."""
+        k = int(labels.max()) + 1
+        S = sp.csr_matrix((self.strength, (labels[self.src], labels[self.dst])), shape=(k, k))
+        S = (S + S.T).toarray()
+        np.fill_diagonal(S, 0.0)
+        return S
+
     def cost(self, labels: np.ndarray) -> float:
         """The cross-module cost of labels of the connected nodes."""
         return cut_strength(self.strength, self.src, self.dst, labels)

@@ -170,9 +170,7 @@ def merge_to(sub: ConnectedGraph, labels: np.ndarray, k: int) -> np.ndarray:
     k0 = int(labels.max()) + 1
     if k0 <= k:
         return labels
-    S = sp.csr_matrix((sub.strength, (labels[sub.src], labels[sub.dst])), shape=(k0, k0)).toarray()
-    S = S + S.T
-    np.fill_diagonal(S, 0.0)
+    S = sub.between(labels)
     cut, vol = module_cuts(sub.strength, sub.src, sub.dst, sub.degree, labels)
     group = np.arange(k0)
     alive = np.ones(k0, dtype=bool)

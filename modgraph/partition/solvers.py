@@ -11,7 +11,6 @@ as much (along layers, :func:`along_layers`) where another split exists (:func:`
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
 
 from .leiden import leiden_labels, leiden_once
 from .objective import ConnectedGraph, canonical
@@ -207,7 +206,7 @@ def off_layers(sub: ConnectedGraph, labels: np.ndarray) -> np.ndarray | None:
     neighbouring layers are still whole), so a walk of moves is needed; a node moves once.
     Which moves leave is read from each layer side's module counts, for all nodes at once (a
     full :func:`along_layers` per trial move: 0.33 s a call from whole layers of a 147k-edge
-    graph, 0.011 s this way, the same result).
+    graph, 0.006 s this way, the same result).
     """
     node, slot = sub.layer_sides
     cur, moved = labels.copy(), np.zeros(len(labels), dtype=bool)
@@ -254,27 +253,31 @@ def best_split(
     if sub.n_components > 1:
         return labels, "solver"
     best, along = None, []
+
+    def consider(cand, came):
+        nonlocal best
+        value = sub.ncut(cand)
+        if best is None or value < best[0]:
+            best = (value, cand, came)
+
     for fine in finer:
         value, is_along, cands = _two_groupings(sub, fine)
-        if np.all(is_along):
-            continue
-        i = np.flatnonzero(~is_along)[np.argmin(value[~is_along])]
-        cand = cands(i)
-        if best is None or sub.ncut(cand) < best[0]:
-            best = (sub.ncut(cand), cand, "grouped")
+        if not np.all(is_along):
+            consider(cands(np.flatnonzero(~is_along)[np.argmin(value[~is_along])]), "grouped")
     if best is not None and refine:
         cand = refine_ncut(sub, best[1])[0]
         if not along_layers(sub, cand):
             best = (sub.ncut(cand), cand, "grouped")
         else:
             along.append(cand)
-    if along_layers(sub, labels):
+    solver_along = along_layers(sub, labels)
+    if solver_along:
         along.append(labels)
     for start in along:
         cand = off_layers(sub, start)
-        if cand is not None and (best is None or sub.ncut(cand) < best[0]):
-            best = (sub.ncut(cand), cand, "off layers")
-    if best is not None and (along_layers(sub, labels) or best[0] < sub.ncut(labels) * (1 - 1e-12)):
+        if cand is not None:
+            consider(cand, "off layers")
+    if best is not None and (solver_along or best[0] < sub.ncut(labels) * (1 - 1e-12)):
         return canonical(best[1]), best[2]
     return labels, "solver"
 
@@ -292,9 +295,7 @@ def _two_groupings(sub: ConnectedGraph, fine: np.ndarray):
     """
     fine = merge_to(sub, fine, GROUPING_MAX_MODULES)
     m = int(fine.max()) + 1
-    S = sp.csr_matrix((sub.strength, (fine[sub.src], fine[sub.dst])), shape=(m, m)).toarray()
-    S = S + S.T
-    np.fill_diagonal(S, 0.0)
+    S = sub.between(fine)
     vol = np.bincount(fine, weights=sub.degree, minlength=m)
     # module m - 1 stays in group 0: each grouping once
     G = ((np.arange(1, 2 ** (m - 1))[:, None] >> np.arange(m)) & 1).astype(np.float64)

@@ -126,13 +126,34 @@ def _trained_module(g: torch.Generator, k: int, steps: int = 400) -> list[nn.Lin
     layers = _random_module(g)
     net = nn.Sequential(layers[0], nn.ReLU(), layers[1], layers[2], nn.ReLU(), layers[3])
     z = torch.randn(1024, D_IN, generator=g, dtype=torch.float64)
-    y = _module_targets(z, k)
+    _fit(net, z, _module_targets(z, k), steps)
+    return layers
+
+
+def _fit(net: nn.Module, z: Tensor, y: Tensor, steps: int) -> None:
+    """``steps`` full-batch Adam steps (lr 1e-2) on the squared error of ``net(z)`` to ``y``."""
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
     for _ in range(steps):
         opt.zero_grad()
         (net(z) - y).pow(2).mean().backward()
         opt.step()
-    return layers
+
+
+def _side_by_side(mods: list[list[nn.Linear]], leak: float, g: torch.Generator) -> list[nn.Linear]:
+    """The modules' Linear layers stacked block-diagonally, layer by layer, with cross-module
+    weights uniform in ``[-leak, leak]`` (none for 0)."""
+    big = []
+    for layers in zip(*mods):
+        W = torch.block_diag(*[lin.weight.detach() for lin in layers])
+        if leak:
+            noise = (torch.rand(W.shape, generator=g, dtype=torch.float64) * 2 - 1) * leak
+            W = W + noise * (W == 0)
+        lin = nn.Linear(W.shape[1], W.shape[0]).double()
+        with torch.no_grad():
+            lin.weight.copy_(W)
+            lin.bias.copy_(torch.cat([m.bias.detach() for m in layers]))
+        big.append(lin)
+    return big
 
 
 @torch.no_grad()
@@ -207,17 +228,7 @@ def make_case(case: Case) -> Planted:
     g = torch.Generator().manual_seed(case.seed)
     K = case.K
     mods = [_trained_module(g, k) if case.trained else _random_module(g) for k in range(K)]
-    big = []
-    for i in range(4):
-        W = torch.block_diag(*[m[i].weight.detach() for m in mods])
-        if case.leak:
-            noise = (torch.rand(W.shape, generator=g, dtype=torch.float64) * 2 - 1) * case.leak
-            W = W + noise * (W == 0)
-        lin = nn.Linear(W.shape[1], W.shape[0]).double()
-        with torch.no_grad():
-            lin.weight.copy_(W)
-            lin.bias.copy_(torch.cat([m[i].bias.detach() for m in mods]))
-        big.append(lin)
+    big = _side_by_side(mods, case.leak, g)
     net = nn.Sequential(big[0], nn.ReLU(), big[1], big[2], nn.ReLU(), big[3]).eval()
     hiding = set(case.hiding.split("+"))
     with torch.no_grad():
@@ -303,24 +314,9 @@ def varied_case(seed: int, n_samples: int = 1000) -> Planted:
             net = sequential(layers)
             z = torch.randn(1024, w[0], generator=g, dtype=torch.float64)
             T = torch.randn(2, w[0], w[-1], generator=g, dtype=torch.float64)
-            y = torch.tanh(z @ T[0]) + 0.5 * (z @ T[1]).abs()
-            opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-            for _ in range(300):
-                opt.zero_grad()
-                (net(z) - y).pow(2).mean().backward()
-                opt.step()
+            _fit(net, z, torch.tanh(z @ T[0]) + 0.5 * (z @ T[1]).abs(), 300)
         mods.append(layers)
-    big = []
-    for l in range(n_lin):
-        W = torch.block_diag(*[m[l].weight.detach() for m in mods])
-        if leak:
-            noise = torch.rand(W.shape, generator=g, dtype=torch.float64) * 2 - 1
-            W = W + noise * leak * (W == 0)
-        lin = nn.Linear(W.shape[1], W.shape[0]).double()
-        with torch.no_grad():
-            lin.weight.copy_(W)
-            lin.bias.copy_(torch.cat([m[l].bias.detach() for m in mods]))
-        big.append(lin)
+    big = _side_by_side(mods, leak, g)
     net = sequential(big).eval()
     with torch.no_grad():
         for l in range(n_lin - 1):
