@@ -105,7 +105,10 @@ def main() -> None:
         print(line)
     if "rotation" in a.timings:  # reads a fixed number of samples: compare with the edge pass
         sec = a.timings["rotation"]
-        print(f"rotation    {sec:7.2f} s  = {sec / a.timings['edges']:.2f}x the edge pass")
+        print(
+            f"rotation    {sec:7.2f} s  = {sec / total:.1%} of analyze, "
+            f"{sec / a.timings['edges']:.2f}x the edge pass"
+        )
     print(f"total {total:.2f} s; peak RSS {peak_mib:.0f} MiB (before: {rss0 / 1024:.0f} MiB)")
 
 
