@@ -33,7 +33,7 @@ a direction's eigenvalue can be within sampling error of dozens of others' (a ra
 ``max_partners`` most undetermined partners, and the pairs of a layer are split into rounds of
 disjoint pairs (greedy edge coloring) that are evaluated and rotated together: rotations of
 disjoint pairs touch disjoint rows and columns (parallel Jacobi ordering). One pair at a time took
-over 10 minutes on that MLP; rounds take 30 s (``benchmarks/bench_analyze.py``).
+over 10 minutes on that MLP; rounds take 6 s (``benchmarks/bench_analyze.py``).
 
 Sequences count positions as samples and sum the squared attributions over output positions, as
 :mod:`modgraph.statistics` and :mod:`modgraph.edges` do. Under ``torch.distributed`` every mean is
