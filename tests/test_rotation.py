@@ -242,11 +242,11 @@ def test_turning_units_chunk_by_chunk_gives_the_same_basis(hidden, monkeypatch):
     """The units of a round are disjoint, so each chunk is turned as soon as its angles are
     found, with the Jacobian slices its moments gathered; one unit per chunk must give the
     basis that one chunk per round gives (only batched kernels' rounding may differ)."""
-    planted, _, sparse = hidden
+    planted, plain, sparse = hidden
     monkeypatch.setattr(rotation, "CHUNK_ELEMENTS", 1)
     one = mg.analyze(planted.model, planted.inputs, eps=EPS, rotation="sparse", progress=False)
     moved = 0
-    for a, b, plain in zip(sparse.layers, one.layers, hidden[1].layers):
+    for a, b, fitted in zip(sparse.layers, one.layers, plain.layers):
         assert relative(b.C, a.C) < 1e-12 and relative(b.eigenvalues, a.eigenvalues) < 1e-12
-        moved += relative(a.C, plain.C) > 1e-3
+        moved += relative(a.C, fitted.C) > 1e-3
     assert moved >= 3  # the rotation did turn this basis
