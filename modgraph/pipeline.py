@@ -90,9 +90,10 @@ def analyze(  # noqa: PLR0913 (the paper's knobs, keyword-only)
         The paper's basis, or a baseline.
     rotation : {"sparse", "none"}
         Interaction basis with ``scale="importance"`` only. ``"sparse"`` (default): pairs of
-        directions whose rotation the data leaves undetermined (angle standard error above 0.1
-        rad, from the sampling error of ``G`` and ``M``) are rotated, within 3 standard errors,
-        to make the interactions sparse; this keeps modules apart where their ``Lambda`` values
+        directions whose rotation the data leaves undetermined (angle standard error above
+        0.02 rad, from the sampling error of ``G`` and ``M``) are rotated to make the
+        interactions sparse, the composed rotation of each layer moving no pair by more than 3
+        of its standard errors; this keeps modules apart where their ``Lambda`` values
         are close (the hidden-modules benchmark, :mod:`modgraph.toys.benchmark`), at the price of
         ``C^+T M C^+ = I`` holding only to within that sampling error on rotated pairs (see
         :mod:`modgraph.rotation`). Where every pair is determined the basis is the plain one, bit
