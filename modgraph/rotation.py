@@ -796,21 +796,35 @@ def sparse_rotation(
             _composed_excess(Mz[l], R_tot[l], b.eigenvalues.double(), limit[l], kinds[l])
             for l, b in enumerate(bases)
         ]
-        if max(excess) <= 1 + EXCESS_RTOL:
-            return [_rotated(b, Mz[l], R_tot[l], s.tie_rtol) for l, b in enumerate(bases)]
+        runs = _linked_runs(maps)
+        if max(excess) <= 1 + EXCESS_RTOL or attempt == MAX_SHRINKS:
+            break
         # a pair's turn is carried to its images through linear stages: shrink every layer of
         # a run of linked layers by the largest excess in it
-        for run in _linked_runs(maps):
+        for run in runs:
             worst = max(excess[l] for l in run)
             if worst > 1 + EXCESS_RTOL:
                 for l in run:
                     shrink[l] /= worst * (1 + SHRINK_MARGIN)
-    warnings.warn(
-        f"rotation='sparse' left the basis as fitted: after {MAX_SHRINKS} smaller tries its "
-        f"composed rotation still moved a pair {max(excess):.3g} times its bound",
-        stacklevel=3,
-    )
-    return list(bases)
+    out = [_rotated(b, Mz[l], R_tot[l], s.tie_rtol) for l, b in enumerate(bases)]
+    for run in runs:  # after the last try: what still went too far
+        worst = max(excess[l] for l in run)
+        if worst <= 1 + EXCESS_RTOL:
+            continue
+        if len(run) == 1:  # no images to keep in step: turn every composed angle back
+            (l,) = run
+            lam = bases[l].eigenvalues.double()
+            Mz_l, R_l = _scaled_back(Mz[l], R_tot[l], lam, kinds[l], 1 / worst)
+            out[l] = _rotated(bases[l], Mz_l, R_l, s.tie_rtol)
+        else:
+            warnings.warn(
+                f"rotation='sparse' left layers {run} as fitted: after {MAX_SHRINKS} smaller "
+                f"tries their composed rotation still moved a pair {worst:.3g} times its bound",
+                stacklevel=3,
+            )
+            for l in run:
+                out[l] = bases[l]
+    return out
 
 
 def _sweeps(data: _Samples, bases, bounds, limit, se, kinds, s: RotationSettings):
@@ -851,12 +865,20 @@ def _linked_runs(maps) -> list[list[int]]:
     return runs
 
 
+def _schur(Mz: Tensor, R_tot: Tensor, lam: Tensor, kind: str):
+    """The composed rotation ``Q`` of a layer (orthogonal, in the coordinates ``z`` the rotation
+    is orthogonal in: ``R_tot = D' Q D^-1``) as ``Z diag(w) Z^H``: ``Q`` is normal, so its
+    complex Schur form is diagonal, and ``Q^t = Z diag(w^t) Z^H``, ``log Q = Z diag(log w) Z^H``."""
+    Q = _scale(Mz.diagonal(), kind).reciprocal()[:, None] * R_tot * _scale(lam, kind)
+    T, Z = scipy.linalg.schur(Q.cpu().numpy(), output="complex")
+    return Z, np.diagonal(T)
+
+
 def _composed_excess(Mz: Tensor, R_tot: Tensor, lam: Tensor, limit: Tensor, kind: str) -> float:
     """How far the composed rotation moved the layer's most-moved pair, in units of its bound.
 
-    The sweeps turn pairs one at a time; their product ``Q`` (orthogonal, in the coordinates
-    ``z`` the rotation is orthogonal in: ``R_tot = D' Q D^-1``) is ``exp(A)`` with ``A``
-    antisymmetric, and ``A_ij`` is, to first order, the angle by which the rotated directions
+    The sweeps turn pairs one at a time; their product ``Q = exp(A)`` (:func:`_schur`), with
+    ``A`` antisymmetric and ``A_ij`` to first order the angle by which the rotated directions
     ``i, j`` differ from the fitted ones. Each unit's own turns stay within its bound, but a
     direction turned with several partners also moves against directions it was never paired
     with (second-order terms). Returns ``max |A_ij| / limit_ij`` (``limit``: ``z`` standard
@@ -864,16 +886,21 @@ def _composed_excess(Mz: Tensor, R_tot: Tensor, lam: Tensor, limit: Tensor, kind
     """
     if torch.equal(R_tot, torch.eye(len(lam), dtype=torch.float64)):
         return 0.0
-    Q = _scale(Mz.diagonal(), kind).reciprocal()[:, None] * R_tot * _scale(lam, kind)
-    # Q is normal: its complex Schur form is diagonal, and log Q = Z log(T) Z^H
-    T, Z = scipy.linalg.schur(Q.cpu().numpy(), output="complex")
-    A = (Z * np.log(np.diagonal(T))) @ Z.conj().T
-    moved = np.abs(A.real)
+    Z, w = _schur(Mz, R_tot, lam, kind)
+    moved = np.abs(((Z * np.log(w)) @ Z.conj().T).real)
     np.fill_diagonal(moved, 0.0)
     moved[moved <= ROUND_OFF] = 0.0
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(moved > 0, moved / limit.cpu().numpy(), 0.0)
     return float(ratio.max())
+
+
+def _scaled_back(Mz: Tensor, R_tot: Tensor, lam: Tensor, kind: str, t: float):
+    """``Mz`` and ``R_tot`` of the rotation ``Q^t = exp(t A)``: every composed angle times ``t``."""
+    Z, w = _schur(Mz, R_tot, lam, kind)
+    Q = torch.as_tensor(((Z * w**t) @ Z.conj().T).real, dtype=torch.float64)
+    Mz = Q @ torch.diag(lam.cpu()) @ Q.T
+    return Mz, _scale(Mz.diagonal(), kind)[:, None] * Q / _scale(lam.cpu(), kind)
 
 
 def _undetermined(data: _Samples, bases, n: int, s: RotationSettings):

@@ -269,6 +269,12 @@ def test_composed_excess_reads_each_pairs_angle_from_the_composed_rotation(kind)
     limit = limit + limit.T
     want = float((A.abs() / limit).fill_diagonal_(0).max())
     assert rotation._composed_excess(Mz, R, lam, limit, kind) == pytest.approx(want, rel=1e-10)
+    # turned back to exp(A / 2): every composed angle halves, Q Lambda Q^T and R follow
+    Mz_half, R_half = rotation._scaled_back(Mz, R, lam, kind, 0.5)
+    Q_half = torch.linalg.matrix_exp(A / 2)
+    torch.testing.assert_close(Mz_half, Q_half @ torch.diag(lam) @ Q_half.T, rtol=0, atol=1e-12)
+    got = rotation._composed_excess(Mz_half, R_half, lam, limit, kind)
+    assert got == pytest.approx(want / 2, rel=1e-10)
     eye = torch.eye(k, dtype=torch.float64)
     assert rotation._composed_excess(torch.diag(lam), eye, lam, limit, kind) == 0.0
 
@@ -296,3 +302,37 @@ def test_composed_rotation_stays_within_z_standard_errors(hidden, monkeypatch):
     assert len(tries) >= 2 and max(tries[0]) > 1.01  # the first sweeps went too far
     assert max(tries[-1]) <= 1 + rotation.EXCESS_RTOL
     assert sum(relative(w.C, p.C) > 1e-3 for w, p in zip(wide, plain.layers)) >= 3
+
+
+def test_after_the_last_try_a_layer_is_turned_back_within_its_bounds(hidden, monkeypatch):
+    """No retries: a layer of its own whose pairs moved too far gets every composed angle
+    scaled back (exp(t A)), so that its most-moved pair sits exactly at its bound."""
+    planted, plain, _ = hidden
+    seen, turned_back = {}, []
+    undetermined, scaled_back = rotation._undetermined, rotation._scaled_back
+
+    def record_se(*args):
+        seen["se"], bounds = undetermined(*args)
+        return seen["se"], bounds
+
+    def record_back(Mz, R_tot, lam, kind, t):
+        out = scaled_back(Mz, R_tot, lam, kind, t)
+        turned_back.append((*out, lam, kind))
+        return out
+
+    monkeypatch.setattr(rotation, "_undetermined", record_se)
+    monkeypatch.setattr(rotation, "_scaled_back", record_back)
+    monkeypatch.setattr(rotation, "MAX_SHRINKS", 0)
+    # layers linked through a linear stage cannot be turned back alone: left as fitted
+    with pytest.warns(UserWarning, match=r"left layers \[1, 2\] as fitted"):
+        out = sparse_rotation(
+            LayerChain.from_model(planted.model), list(plain.layers),
+            Batches(planted.inputs, batch_size=500, dtype=torch.float64), n=len(planted.inputs),
+        )  # fmt: skip
+    assert out[1] is plain.layers[1] and out[2] is plain.layers[2]
+    assert turned_back  # the input layer's first sweeps go too far (1.07 times a bound)
+    for Mz, R, lam, kind in turned_back:
+        l = next(i for i, b in enumerate(plain.layers) if torch.equal(b.eigenvalues.double(), lam))
+        limit = (3.0 * seen["se"][l]).clamp(max=np.pi / 4)
+        excess = rotation._composed_excess(Mz, R, lam, limit, kind)
+        assert excess == pytest.approx(1.0, abs=1e-9)
