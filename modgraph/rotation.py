@@ -796,31 +796,36 @@ def sparse_rotation(
             _composed_excess(Mz[l], R_tot[l], b.eigenvalues.double(), limit[l], kinds[l])
             for l, b in enumerate(bases)
         ]
-        runs = _linked_runs(maps)
-        if max(excess) <= 1 + EXCESS_RTOL or attempt == MAX_SHRINKS:
+        # a pair's turn is carried to its images through linear stages: a run of linked layers
+        # is shrunk, and judged, by the largest excess in it
+        worst = {tuple(run): max(excess[l] for l in run) for run in _linked_runs(maps)}
+        if max(worst.values()) <= 1 + EXCESS_RTOL or attempt == MAX_SHRINKS:
             break
-        # a pair's turn is carried to its images through linear stages: shrink every layer of
-        # a run of linked layers by the largest excess in it
-        for run in runs:
-            worst = max(excess[l] for l in run)
-            if worst > 1 + EXCESS_RTOL:
+        for run, e in worst.items():
+            if e > 1 + EXCESS_RTOL:
                 for l in run:
-                    shrink[l] /= worst * (1 + SHRINK_MARGIN)
-    out = [_rotated(b, Mz[l], R_tot[l], s.tie_rtol) for l, b in enumerate(bases)]
-    for run in runs:  # after the last try: what still went too far
-        worst = max(excess[l] for l in run)
-        if worst <= 1 + EXCESS_RTOL:
+                    shrink[l] /= e * (1 + SHRINK_MARGIN)
+    return _within_bounds(bases, Mz, R_tot, worst, kinds, s.tie_rtol)
+
+
+def _within_bounds(bases, Mz, R_tot, worst: dict, kinds, tie_rtol: float) -> list[LayerBasis]:
+    """The rotated bases, where a run of layers still went too far after the last try: a layer
+    of its own turned back (every composed angle scaled so that the most-moved pair sits at its
+    bound), linked layers left as fitted (their images would no longer follow), with a warning."""
+    out = [_rotated(b, Mz[l], R_tot[l], tie_rtol) for l, b in enumerate(bases)]
+    for run, e in worst.items():
+        if e <= 1 + EXCESS_RTOL:
             continue
-        if len(run) == 1:  # no images to keep in step: turn every composed angle back
+        if len(run) == 1:
             (l,) = run
-            lam = bases[l].eigenvalues.double()
-            Mz_l, R_l = _scaled_back(Mz[l], R_tot[l], lam, kinds[l], 1 / worst)
-            out[l] = _rotated(bases[l], Mz_l, R_l, s.tie_rtol)
+            back = _scaled_back(Mz[l], R_tot[l], bases[l].eigenvalues.double(), kinds[l], 1 / e)
+            out[l] = _rotated(bases[l], *back, tie_rtol)
         else:
             warnings.warn(
-                f"rotation='sparse' left layers {run} as fitted: after {MAX_SHRINKS} smaller "
-                f"tries their composed rotation still moved a pair {worst:.3g} times its bound",
-                stacklevel=3,
+                f"rotation='sparse' left layers {list(run)} as fitted: after {MAX_SHRINKS} "
+                f"smaller tries their composed rotation still moved a pair {e:.3g} times its "
+                "bound",
+                stacklevel=4,
             )
             for l in run:
                 out[l] = bases[l]
