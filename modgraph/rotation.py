@@ -55,10 +55,12 @@ errors of its images in later layers allow; and a direction turned with several 
 moves against directions it was never paired with (second-order terms), so the composed ``A`` is
 computed after the sweeps (:func:`_composed_excess`) and, where it exceeds a bound, the sweeps
 run again from the fitted basis with the bounds shrunk by the excess (those of the layers that
-moved too far, and of every layer linked to them through linear stages; at most ``MAX_SHRINKS``
-times, then the basis is left as fitted, with a warning). Before this check the composed
-rotation of ``tests/test_rotation.py``'s 4-module hidden case moved a pair 1.93 times its bound
-(two sweeps, each up to the bound).
+moved too far, and of every layer linked to them through linear stages), at most
+``MAX_SHRINKS`` times. A layer that still went too far then has every composed angle scaled back
+(``exp(t A)``, its most-moved pair at its bound) if no linear stage links it to another; linked
+layers are left as fitted, with a warning (scaled alone, their images would no longer follow).
+Before this check the composed rotation of ``tests/test_rotation.py``'s 4-module hidden case
+moved a pair 1.93 times its bound (two sweeps, each up to the bound).
 For the output's PCA basis (only ``G``), a rotated pair's covariance gets the off-diagonal
 instead.
 """
@@ -738,7 +740,8 @@ def sparse_rotation(
         A pair is undetermined, and may be rotated, when the standard error of its angle exceeds
         ``angle_se`` radians.
     z : float
-        A pair is rotated by at most ``z`` standard errors (and at most ``pi/4``).
+        The composed rotation of a layer moves no pair by more than ``z`` standard errors of
+        its angle (and at most ``pi/4``), whether or not the pair was turned itself.
     max_samples : int
         Samples used for the standard errors and the sparsity criterion.
     n_sweeps : int
@@ -779,11 +782,10 @@ def sparse_rotation(
     if isinstance(data, str):
         warnings.warn(f"rotation='sparse' left the basis as fitted: {data}", stacklevel=3)
         return list(bases)
-    se, bounds = _undetermined(data, bases, n, s)
+    se, limit, bounds = _undetermined(data, bases, n, s)
     if not any(bool((b > 0).any()) for b in bounds):
         return list(bases)
     kinds = ["importance"] * L + ["pca"]
-    limit = [(s.z * e).clamp(max=math.pi / 4) for e in se]  # every pair's, determined or not
     shrink = [1.0] * (L + 1)
     for attempt in range(MAX_SHRINKS + 1):
         if attempt:  # the sweeps turned the data: read it afresh (the same samples)
@@ -909,16 +911,18 @@ def _scaled_back(Mz: Tensor, R_tot: Tensor, lam: Tensor, kind: str, t: float):
 
 
 def _undetermined(data: _Samples, bases, n: int, s: RotationSettings):
-    """Per layer: the angle standard errors of all pairs, and how far each pair may turn."""
-    se, bounds = [], []
+    """Per layer: the angle standard errors of all pairs, how far each pair may be moved (``z``
+    standard errors, at most ``pi/4``: the limit of the composed rotation, determined pairs
+    included) and how far each may be turned as a pair of its own (the limit where the pair is
+    undetermined, 0 where it is not)."""
+    se, limit, bounds = [], [], []
     for l, basis in enumerate(bases):
         e = _standard_error(data.psi2[l], basis.eigenvalues.double(), n)
         e = torch.maximum(e, e.T)
-        bound = (s.z * e).clamp(max=math.pi / 4)
-        bound[e <= s.angle_se] = 0.0
         se.append(e)
-        bounds.append(bound)
-    return se, bounds
+        limit.append((s.z * e).clamp(max=math.pi / 4))
+        bounds.append(limit[-1].masked_fill(e <= s.angle_se, 0.0))
+    return se, limit, bounds
 
 
 def _plans(se, bounds, limit, maps, max_partners: int) -> list:

@@ -312,8 +312,8 @@ def test_after_the_last_try_a_layer_is_turned_back_within_its_bounds(hidden, mon
     undetermined, scaled_back = rotation._undetermined, rotation._scaled_back
 
     def record_se(*args):
-        seen["se"], bounds = undetermined(*args)
-        return seen["se"], bounds
+        seen["se"], limit, bounds = undetermined(*args)
+        return seen["se"], limit, bounds
 
     def record_back(Mz, R_tot, lam, kind, t):
         out = scaled_back(Mz, R_tot, lam, kind, t)
