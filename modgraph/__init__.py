@@ -29,9 +29,11 @@ from .basis import LayerBasis, fit_basis
 from .chain import LayerChain
 from .circuits import (
     Circuit,
+    EpsChoice,
     FaithfulnessCurve,
     ModuleAblation,
     ModuleIO,
+    choose_eps,
     faithfulness_curve,
     module_ablation,
     module_io,
@@ -97,6 +99,8 @@ __all__ = [
     "InteractionGraph",
     "analyze",
     "Analysis",
+    "choose_eps",
+    "EpsChoice",
     "load_analysis",
     # stages 6-7
     "ModuleResult",

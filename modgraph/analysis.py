@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ._validation import check_bool, check_real
+from ._validation import check_bool, check_choice, check_real
 from ._version import __version__
 from .atomic import atomic_directory
 from .basis import LayerBasis
@@ -52,7 +52,9 @@ class Analysis:
         Per-layer mean, activation Gram ``G`` and Jacobian Gram ``M`` (``M`` is None for the
         ``pca`` and ``neuron`` baselines, which do not need it).
     eps : float
-        Behavioral-loss noise scale; edges with ``w <= eps**0.5`` are left out of the graph.
+        Behavioral-loss noise scale in the output's squared units (absolute, whatever
+        ``analyze``'s ``eps_units``); edges with ``w <= eps**0.5`` are left out of the graph.
+        :attr:`eps_relative` is the same as a fraction of :attr:`output_variance`.
     config : dict
         The options ``analyze`` was called with (variant, scale, basis, rtol, ...).
     timings : dict
@@ -91,15 +93,35 @@ class Analysis:
             eps=self.eps,
         )
 
-    def with_eps(self, eps: float) -> Analysis:
-        """The same analysis with another noise scale (no recomputation; a new graph)."""
-        return replace(self, eps=check_real("Analysis.with_eps", "eps", eps, low=0, low_open=True))
+    @property
+    def output_variance(self) -> float:
+        """The output's total variance: mean squared distance of the output from its mean
+        (per position for sequences), the unit of a relative ``eps``."""
+        return output_variance(self.statistics[-1])
+
+    @property
+    def eps_relative(self) -> float:
+        """``eps`` as a fraction of :attr:`output_variance`."""
+        return self.eps / self.output_variance
+
+    def with_eps(self, eps: float, *, units: str = "absolute") -> Analysis:
+        """The same analysis with another noise scale (no recomputation; a new graph).
+
+        ``units="relative"`` reads ``eps`` as a fraction of :attr:`output_variance`, as
+        ``analyze`` does by default.
+        """
+        eps = check_real("Analysis.with_eps", "eps", eps, low=0, low_open=True)
+        units = check_choice("Analysis.with_eps", "units", units, ("absolute", "relative"))
+        if units == "relative":
+            eps *= self.output_variance
+        return replace(self, eps=eps)
 
     def summary(self) -> str:
         """A few lines: the layers, their widths and kept directions, and the graph size."""
         lines = [
             f"{self.config.get('basis', '?')} basis, variant={self.config.get('variant')}, "
-            f"eps={self.eps:g}, {self.n_samples} samples"
+            f"eps={self.eps:.4g} ({self.eps_relative:.3g} of the output variance), "
+            f"{self.n_samples} samples"
         ]
         for layer in self.layers:
             lines.append(
@@ -236,6 +258,11 @@ def load_analysis(path: str | os.PathLike) -> Analysis:
             f"match: {type(err).__name__} {err})"
         ) from None
     return Analysis(layers, tuple(t["w"]), stats, eps, config, timings, versions_, exemplars)
+
+
+def output_variance(stats: LayerStatistics) -> float:
+    """Total variance ``tr G`` of a layer's activations (the output's: the unit of eps)."""
+    return float(stats.G.trace())
 
 
 def versions() -> dict:

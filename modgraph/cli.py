@@ -27,6 +27,7 @@ import torch
 from ._version import __version__
 from .atomic import check_replaceable
 from .chain import FEATURE_MAPS
+from .circuits.eps import METRICS, choose_eps
 from .errors import InputError
 from .hooked import as_chain
 from .pipeline import analyze
@@ -46,20 +47,33 @@ def _run(model, data, args, *, truth=None, extra: dict | None = None, **options)
     out = Path(args.out)
     _log.info("analysing: interaction basis, then the neuron and PCA baselines ...")
     t0 = time.perf_counter()
-    common = dict(eps=args.eps, rotation=args.rotation, progress=not args.quiet, **options)
+    common = dict(eps=args.eps, eps_units=args.eps_units, rotation=args.rotation,
+                  progress=not args.quiet, **options)  # fmt: skip
     analyses = {
         b: analyze(model, data, basis=b, **common) for b in ("interaction", "neuron", "pca")
     }
     a = analyses.pop("interaction")
-    if a.graph.n_edges == 0:
-        raise InputError(
-            f"no interaction is stronger than eps^1/2 = {args.eps**0.5:g}: lower --eps "
-            f"(got {args.eps:g})"
-        )
     extra = dict(extra or {})
     extra["timings"] = {**extra.get("timings", {}), "analyze_all": time.perf_counter() - t0}
     maps = options.get("feature_maps", "positions")
     chain = as_chain(model, options.get("layers"), feature_maps=maps)  # for the outputs driven
+    choice = None
+    metric, labels, tolerance = (getattr(args, k, None) for k in ("metric", "labels", "tolerance"))
+    if metric is not None:
+        tolerance = 1e-3 if tolerance is None else tolerance
+        _log.info(f"choosing eps from {metric} (tolerance {tolerance:g}) ...")
+        t0 = time.perf_counter()
+        labels = None if labels is None else load_data(labels)
+        choice = choose_eps(chain, a, data, metric, labels=labels, tolerance=tolerance)
+        extra["timings"]["choose_eps"] = time.perf_counter() - t0
+        _log.info(choice.reason)
+    elif labels is not None or tolerance is not None:
+        raise InputError("--labels and --tolerance choose eps from a task: pass --metric too")
+    if (a if choice is None else a.with_eps(choice.eps)).graph.n_edges == 0:
+        raise InputError(
+            f"no interaction is stronger than eps^1/2 = {a.eps**0.5:g}: lower --eps "
+            f"(got {args.eps:g}, {args.eps_units})"
+        )
     return write_report(
         a,
         out,
@@ -70,6 +84,7 @@ def _run(model, data, args, *, truth=None, extra: dict | None = None, **options)
         overwrite=args.overwrite,
         data=data,
         model=chain,
+        eps_choice=choice,
     )
 
 
@@ -249,6 +264,16 @@ def _print_summary(s: dict, out: str) -> None:
     print(f"wrote {len(s['files'])} outputs to {out}/ in {s['timings']['total']:.1f} s")
 
 
+def _eps_units(parser, default: str) -> None:
+    parser.add_argument(
+        "--eps-units",
+        choices=["relative", "absolute"],
+        default=default,
+        help=f"eps as a fraction of the output's variance, or in the output's squared units "
+        f"(default {default})",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="modgraph",
@@ -283,9 +308,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--eps",
         type=float,
         default=1e-4,
-        help="noise scale eps (default 1e-4, about 1%% of the demo model's test loss; at 1e-3 "
-        "two of its sub-tasks merge: see the README's 'Choosing eps')",
+        help="noise scale eps, absolute (default 1e-4, about 1%% of the demo model's test loss; "
+        "at 1e-3 two of its sub-tasks merge: see the README's 'Choosing eps')",
     )
+    _eps_units(d, "absolute")
     d.add_argument(
         "--rotation",
         choices=["sparse", "none"],
@@ -314,8 +340,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--eps",
         type=float,
         default=1e-3,
-        help="noise scale eps: output changes of mean square below eps count as none (default "
-        "1e-3, for outputs of unit scale; keep it well below your model's loss)",
+        help="noise scale eps: output changes of mean square below eps times the output's "
+        "variance count as none (default 1e-3; see --eps-units, and --metric to choose it "
+        "from the task instead)",
+    )
+    _eps_units(a, "relative")
+    a.add_argument(
+        "--metric",
+        choices=list(METRICS),
+        help="choose eps from the task: the largest eps whose left-out edges, removed from "
+        "the model together, keep this metric within --tolerance (accuracy and cross_entropy "
+        "need --labels; behavioral compares with the model's own outputs)",
+    )
+    a.add_argument("--labels", help="class index of every sample (.pt or .npy), for --metric")
+    a.add_argument(
+        "--tolerance",
+        type=float,
+        help="largest change of --metric (default 1e-3: accuracy within 0.1%%)",
     )
     a.add_argument(
         "--variant",

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from . import distributed
 from ._validation import check_choice, check_int, check_real, check_seed, invalid
-from .analysis import Analysis, versions
+from .analysis import Analysis, output_variance, versions
 from .basis import BASES, SCALES, LayerBasis, fit_basis
 from .chain import FEATURE_MAPS, Chain, LayerSelector, device_and_dtype
 from .data import Batches
@@ -34,9 +34,10 @@ from .statistics import (
     jacobian_gram,
 )
 
-__all__ = ["analyze", "VARIANTS"]
+__all__ = ["analyze", "VARIANTS", "EPS_UNITS"]
 
 VARIANTS = ("global", "local")
+EPS_UNITS = ("relative", "absolute")
 #: A layer whose standard deviation is below this fraction of its mean's size is constant.
 CONSTANT_RTOL = 1e-10
 
@@ -46,6 +47,7 @@ def analyze(  # noqa: PLR0913 (the paper's knobs, keyword-only)
     data,
     *,
     eps: float = 1e-3,
+    eps_units: str = "relative",
     variant: str = "global",
     scale: str = "importance",
     basis: str = "interaction",
@@ -80,7 +82,16 @@ def analyze(  # noqa: PLR0913 (the paper's knobs, keyword-only)
         once for the edges.
     eps : float
         Behavioral-loss noise scale (sec. 2, 5): interactions of strength ``w <= eps**0.5`` are
-        indistinguishable from noise at that scale and are left out of the graph.
+        indistinguishable from noise at that scale and are left out of the graph. By default a
+        fraction of the output's variance (see ``eps_units``), so that one value means the same
+        for logits of variance 10^4 and for outputs of unit scale; :func:`choose_eps` picks it
+        from a task metric instead.
+    eps_units : {"relative", "absolute"}
+        ``"relative"`` (default): ``eps`` times the output's total variance
+        (:attr:`Analysis.output_variance`, the mean squared distance of the output from its
+        mean: the behavioral loss of a model that always outputs the mean) is the noise scale.
+        ``"absolute"``: ``eps`` is the noise scale in the output's squared units.
+        ``Analysis.eps`` is always absolute; ``Analysis.eps_relative`` is the relative value.
     variant : {"global", "local"}
         ``J = d(final output)/d f_l`` (sec. 6) or ``J = d(next layer's basis coords)/d f_l``
         (appendix A; computed from the output backwards).
@@ -160,6 +171,7 @@ def analyze(  # noqa: PLR0913 (the paper's knobs, keyword-only)
     (['input', '1', '2'], [4, 2, 2])
     """
     check_real("analyze", "eps", eps, low=0, low_open=True)
+    check_choice("analyze", "eps_units", eps_units, EPS_UNITS)
     config = _config(locals())
     chain = as_chain(model, layers, feature_maps=feature_maps)
     device, dtype = _place(chain, device)
@@ -179,6 +191,8 @@ def analyze(  # noqa: PLR0913 (the paper's knobs, keyword-only)
     with _timed(timings, "statistics"):
         stats = _statistics(chain, batches, config, jacobian_budget)
     _check_variance(chain, stats)
+    if eps_units == "relative":  # the noise scale in the output's units (see Analysis.eps)
+        eps = eps * output_variance(stats[-1])
     with _timed(timings, "basis"):
         bases = _fit_bases(chain, batches, stats, config, jacobian_budget)
     if basis == "interaction" and rotation == "sparse":  # see modgraph.rotation
@@ -206,7 +220,7 @@ def analyze(  # noqa: PLR0913 (the paper's knobs, keyword-only)
             on_batch=None if tracker is None else tracker.update,
         )
         exemplars = None if tracker is None else tracker.result()
-    _check_strengths(chain, w, eps)
+    _check_strengths(chain, w, eps, eps / config["eps"] if eps_units == "relative" else 1.0)
     return Analysis(
         tuple(bases), tuple(w), tuple(stats), eps, config, timings, versions(), exemplars
     )
@@ -254,8 +268,9 @@ def _check_variance(chain: Chain, stats) -> None:
             )
 
 
-def _check_strengths(chain: Chain, w, eps: float) -> None:
-    """Refuse strengths that overflowed; warn when ``eps`` leaves no edge."""
+def _check_strengths(chain: Chain, w, eps: float, unit: float) -> None:
+    """Refuse strengths that overflowed; warn when ``eps`` (absolute; the user gave it in units
+    of ``unit``) leaves no edge."""
     for l, wl in enumerate(w):
         if not torch.isfinite(wl).all():
             raise NonFiniteError(
@@ -265,8 +280,9 @@ def _check_strengths(chain: Chain, w, eps: float) -> None:
     top = max((float(wl.max()) for wl in w if wl.numel()), default=0.0)
     if top <= eps**0.5:
         warnings.warn(
-            f"eps={eps:g} leaves no edge in the graph: the strongest interaction is w={top:.3g}, "
-            f"at most eps^1/2 = {eps**0.5:.3g} (lower eps, e.g. below {top**2:.3g})",
+            f"eps={eps / unit:g} leaves no edge in the graph: the strongest interaction is "
+            f"w={top:.3g}, at most eps^1/2 = {eps**0.5:.3g} (lower eps, e.g. below "
+            f"{top**2 / unit:.3g})",
             stacklevel=3,
         )
 
@@ -293,7 +309,8 @@ def _config(options: dict) -> dict:
     check_int(where, "jacobian_budget", options["jacobian_budget"], low=1)
     check_choice(where, "feature_maps", options["feature_maps"], FEATURE_MAPS)
     check_int(where, "n_examples", options["n_examples"], low=0)
-    keys = ("variant", "scale", "basis", "rotation", "rtol", "tie_rtol", "attribution")
+    keys = ("eps", "eps_units", "variant", "scale", "basis", "rotation", "rtol", "tie_rtol")
+    keys += ("attribution",)
     keys += ("n_steps", "rule", "output_probes", "seed", "batch_size", "feature_maps")
     keys += ("n_examples",)
     return {k: options[k] for k in keys}

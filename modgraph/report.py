@@ -27,6 +27,7 @@ from ._validation import check_bool, check_instance, check_int, check_seed
 from .analysis import Analysis, is_analysis_dir
 from .atomic import atomic_directory, check_replaceable
 from .chain import device_and_dtype
+from .circuits.eps import EpsChoice
 from .data import Batches, iter_batches
 from .edges import output_attribution
 from .errors import InputError
@@ -84,6 +85,7 @@ def write_report(  # noqa: PLR0913 (what a report is made of, keyword-only)
     data=None,
     model=None,
     decode: Callable[[int], str] | None = None,
+    eps_choice: EpsChoice | None = None,
 ) -> dict:
     """Find and test the modules of ``analysis`` and write the report into the directory ``out``.
 
@@ -123,6 +125,9 @@ def write_report(  # noqa: PLR0913 (what a report is made of, keyword-only)
         than ``MAX_OUTPUTS`` dimensions).
     decode : callable, optional
         Token id -> string, to show token inputs as text.
+    eps_choice : EpsChoice, optional
+        An eps chosen from a task metric (:func:`modgraph.choose_eps`): the analysis and the
+        baselines are reported at ``eps_choice.eps``, and the summary's ``eps_choice`` says why.
 
     Progress goes to the ``"modgraph"`` logger at level INFO.
 
@@ -141,6 +146,10 @@ def write_report(  # noqa: PLR0913 (what a report is made of, keyword-only)
     for label, b in baselines.items():
         check_instance(where, f"baselines[{label!r}]", b, Analysis)
     check_bool(where, "overwrite", overwrite)
+    if eps_choice is not None:
+        check_instance(where, "eps_choice", eps_choice, EpsChoice)
+        analysis = analysis.with_eps(eps_choice.eps)
+        baselines = {label: b.with_eps(eps_choice.eps) for label, b in baselines.items()}
     out = Path(out)
     check_replaceable(out, is_report_entry, overwrite=overwrite, what="out")
     t_start = time.perf_counter()
@@ -158,6 +167,8 @@ def write_report(  # noqa: PLR0913 (what a report is made of, keyword-only)
     found = _modules(analysis, baselines, seed=seed, n_null=n_null)
     t_modules = time.perf_counter() - t0
     summary = _summary(analysis, baselines, found, n_null)
+    if eps_choice is not None:
+        summary["eps_choice"] = eps_choice.to_dict()
     if truth is not None:
         summary["planted"] = _planted(graph, truth(analysis), found, seed)
     summary.update(extra)
@@ -311,6 +322,8 @@ def _summary(analysis: Analysis, baselines: dict, found: dict, n_null: int) -> d
             for l in analysis.layers
         ],
         "eps": analysis.eps,
+        "eps_relative": analysis.eps_relative,
+        "output_variance": analysis.output_variance,
         "config": analysis.config,
         "graph": {
             "nodes": graph.n_nodes,

@@ -84,9 +84,9 @@ def test_rerun_replaces_an_earlier_result_only_with_overwrite(saved, capsys):
     assert main(args) == 0
     first = sorted(p.name for p in out.iterdir())
     _fails(args + ["--eps", "1e-5"], capsys, "pass overwrite")
-    assert json.loads((out / "summary.json").read_text())["eps"] == 1e-3  # untouched
+    assert json.loads((out / "summary.json").read_text())["config"]["eps"] == 1e-3  # untouched
     assert main(args + ["--eps", "1e-5", "--overwrite"]) == 0
-    assert json.loads((out / "summary.json").read_text())["eps"] == 1e-5
+    assert json.loads((out / "summary.json").read_text())["config"]["eps"] == 1e-5
     assert sorted(p.name for p in out.iterdir()) == first
     assert [p.name for p in saved.iterdir() if p.name.startswith(".")] == []
 
@@ -100,7 +100,7 @@ def test_a_users_files_are_never_deleted(saved, capsys):
     _fails(args + ["--overwrite"], capsys, "thesis.tex")
     assert (out / "thesis.tex").read_text() == "mine"
     assert (out / "analysis" / "my_stats.csv").read_text() == "mine too"
-    assert json.loads((out / "summary.json").read_text())["eps"] == 1e-3
+    assert json.loads((out / "summary.json").read_text())["config"]["eps"] == 1e-3
     # the same from the API: Analysis.save next to a user's file
     a = mg.load_analysis(_saved_analysis(saved))
     (saved / "work").mkdir()

@@ -336,7 +336,9 @@ def test_planted_modules_are_recovered_at_automatic_k(method, noise, seed):
     significant = [t for t in scan if t["p_value"] <= 0.05 / 9]
     free = [t for t in significant if t["ncut"] <= 1e-12]  # split along components: cut 0
     chosen = max(free, key=lambda t: t["k"]) if free else min(significant, key=lambda t: t["z"])
-    assert chosen["k"] == 3 and r.significance.p_value == min(1, 9 * chosen["p_value"])
+    # the scan's most significant k decides whether (its p is reported); the bisection how many
+    assert r.significance.p_value == min(1, 9 * chosen["p_value"])
+    assert r.info["modules_from"] == "bisection"
     assert r.cost <= cross_module_cost(g, truth) + 1e-12
     assert r.ncut == pytest.approx(normalized_cut(g, r))
     if noise == 0.0:
@@ -471,7 +473,7 @@ def test_a_sequential_test_is_the_whole_test_on_the_null_graphs_it_needs(method)
     graphs = [(planted(noise=0.3, seed=s)[0], s) for s in range(3)]
     graphs += [(random_graph(s), s) for s in range(3)]
     graphs += [(two_sparse_blocks(4), 4), (two_sparse_blocks(6, p_in=0.3), 6)]
-    graphs += [(two_sparse_blocks(17, p_in=0.6, p_out=0.1), 17)]  # extended, then passes
+    graphs += [(two_sparse_blocks(11, p_in=0.6, p_out=0.15), 11)]  # Leiden: extended, passes
     seen = set()
     for g, seed in graphs:
         sub = ConnectedGraph(g)
@@ -489,7 +491,9 @@ def test_a_sequential_test_is_the_whole_test_on_the_null_graphs_it_needs(method)
         else:  # stopped: the whole test on 30 cannot pass either
             seen.add("stopped")
             assert "stopped after" in seq.note and level < seq.p_value <= whole.p_value
-    assert seen == {"stopped", "whole", "extended"}, seen
+    # the extension is the solver's null_test, whichever solver; of 240 such graphs none extended
+    # with spectral's splits against the null that keeps each node's strongest edges
+    assert seen == ({"stopped", "whole", "extended"} if method == "leiden" else {"stopped", "whole"})
 
 
 def test_the_bisection_stopping_early_changes_no_module(monkeypatch):
@@ -766,9 +770,21 @@ def test_null_graph_keeps_layers_degrees_and_strengths_per_layer():
     for step in (+1, -1):
         np.testing.assert_allclose(towards(null, step, True), towards(sub, step, True), rtol=1e-9)
         np.testing.assert_array_equal(towards(null, step, False), towards(sub, step, False))
-    # who talks to whom is new
+    # who talks to whom is new, beyond every node's strongest edge towards each layer
     key = lambda c: set(zip(c.src.tolist(), c.dst.tolist()))  # noqa: E731
-    assert len(key(null) & key(sub)) < 0.6 * len(sub.src)
+    backbone = set()
+    for i in range(sub.n):
+        for step in (+1, -1):
+            at = ((sub.src == i) & (sub.layer[sub.dst] == sub.layer[i] + step)) | (
+                (sub.dst == i) & (sub.layer[sub.src] == sub.layer[i] + step)
+            )
+            if at.any():
+                e = np.flatnonzero(at)[np.argmax(sub.strength[at])]
+                backbone.add((int(sub.src[e]), int(sub.dst[e])))
+    assert backbone <= key(null)  # kept in place, in every null graph
+    assert len(backbone) < len(sub.src)
+    others = key(sub) - backbone
+    assert len((key(null) - backbone) & others) < 0.6 * len(others)
 
 
 @pytest.mark.parametrize("keep", [None, 1.3])

@@ -2,10 +2,12 @@
 
 - :mod:`~modgraph.circuits.ablation`: the engine that removes basis directions and edges;
 - :mod:`~modgraph.circuits.modules`: each module removed or kept alone, what it reads and writes;
-- :mod:`~modgraph.circuits.faithfulness`: the smallest circuit, faithfulness curves.
+- :mod:`~modgraph.circuits.faithfulness`: the smallest circuit, faithfulness curves;
+- :mod:`~modgraph.circuits.eps`: eps chosen from a task metric by edge ablation.
 """
 
 from .ablation import EDGE_METHODS, MODES, run_ablated, run_edge_ablated
+from .eps import METRICS, EpsChoice, choose_eps
 from .faithfulness import Circuit, FaithfulnessCurve, faithfulness_curve, smallest_circuit
 from .modules import ModuleAblation, ModuleIO, module_ablation, module_io
 
@@ -22,4 +24,7 @@ __all__ = [
     "smallest_circuit",
     "FaithfulnessCurve",
     "faithfulness_curve",
+    "METRICS",
+    "EpsChoice",
+    "choose_eps",
 ]

@@ -52,14 +52,18 @@ class Attention(nn.Module):
         return self.out((pattern @ v).transpose(1, 2).reshape(B, P, d))
 
 
+def _norm(d_model: int, layer_norm: bool) -> nn.Module:
+    return nn.LayerNorm(d_model, elementwise_affine=False) if layer_norm else nn.Identity()
+
+
 class Block(nn.Module):
     """Pre-LayerNorm block: ``x + attn(ln1(x))``, then ``+ mlp(ln2(x))``."""
 
-    def __init__(self, d_model: int, n_heads: int, d_mlp: int):
+    def __init__(self, d_model: int, n_heads: int, d_mlp: int, layer_norm: bool = True):
         super().__init__()
-        self.ln1 = nn.LayerNorm(d_model, elementwise_affine=False)
+        self.ln1 = _norm(d_model, layer_norm)
         self.attn = Attention(d_model, n_heads)
-        self.ln2 = nn.LayerNorm(d_model, elementwise_affine=False)
+        self.ln2 = _norm(d_model, layer_norm)
         self.mlp = nn.Sequential(nn.Linear(d_model, d_mlp), nn.ReLU(), nn.Linear(d_mlp, d_model))
 
     def attn_stage(self, x: Tensor) -> Tensor:
@@ -75,8 +79,10 @@ class Block(nn.Module):
 class TinyTransformer(nn.Module):
     """A small decoder-only transformer with the attribute layout of ``HookedTransformer``.
 
-    LayerNorms have no learned gain (see the module notes). ``forward(tokens)`` returns logits of
-    shape (batch, positions, vocab).
+    LayerNorms have no learned gain (see the module notes); ``layer_norm=False`` leaves them out
+    (the layout of Nanda et al.'s grokked modular addition, :mod:`modgraph.toys.grokking`).
+    ``forward(tokens)`` returns logits of shape (batch, positions, vocab); ``vocab_out`` (default
+    ``vocab``) sets the width of the unembedding.
     """
 
     def __init__(
@@ -88,13 +94,17 @@ class TinyTransformer(nn.Module):
         n_heads: int = 4,
         d_mlp: int = 256,
         n_layers: int = 1,
+        layer_norm: bool = True,
+        vocab_out: int | None = None,
     ):
         super().__init__()
         self.embed = nn.Embedding(vocab, d_model)
         self.pos_embed = PosEmbed(n_ctx, d_model)
-        self.blocks = nn.ModuleList(Block(d_model, n_heads, d_mlp) for _ in range(n_layers))
-        self.ln_final = nn.LayerNorm(d_model, elementwise_affine=False)
-        self.unembed = nn.Linear(d_model, vocab, bias=False)
+        self.blocks = nn.ModuleList(
+            Block(d_model, n_heads, d_mlp, layer_norm) for _ in range(n_layers)
+        )
+        self.ln_final = _norm(d_model, layer_norm)
+        self.unembed = nn.Linear(d_model, vocab if vocab_out is None else vocab_out, bias=False)
 
     def forward(self, tokens: Tensor) -> Tensor:
         x = self.embed(tokens) + self.pos_embed(tokens)

@@ -1,0 +1,242 @@
+"""Benchmark: modules on real networks with a known mechanism, and quiet on networks without one.
+
+**Grokked modular addition** (:mod:`modgraph.toys.grokking`): one-layer transformers trained from
+scratch on ``(a + b) mod p`` until they grok, for every prime of ``--primes`` and seed of
+``--seeds``, analysed in the LIB paper's cut (:func:`~modgraph.toys.grokking.lib_chain`) on their
+training split with the defaults a user gets (``analyze``: global variant, sparse rotation,
+``eps`` 1e-3 of the output variance; ``find_modules``: automatic number, Leiden and spectral),
+and again at the eps :func:`modgraph.choose_eps` picks from the task (accuracy within 0.001 on
+the training split). The known labels: the *key frequencies* are the dominant frequencies of the
+logits' directions; every direction of the graph whose power is at least ``SINGLE`` at one
+frequency is labelled by it (a harmonic ``2k`` of a key frequency ``k``, which the ReLU makes,
+by ``k``); the rest are mixtures and are left out of the scores but counted. Printed per model:
+what the user reads (number of modules, p), NMI / ARI / purity of the modules against the labels,
+the share of labelled nodes, and the seconds of each step; then the fractions the issue asks for.
+
+**Networks without modules** (``--random N`` of each kind): dense ReLU MLPs (He init; three
+architectures) and transformers with a residual stream (:class:`~modgraph.toys.TinyTransformer`,
+2 layers, read by :func:`modgraph.transformer_chain` at the last position), each untrained and
+trained on a dense target (MLPs: ``tanh`` of a random projection; transformers: a random table
+of the whole sequence), at the defaults and *sparse* (eps raised until 1.5 edges per node are
+left). Printed: the fraction called modular (``p <= 0.05`` at the automatic number).
+
+Trained models are kept in ``--cache`` (default ``~/.cache/modgraph-bench``) and reused.
+Run: ``python benchmarks/bench_real.py [--primes 47,53,59] [--seeds 0,1,2] [--random 40]
+[--skip-grokked] [--skip-random] [--verbose]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+from torch import nn
+
+import modgraph as mg
+from modgraph.toys import TinyTransformer
+from modgraph.toys.grokking import frequency_labels, lib_chain, train_grokked
+
+#: A direction is single-frequency when at least this share of its power is at one frequency.
+SINGLE = 0.8
+METHODS = ("leiden", "spectral")
+MLP_WIDTHS = ((8, 24, 24, 6), (12, 32, 16, 4), (16, 48, 48, 8))
+#: Edges per connected node left in the sparse calibration.
+SPARSE_EDGES_PER_NODE = 1.5
+
+
+# ---------------------------------------------------------------------------- grokked
+def grokked(p: int, seed: int, cache: Path):
+    path = cache / f"grokked-p{p}-s{seed}.pt"
+    if path.exists():
+        return torch.load(path, weights_only=False), 0.0
+    t0 = time.perf_counter()
+    g = train_grokked(p, seed=seed)
+    seconds = time.perf_counter() - t0
+    cache.mkdir(parents=True, exist_ok=True)
+    torch.save(g, path)
+    return g, seconds
+
+
+def known_labels(analysis, g) -> tuple[np.ndarray, set]:
+    """Per node: its key frequency (harmonics folded onto theirs), -2 another frequency, -1 a
+    mixture (share below SINGLE); and the key frequencies."""
+    labels = frequency_labels(analysis, g)
+    freq, share = labels.nodes()
+    out_f, out_s = labels.frequency[-1], labels.share[-1]
+    key = {int(f) for f, s in zip(out_f, out_s) if s >= SINGLE and f > 0}
+    p = g.p
+    harmonic = {min(2 * k % p, p - 2 * k % p): k for k in key}
+    node = np.full(len(freq), -1, dtype=np.int64)
+    for i, (f, s) in enumerate(zip(freq, share)):
+        if s >= SINGLE:
+            node[i] = f if f in key else harmonic.get(int(f), -2)
+    return node, key
+
+
+def scores(graph, result, labels) -> dict:
+    conn = graph.connected_nodes
+    m = np.asarray(graph.membership_array(result.membership))
+    sel = conn & (labels != -1)
+    if sel.sum() < 2:
+        return {"nmi": float("nan"), "ari": float("nan"), "purity": float("nan"), "labelled": 0.0}
+    t, mm = labels[sel], m[sel]
+    purity = sum(np.bincount(t[mm == c] - t.min()).max() for c in np.unique(mm)) / len(t)
+    return {
+        "nmi": normalized_mutual_info_score(t, mm),
+        "ari": adjusted_rand_score(t, mm),
+        "purity": purity,
+        "labelled": sel.sum() / conn.sum(),
+    }
+
+
+def run_grokked(args) -> None:
+    rows = []
+    print("Grokked modular addition: p, seed, test accuracy, key frequencies; per setting and "
+          "method: modules, p, NMI / ARI / purity on the labelled nodes (share labelled)")
+    for p in args.primes:
+        for seed in args.seeds:
+            g, t_train = grokked(p, seed, args.cache)
+            chain = lib_chain(g.model)
+            t0 = time.perf_counter()
+            a = mg.analyze(chain, g.train_tokens, progress=False)
+            t_analyze = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            choice = mg.choose_eps(chain, a, g.train_tokens, "accuracy",
+                                   labels=g.answers[g.train], tolerance=1e-3)  # fmt: skip
+            t_choose = time.perf_counter() - t0
+            labels, key = known_labels(a, g)
+            print(f"p={p} seed={seed}: test accuracy {g.test_accuracy:.4f}, {g.steps} steps, "
+                  f"key frequencies {sorted(key)}; train {t_train:.0f} s, analyze "
+                  f"{t_analyze:.1f} s, choose_eps {t_choose:.1f} s (eps {choice.eps_relative:.2g} "
+                  f"of the output variance)")  # fmt: skip
+            for setting, b in (("default", a), ("task", a.with_eps(choice.eps))):
+                graph = b.graph
+                for method in METHODS:
+                    t0 = time.perf_counter()
+                    r = mg.find_modules(graph, method=method, seed=0)
+                    t_modules = time.perf_counter() - t0
+                    s = scores(graph, r, labels)
+                    pv = r.significance.p_value
+                    rows.append({"setting": setting, "method": method, "p": pv, **s,
+                                 "n_modules": r.n_modules, "n_key": len(key),
+                                 "t_modules": t_modules, "t_analyze": t_analyze})  # fmt: skip
+                    print(f"  {setting:<7} {method:<8} {graph.n_edges:>4} edges, "
+                          f"{int(graph.connected_nodes.sum()):>3} nodes: {r.n_modules} modules "
+                          f"(p = {pv:.2g}), NMI {s['nmi']:.2f} ARI {s['ari']:.2f} purity "
+                          f"{s['purity']:.2f} ({s['labelled']:.0%} labelled), "
+                          f"{t_modules:.1f} s")  # fmt: skip
+    print("\nSummary over the grokked models (NMI >= 0.8; significant p <= 0.05; modules as many "
+          "as key frequencies; module stage / analyze):")  # fmt: skip
+    for setting in ("default", "task"):
+        for method in METHODS:
+            rs = [r for r in rows if r["setting"] == setting and r["method"] == method]
+            nmi = np.array([r["nmi"] for r in rs])
+            print(f"  {setting:<7} {method:<8} NMI >= 0.8 in {np.mean(nmi >= 0.8):.0%} "
+                  f"(median {np.nanmedian(nmi):.2f}, min {np.nanmin(nmi):.2f}), significant in "
+                  f"{np.mean([r['p'] <= 0.05 for r in rs]):.0%}, k = number of key frequencies in "
+                  f"{np.mean([r['n_modules'] == r['n_key'] for r in rs]):.0%}, module stage "
+                  f"{np.median([r['t_modules'] / r['t_analyze'] for r in rs]):.2f}x analyze "
+                  "(median)")  # fmt: skip
+
+
+# ---------------------------------------------------------------------------- no modules
+def random_mlp(widths, seed: int, *, trained: bool):
+    g = torch.Generator().manual_seed(seed)
+    mods: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+        lin = nn.Linear(a, b).double()
+        with torch.no_grad():
+            lin.weight.copy_(torch.randn(b, a, generator=g, dtype=torch.float64) * (2 / a) ** 0.5)
+            lin.bias.copy_(0.1 * torch.randn(b, generator=g, dtype=torch.float64))
+        mods.append(lin)
+        if i < len(widths) - 2:
+            mods.append(nn.ReLU())
+    net = nn.Sequential(*mods)
+    x = torch.randn(1000, widths[0], generator=g, dtype=torch.float64)
+    if trained:
+        A = torch.randn(widths[0], widths[-1], generator=g, dtype=torch.float64)
+        y = torch.tanh(x @ A / widths[0] ** 0.5)
+        opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+        for _ in range(300):
+            opt.zero_grad()
+            (net(x) - y).pow(2).mean().backward()
+            opt.step()
+    return net.eval(), x
+
+
+def random_transformer(seed: int, *, trained: bool, vocab: int = 16, n_ctx: int = 6):
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = TinyTransformer(vocab, n_ctx, d_model=32, n_heads=4, d_mlp=64, n_layers=2)
+        tokens = torch.randint(0, vocab, (400, n_ctx))
+        if trained:  # a random table of the whole sequence: no part of it is separable
+            target = torch.randint(0, vocab, (400,))
+            opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+            for _ in range(200):
+                opt.zero_grad()
+                nn.functional.cross_entropy(model(tokens)[:, -1], target).backward()
+                opt.step()
+    model = model.double().eval()
+    return mg.transformer_chain(model, positions="last"), tokens
+
+
+def sparse(graph: mg.InteractionGraph, per_node: float = SPARSE_EDGES_PER_NODE):
+    """``graph`` at the eps that keeps only its ``per_node`` x (connected nodes) strongest edges."""
+    w = np.sort(np.concatenate([x[x > 0] for x in graph.w]))[::-1]
+    n = min(int(per_node * graph.connected_nodes.sum()), len(w) - 1)
+    return mg.InteractionGraph(graph.layer_names, graph.importance, graph.w, eps=w[n] ** 2)
+
+
+def run_random(args) -> None:
+    kinds = {
+        "MLP": lambda s, t: random_mlp(MLP_WIDTHS[s % len(MLP_WIDTHS)], s, trained=t),
+        "transformer": lambda s, t: random_transformer(s, trained=t),
+    }
+    print(f"\nNetworks without modules: {args.random} of each kind, half trained on a dense "
+          "target; fraction called modular (p <= 0.05 at the automatic number)")  # fmt: skip
+    for kind, make in kinds.items():
+        called = {(d, m): [] for d in ("default", "sparse") for m in METHODS}
+        epn = {"default": [], "sparse": []}
+        t0 = time.perf_counter()
+        for s in range(args.random):
+            model, x = make(s, s % 2 == 1)
+            graph = mg.analyze(model, x, progress=False).graph
+            for density, gr in (("default", graph), ("sparse", sparse(graph))):
+                epn[density].append(gr.n_edges / max(1, int(gr.connected_nodes.sum())))
+                for method in METHODS:
+                    r = mg.find_modules(gr, method=method, seed=0)
+                    called[density, method].append(r.significance.p_value <= 0.05)
+                    if args.verbose and called[density, method][-1]:
+                        print(f"  {kind} {s} {density} {method}: {r.verdict}")
+        for density in ("default", "sparse"):
+            rates = ", ".join(f"{m} {np.mean(called[density, m]):.1%}" for m in METHODS)
+            print(f"  {kind:<11} {density:<7} ({np.median(epn[density]):.1f} edges per node): "
+                  f"{rates}")  # fmt: skip
+        print(f"  ({time.perf_counter() - t0:.0f} s)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ints = lambda s: [int(v) for v in s.split(",")]  # noqa: E731
+    ap.add_argument("--primes", type=ints, default=[47, 53, 59])
+    ap.add_argument("--seeds", type=ints, default=[0, 1, 2])
+    ap.add_argument("--random", type=int, default=40)
+    ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "modgraph-bench")
+    ap.add_argument("--skip-grokked", action="store_true")
+    ap.add_argument("--skip-random", action="store_true")
+    ap.add_argument("--verbose", action="store_true")
+    args = ap.parse_args()
+    warnings.filterwarnings("ignore", category=UserWarning)
+    if not args.skip_grokked:
+        run_grokked(args)
+    if not args.skip_random:
+        run_random(args)
+
+
+if __name__ == "__main__":
+    main()
