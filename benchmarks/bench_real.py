@@ -3,15 +3,16 @@
 **Grokked modular addition** (:mod:`modgraph.toys.grokking`): one-layer transformers trained from
 scratch on ``(a + b) mod p`` until they grok, for every prime of ``--primes`` and seed of
 ``--seeds``, analysed in the LIB paper's cut (:func:`~modgraph.toys.grokking.lib_chain`) on their
-training split with the defaults a user gets (``analyze``: global variant, sparse rotation,
-``eps`` 1e-3 of the output variance; ``find_modules``: automatic number, Leiden and spectral),
-and again at the eps :func:`modgraph.choose_eps` picks from the task (accuracy within 0.001 on
-the training split). The known labels: the *key frequencies* are the dominant frequencies of the
-logits' directions; every direction of the graph whose power is at least ``SINGLE`` at one
-frequency is labelled by it (a harmonic ``2k`` of a key frequency ``k``, which the ReLU makes,
-by ``k``); the rest are mixtures and are left out of the scores but counted. Printed per model:
-what the user reads (number of modules, p), NMI / ARI / purity of the modules against the labels,
-the share of labelled nodes, and the seconds of each step; then the fractions the issue asks for.
+training split with the defaults a user gets (``analyze``: global variant, sparse rotation, ``eps``
+1e-3 of the output variance; ``find_modules``: automatic number, Leiden and spectral), and again at
+the eps :func:`modgraph.choose_eps` picks from the task (accuracy within 0.001 on the training
+split), and in the PCA basis at the default eps. The known labels: the *key frequencies* are the
+dominant frequencies of the logits' directions; every direction of the graph whose power is at
+least ``SINGLE`` at one frequency is labelled by it (a harmonic ``2k`` of a key frequency ``k``,
+which the ReLU makes, by ``k``); the rest are mixtures and are left out of the scores but counted.
+Printed per model: what the user reads (number of modules, p), NMI / ARI / purity of the modules
+against the labels, the share of labelled nodes, and the seconds of each step; then the fractions
+the issue asks for.
 
 **Networks without modules** (``--random N`` of each kind): dense ReLU MLPs (He init; three
 architectures) and transformers with a residual stream (:class:`~modgraph.toys.TinyTransformer`,
@@ -110,11 +111,15 @@ def run_grokked(args) -> None:
                                    labels=g.answers[g.train], tolerance=1e-3)  # fmt: skip
             t_choose = time.perf_counter() - t0
             labels, key = known_labels(a, g)
+            pca = mg.analyze(chain, g.train_tokens, basis="pca", progress=False)
+            pca_labels, _ = known_labels(pca, g)
             print(f"p={p} seed={seed}: test accuracy {g.test_accuracy:.4f}, {g.steps} steps, "
                   f"key frequencies {sorted(key)}; train {t_train:.0f} s, analyze "
                   f"{t_analyze:.1f} s, choose_eps {t_choose:.1f} s (eps {choice.eps_relative:.2g} "
                   f"of the output variance)")  # fmt: skip
-            for setting, b in (("default", a), ("task", a.with_eps(choice.eps))):
+            settings = (("default", a, labels), ("task", a.with_eps(choice.eps), labels),
+                        ("pca", pca, pca_labels))  # fmt: skip
+            for setting, b, labels in settings:
                 graph = b.graph
                 for method in METHODS:
                     t0 = time.perf_counter()
@@ -132,7 +137,7 @@ def run_grokked(args) -> None:
                           f"{t_modules:.1f} s")  # fmt: skip
     print("\nSummary over the grokked models (NMI >= 0.8; significant p <= 0.05; modules as many "
           "as key frequencies; module stage / analyze):")  # fmt: skip
-    for setting in ("default", "task"):
+    for setting in ("default", "task", "pca"):
         for method in METHODS:
             rs = [r for r in rows if r["setting"] == setting and r["method"] == method]
             nmi = np.array([r["nmi"] for r in rs])

@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 import modgraph as mg
-from modgraph.toys.planted import CASES, Case, make_case, true_modules, varied_case
+from modgraph.toys.planted import CASES, EPS, Case, make_case, true_modules, varied_case
 
 ARCHITECTURES = ((8, 24, 24, 6), (12, 32, 16, 4), (16, 48, 48, 8))
 KS = (2, 3, 4)
@@ -159,7 +159,8 @@ def recovery(args, builders, title: str) -> None:
     for build in builders:
         p = build()
         c = p.case
-        a = mg.analyze(p.model, p.inputs, progress=False)
+        # the planted leaks are sized against an absolute eps^1/2 (modgraph.toys.planted.EPS)
+        a = mg.analyze(p.model, p.inputs, eps=EPS, eps_units="absolute", progress=False)
         g = a.graph
         truth = true_modules(p.model, a, p.inputs, p.output_groups)
         nodes = [n for n, ok in zip(g.nodes, g.connected_nodes) if ok]

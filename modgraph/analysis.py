@@ -30,11 +30,14 @@ __all__ = [
     "load_analysis",
     "versions",
     "FORMAT_VERSION",
+    "EPS_UNITS",
     "is_analysis_file",
     "is_analysis_dir",
 ]
 
 FORMAT_VERSION = 1
+#: What ``eps`` is measured in: a fraction of the output's variance, or its squared units.
+EPS_UNITS = ("relative", "absolute")
 
 
 @dataclass(frozen=True)
@@ -111,7 +114,7 @@ class Analysis:
         ``analyze`` does by default.
         """
         eps = check_real("Analysis.with_eps", "eps", eps, low=0, low_open=True)
-        units = check_choice("Analysis.with_eps", "units", units, ("absolute", "relative"))
+        units = check_choice("Analysis.with_eps", "units", units, EPS_UNITS)
         if units == "relative":
             eps *= self.output_variance
         return replace(self, eps=eps)

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from . import distributed
 from ._validation import check_choice, check_int, check_real, check_seed, invalid
-from .analysis import Analysis, output_variance, versions
+from .analysis import EPS_UNITS, Analysis, output_variance, versions
 from .basis import BASES, SCALES, LayerBasis, fit_basis
 from .chain import FEATURE_MAPS, Chain, LayerSelector, device_and_dtype
 from .data import Batches
@@ -37,7 +37,6 @@ from .statistics import (
 __all__ = ["analyze", "VARIANTS", "EPS_UNITS"]
 
 VARIANTS = ("global", "local")
-EPS_UNITS = ("relative", "absolute")
 #: A layer whose standard deviation is below this fraction of its mean's size is constant.
 CONSTANT_RTOL = 1e-10
 

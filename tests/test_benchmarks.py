@@ -7,7 +7,16 @@ import torch
 
 import modgraph as mg
 from modgraph.toys.benchmark import format_table, run_benchmark
-from modgraph.toys.planted import CASES, D_IN, D_OUT, Case, make_case, true_modules, varied_case
+from modgraph.toys.planted import (
+    CASES,
+    D_IN,
+    D_OUT,
+    EPS,
+    Case,
+    make_case,
+    true_modules,
+    varied_case,
+)
 
 
 def test_cases_are_modular_functions_of_their_input_groups():
@@ -85,7 +94,7 @@ def test_varied_case_with_a_bottleneck_gives_its_five_modules(method):
     # was also searched and Leiden's own partition grouped
     planted = varied_case(12)
     assert planted.case.K == 5 and planted.case.leak > 0
-    a = mg.analyze(planted.model, planted.inputs, progress=False)
+    a = mg.analyze(planted.model, planted.inputs, eps=EPS, eps_units="absolute", progress=False)
     truth = true_modules(planted.model, a, planted.inputs, planted.output_groups)
     nodes = [n for n, ok in zip(a.graph.nodes, a.graph.connected_nodes) if ok]
     found = mg.find_modules(a.graph, method=method, seed=0)

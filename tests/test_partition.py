@@ -493,7 +493,8 @@ def test_a_sequential_test_is_the_whole_test_on_the_null_graphs_it_needs(method)
             assert "stopped after" in seq.note and level < seq.p_value <= whole.p_value
     # the extension is the solver's null_test, whichever solver; of 240 such graphs none extended
     # with spectral's splits against the null that keeps each node's strongest edges
-    assert seen == ({"stopped", "whole", "extended"} if method == "leiden" else {"stopped", "whole"})
+    want = {"stopped", "whole", "extended"} if method == "leiden" else {"stopped", "whole"}
+    assert seen == want, seen
 
 
 def test_the_bisection_stopping_early_changes_no_module(monkeypatch):

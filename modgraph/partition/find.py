@@ -160,7 +160,13 @@ def _validate(where: str, graph, params: dict) -> ConnectedGraph:
             "modules to find (lower eps)"
         )
     if n_modules is not None:
-        check_int(where, "n_modules", n_modules, low=1, high=sub.n)
+        check_int(where, "n_modules", n_modules, low=1)
+        if n_modules > sub.n:
+            raise invalid(
+                where, "n_modules",
+                f"at most the {sub.n} nodes with an edge above eps^1/2 (of the graph's "
+                f"{graph.n_nodes}; lower eps for more)", n_modules,
+            )  # fmt: skip
     return sub
 
 

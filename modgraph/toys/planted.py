@@ -77,7 +77,8 @@ class Case:
     n_samples: int = 1000
 
 
-#: The benchmark. eps = 1e-3 (the default of analyze); the leaks stay well below eps^1/2.
+#: The benchmark. eps = 1e-3 absolute (``eps_units="absolute"``); the leaks stay well below
+#: eps^1/2 in the output's units.
 CASES = (
     Case("perm", 3, "perm"),
     Case("mix", 3, "perm+mix"),
