@@ -292,3 +292,22 @@ def test_demo_end_to_end(tmp_path, capsys):
     t = summary["timings"]
     assert t["train"] == summary["demo"]["train_seconds"]
     assert t["total"] >= t["train"] + t["analyze_all"] + t["modules"] + t["figures"]
+
+
+def test_analyze_chooses_eps_from_a_metric(saved, capsys):
+    out = saved / "task"
+    model = torch.load(saved / "model.pt", weights_only=False)
+    labels = model(torch.load(saved / "x.pt")).argmax(-1)
+    torch.save(labels, saved / "y.pt")
+    args = ["analyze", str(saved / "model.pt"), str(saved / "x.pt"), "--out", str(out), "--quiet"]
+    code = main(args + ["--metric", "accuracy", "--labels", str(saved / "y.pt")])
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    check_schema(summary)
+    choice = summary["eps_choice"]
+    assert summary["eps"] == choice["eps"] and choice["metric"] == "accuracy"
+    assert choice["reference"] == 1.0 and abs(choice["value"] - 1.0) <= choice["tolerance"] == 1e-3
+    a = mg.load_analysis(out / "analysis")
+    assert a.eps == choice["eps"]  # the saved analysis is the one reported
+    other = ["analyze", str(saved / "model.pt"), str(saved / "x.pt"), "--out", str(saved / "o2")]
+    _fails(other + ["--quiet", "--tolerance", "0.1"], capsys, "pass --metric too")

@@ -981,11 +981,12 @@ def test_kmeans_finds_separated_clusters_and_survives_too_few_distinct_rows():
         ),
         (
             {"n_modules": 0},
-            r"'n_modules' parameter of find_modules must be an int in \[1, 66\]. Got 0 ",
+            r"'n_modules' parameter of find_modules must be an int >= 1. Got 0 ",
         ),
         (
             {"n_modules": 73},
-            r"'n_modules' parameter of find_modules must be an int in \[1, 66\]. Got 73 ",
+            r"'n_modules' parameter of find_modules must be at most the 66 nodes with an edge "
+            r"above eps\^1/2 \(of the graph's \d+; lower eps for more\). Got 73 ",
         ),
         ({"n_modules": 2.0}, r"'n_modules' parameter of find_modules must be an int.*Got 2.0 "),
         ({"n_modules": True}, r"'n_modules' parameter of find_modules must be an int.*Got True "),

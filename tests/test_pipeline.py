@@ -22,7 +22,7 @@ def test_neuron_basis_recovers_planted_modules(method, leak):
     net, owners = planted_network(leak=leak)
     x = torch.randn(2000, 9, dtype=torch.float64)
     eps = 1e-3  # the leaks give interactions far below eps^1/2 ~ 0.03
-    a = mg.analyze(net, x, basis="neuron", eps=eps, progress=False)
+    a = mg.analyze(net, x, basis="neuron", eps=eps, eps_units="absolute", progress=False)
     g = a.graph
     planted = {n: int(owners[l][i]) for n, l, i in zip(g.nodes, g.node_layer, g.node_index)}
     found = mg.find_modules(g, method=method, n_modules=3 if method == "spectral" else None)
@@ -67,7 +67,8 @@ def test_save_and_load_round_trip(tmp_path):
 
 def test_with_eps_rebuilds_only_the_graph():
     net, _ = planted_network()
-    a = mg.analyze(net, torch.randn(300, 9, dtype=torch.float64), eps=1e-6, progress=False)
+    x = torch.randn(300, 9, dtype=torch.float64)
+    a = mg.analyze(net, x, eps=1e-6, eps_units="absolute", progress=False)
     b = a.with_eps(1e-2)
     assert b.layers is a.layers and b.graph.n_edges < a.graph.n_edges
     assert (b.graph.edges.w > 0.1).all()

@@ -27,13 +27,15 @@ from modgraph.toys.planted import EPS, Case, make_case, score_analysis
 
 # K = 4 random modules, bottleneck mixed, inputs rotated: the plain basis mixes modules here
 HIDDEN = Case("hidden", 4, "perm+mix+rot", seed=1)
+#: The planted cases are built against an absolute eps (their leaks below its square root).
+ABS = {"eps": EPS, "eps_units": "absolute"}
 
 
 @pytest.fixture(scope="module")
 def hidden():
     planted = make_case(HIDDEN)
-    plain = mg.analyze(planted.model, planted.inputs, eps=EPS, rotation="none", progress=False)
-    sparse = mg.analyze(planted.model, planted.inputs, eps=EPS, rotation="sparse", progress=False)
+    plain = mg.analyze(planted.model, planted.inputs, **ABS, rotation="none", progress=False)
+    sparse = mg.analyze(planted.model, planted.inputs, **ABS, rotation="sparse", progress=False)
     return planted, plain, sparse
 
 
@@ -83,7 +85,7 @@ def test_rotated_basis_keeps_its_identities(hidden):
 
 def test_same_seed_same_basis(hidden):
     planted, _, sparse = hidden
-    again = mg.analyze(planted.model, planted.inputs, eps=EPS, rotation="sparse", progress=False)
+    again = mg.analyze(planted.model, planted.inputs, **ABS, rotation="sparse", progress=False)
     for a, b in zip(sparse.layers, again.layers):
         assert torch.equal(a.C, b.C) and torch.equal(a.eigenvalues, b.eigenvalues)
 
@@ -109,7 +111,7 @@ def test_invariant_to_invertible_map_of_the_bottleneck(hidden):
         mixed[2].weight.copy_(R @ net[2].weight)
         mixed[2].bias.copy_(R @ net[2].bias)
         mixed[3].weight.copy_(net[3].weight @ torch.linalg.inv(R))
-    b = mg.analyze(mixed, planted.inputs, eps=EPS, rotation="sparse", progress=False)
+    b = mg.analyze(mixed, planted.inputs, **ABS, rotation="sparse", progress=False)
     chain_a, chain_b = LayerChain.from_model(net), LayerChain.from_model(mixed)
     with torch.no_grad():
         acts_a, acts_b = chain_a.forward(planted.inputs), chain_b.forward(planted.inputs)
@@ -155,7 +157,7 @@ def test_bad_rotation_option_is_an_input_error():
 
 
 def _plain(planted, x):
-    return mg.analyze(planted.model, x, eps=EPS, rotation="none", progress=False).layers
+    return mg.analyze(planted.model, x, **ABS, rotation="none", progress=False).layers
 
 
 def test_sequences_rotate_like_their_positions_as_samples(hidden):
@@ -165,9 +167,9 @@ def test_sequences_rotate_like_their_positions_as_samples(hidden):
     # sequence there and per row here, does not enter)
     planted, _, _ = hidden
     flat = planted.inputs[:256]
-    sparse = mg.analyze(planted.model, flat, eps=EPS, batch_size=128, progress=False)
+    sparse = mg.analyze(planted.model, flat, **ABS, batch_size=128, progress=False)
     x = flat.reshape(-1, 2, flat.shape[1])
-    seq = mg.analyze(planted.model, x, eps=EPS, batch_size=64, progress=False)
+    seq = mg.analyze(planted.model, x, **ABS, batch_size=64, progress=False)
     assert seq.config["rotation"] == "sparse" and seq.n_samples == flat.shape[0]
     assert any(not torch.equal(s.C, p.C) for s, p in zip(sparse.layers, _plain(planted, flat)))
     for ls, lf in zip(seq.layers, sparse.layers):
@@ -198,9 +200,9 @@ def test_the_order_of_the_data_changes_nothing(hidden):
     # the rotation reads 256 of the 1000 samples: which ones must not depend on their order
     planted = hidden[0]
     perm = torch.randperm(len(planted.inputs), generator=torch.Generator().manual_seed(3))
-    shuffled = mg.analyze(planted.model, planted.inputs[perm], eps=EPS, progress=False)
+    shuffled = mg.analyze(planted.model, planted.inputs[perm], **ABS, progress=False)
     loader = DataLoader(TensorDataset(planted.inputs), batch_size=100, shuffle=True)
-    from_loader = mg.analyze(planted.model, loader, eps=EPS, progress=False)
+    from_loader = mg.analyze(planted.model, loader, **ABS, progress=False)
     _, plain, sparse = hidden
     assert any(not torch.equal(a.C, b.C) for a, b in zip(sparse.layers, plain.layers))
     for other in (shuffled, from_loader):
@@ -246,7 +248,7 @@ def test_turning_units_chunk_by_chunk_gives_the_same_basis(hidden, monkeypatch):
     basis that one chunk per round gives (only batched kernels' rounding may differ)."""
     planted, plain, sparse = hidden
     monkeypatch.setattr(rotation, "CHUNK_ELEMENTS", 1)
-    one = mg.analyze(planted.model, planted.inputs, eps=EPS, rotation="sparse", progress=False)
+    one = mg.analyze(planted.model, planted.inputs, **ABS, rotation="sparse", progress=False)
     moved = 0
     for a, b, fitted in zip(sparse.layers, one.layers, plain.layers):
         assert relative(b.C, a.C) < 1e-12 and relative(b.eigenvalues, a.eigenvalues) < 1e-12
