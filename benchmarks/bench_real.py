@@ -18,8 +18,8 @@ the issue asks for.
 architectures) and transformers with a residual stream (:class:`~modgraph.toys.TinyTransformer`,
 2 layers, read by :func:`modgraph.transformer_chain` at the last position), each untrained and
 trained on a dense target (MLPs: ``tanh`` of a random projection; transformers: a random table
-of the whole sequence), at the defaults and *sparse* (eps raised until 1.5 edges per node are
-left). Printed: the fraction called modular (``p <= 0.05`` at the automatic number).
+of the whole sequence), at the defaults and *sparse* (eps set so that 1.5 edges per connected
+node are left). Printed: the fraction called modular (``p <= 0.05`` at the automatic number).
 
 Trained models are kept in ``--cache`` (default ``~/.cache/modgraph-bench``) and reused.
 Run: ``python benchmarks/bench_real.py [--primes 47,53,59] [--seeds 0,1,2] [--random 40]
@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_significance import ARCHITECTURES as MLP_WIDTHS
+from bench_significance import random_net  # the same networks without modules
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 from torch import nn
 
@@ -45,7 +47,6 @@ from modgraph.toys.grokking import frequency_labels, lib_chain, train_grokked
 #: A direction is single-frequency when at least this share of its power is at one frequency.
 SINGLE = 0.8
 METHODS = ("leiden", "spectral")
-MLP_WIDTHS = ((8, 24, 24, 6), (12, 32, 16, 4), (16, 48, 48, 8))
 #: Edges per connected node left in the sparse calibration.
 SPARSE_EDGES_PER_NODE = 1.5
 
@@ -150,30 +151,6 @@ def run_grokked(args) -> None:
 
 
 # ---------------------------------------------------------------------------- no modules
-def random_mlp(widths, seed: int, *, trained: bool):
-    g = torch.Generator().manual_seed(seed)
-    mods: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
-        lin = nn.Linear(a, b).double()
-        with torch.no_grad():
-            lin.weight.copy_(torch.randn(b, a, generator=g, dtype=torch.float64) * (2 / a) ** 0.5)
-            lin.bias.copy_(0.1 * torch.randn(b, generator=g, dtype=torch.float64))
-        mods.append(lin)
-        if i < len(widths) - 2:
-            mods.append(nn.ReLU())
-    net = nn.Sequential(*mods)
-    x = torch.randn(1000, widths[0], generator=g, dtype=torch.float64)
-    if trained:
-        A = torch.randn(widths[0], widths[-1], generator=g, dtype=torch.float64)
-        y = torch.tanh(x @ A / widths[0] ** 0.5)
-        opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-        for _ in range(300):
-            opt.zero_grad()
-            (net(x) - y).pow(2).mean().backward()
-            opt.step()
-    return net.eval(), x
-
-
 def random_transformer(seed: int, *, trained: bool, vocab: int = 16, n_ctx: int = 6):
     with torch.random.fork_rng():
         torch.manual_seed(seed)
@@ -199,7 +176,7 @@ def sparse(graph: mg.InteractionGraph, per_node: float = SPARSE_EDGES_PER_NODE):
 
 def run_random(args) -> None:
     kinds = {
-        "MLP": lambda s, t: random_mlp(MLP_WIDTHS[s % len(MLP_WIDTHS)], s, trained=t),
+        "MLP": lambda s, t: random_net(MLP_WIDTHS[s % len(MLP_WIDTHS)], s, trained=t),
         "transformer": lambda s, t: random_transformer(s, trained=t),
     }
     print(f"\nNetworks without modules: {args.random} of each kind, half trained on a dense "
