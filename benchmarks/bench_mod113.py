@@ -5,10 +5,11 @@ d_model 128, 4 heads, d_mlp 512, the last position after attention, 3830 samples
 training split), float64, local variant, no rotation. This script rebuilds that setting from
 scratch: a :class:`modgraph.toys.TinyTransformer` of the same layout trained on the same split
 (300 full-batch AdamW steps, about a minute on 2 cores; the weights differ from rib's grokked
-checkpoint, the work per sample does not), cut as rib cuts it (:func:`rib_layout`): the
-embeddings at all 3 positions, then the residual stream of the last position only after
-attention, after the MLP, and the logits. (``transformer_chain(positions="last")`` keeps every
-position up to the logits, 4-5x the work: 165 s against 39 s for the local variant.)
+checkpoint, the work per sample does not), cut as rib cuts it
+(:func:`modgraph.toys.grokking.lib_chain`): the embeddings at all 3 positions, then the
+residual stream of the last position only after attention, after the MLP, and the logits.
+(``transformer_chain(positions="last")`` keeps every position up to the logits, 4-5x the work:
+165 s against 39 s for the local variant.)
 
 Every configuration (variant local / global x rotation none / sparse x truncation default
 ``rtol=1e-10`` / matched ``rtol=1e-18``, rib keeping every direction above rounding) runs in a
@@ -48,6 +49,7 @@ from torch.profiler import ProfilerActivity, profile
 
 import modgraph as mg
 from modgraph.toys import TinyTransformer, modular_addition_data
+from modgraph.toys.grokking import lib_chain
 
 P, D_MODEL, HEADS, D_MLP, N_SAMPLES = 113, 128, 4, 512, 3830
 TRUNCATION = {"default": 1e-10, "matched": 1e-18}
@@ -58,56 +60,6 @@ TRUNCATION = {"default": 1e-10, "matched": 1e-18}
 FLOP_SAMPLES = 256
 STAGES = ("statistics", "basis", "rotation", "edges")
 MATMULS = ("aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm")
-
-
-class _Embed(nn.Module):
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.embed, self.pos_embed = model.embed, model.pos_embed
-
-    def forward(self, tokens):
-        return self.embed(tokens) + self.pos_embed(tokens)
-
-
-class _AttnLast(nn.Module):
-    """Embeddings (batch, 3, d) -> residual stream after attention at the last position."""
-
-    def __init__(self, block: nn.Module):
-        super().__init__()
-        self.block = block
-
-    def forward(self, x):
-        return self.block.attn_stage(x)[:, -1]
-
-
-class _Mlp(nn.Module):
-    def __init__(self, block: nn.Module):
-        super().__init__()
-        self.block = block
-
-    def forward(self, x):
-        return self.block.mlp_stage(x)
-
-
-class _Logits(nn.Module):
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.ln_final, self.unembed = model.ln_final, model.unembed
-
-    def forward(self, x):
-        return self.unembed(self.ln_final(x))
-
-
-def rib_layout(model: TinyTransformer) -> mg.LayerChain:
-    """rib's cut of a one-layer transformer: embeddings (all positions), then the last position
-    after attention, after the MLP, and its logits."""
-    block = model.blocks[0]
-    return mg.LayerChain(
-        (_AttnLast(block), _Mlp(block), _Logits(model)),
-        ("embed", "blocks.0.resid_mid", "blocks.0.resid_post", "logits"),
-        embed=_Embed(model),
-    )
-
 
 
 def train(steps: int, path: Path) -> None:
@@ -170,7 +122,7 @@ def child(config: dict, path: str) -> None:
     """One configuration: timings, kept directions, peak memory, FLOPs per stage (JSON)."""
     torch.set_num_threads(config["threads"])
     saved = torch.load(path, weights_only=False)
-    chain = rib_layout(saved["model"])
+    chain = lib_chain(saved["model"])
     tokens = saved["tokens"][: config["samples"]]
     opts = dict(variant=config["variant"], rotation=config["rotation"],
                 rtol=TRUNCATION[config["truncation"]], progress=False,

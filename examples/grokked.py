@@ -1,7 +1,7 @@
 """The README's first picture: a grokked modular-addition transformer's modules, by frequency.
 
-Trains a one-layer transformer on ``(a + b) mod 47`` from scratch until it groks (about two
-minutes on 2 CPU cores; :func:`modgraph.toys.grokking.train_grokked`), analyses it in the LIB
+Trains a one-layer transformer on ``(a + b) mod 47`` from scratch until it groks
+(:func:`modgraph.toys.grokking.train_grokked`), analyses it in the LIB
 paper's cut with the defaults, finds its modules at the automatic number, and draws the
 interaction graph colored by module, each module named by the key frequency most of its
 single-frequency directions carry. Writes ``figures/grokked/graph.png`` and prints the modules'

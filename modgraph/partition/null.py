@@ -23,10 +23,9 @@ Why the backbone is kept: the interaction basis makes transitions as diagonal as
 allows (exactly diagonal for a deep linear network, sec. 6), so every network, random ones
 included, has chains of directions each carried by its strongest edge into the next layer. In a
 sparse graph (the graphs a task-level eps gives) those chains are most of the graph, and a null
-that rewires them is a tangle that no real network resembles: 58-100% of random MLPs and
-transformers came out "modular" against it at 1.5 edges per node (12 of each kind), and 0-21%
-against the null that keeps them (24 of each kind, ``benchmarks/bench_real.py``). Modules must
-be more than chains: groups of directions that talk to each other beyond their strongest
+that rewires them is a tangle that no real network resembles, against which most sparse random
+networks come out "modular" (``benchmarks/bench_real.py`` measures both). Modules must be more
+than chains: groups of directions that talk to each other beyond their strongest
 partners and not to the rest.
 
 The test statistic is the objective itself: the normalized cut of the partition found, against

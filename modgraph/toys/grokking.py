@@ -10,7 +10,7 @@ The LIB paper (sec. 7) and its reference code analyse exactly this network; its 
 the key frequencies.
 
 - :func:`train_grokked` trains the layout of Nanda et al. (no LayerNorm, ReLU MLP, ``"a b ="``)
-  from scratch until the held-out accuracy is 100% (a minute or two on 2 CPU cores at ``p = 59``).
+  from scratch until the held-out accuracy is 100%.
 - :func:`lib_chain` cuts it as the LIB paper does: the embeddings at all three positions, then
   the last position's residual stream after attention, after the MLP, and the logits.
 - :func:`frequency_labels` names each basis direction of an analysis by its dominant frequency
@@ -112,7 +112,7 @@ def train_grokked(  # noqa: PLR0913 (the training recipe's knobs, keyword-only)
         model = TinyTransformer(
             p + 1, 3, d_model=d_model, n_heads=n_heads, d_mlp=d_mlp, layer_norm=False, vocab_out=p
         )
-        with torch.no_grad():  # embeddings of norm ~1, as the positional ones (groks ~3x sooner)
+        with torch.no_grad():  # embeddings of norm ~1, as the positional ones (groks sooner)
             model.embed.weight /= math.sqrt(d_model)
     n_train = max(1, round(train_fraction * p * p))
     train, test = order[:n_train].sort().values, order[n_train:]
