@@ -31,8 +31,6 @@ __all__ = [
     "versions",
     "FORMAT_VERSION",
     "EPS_UNITS",
-    "is_analysis_file",
-    "is_analysis_dir",
 ]
 
 FORMAT_VERSION = 1
@@ -141,9 +139,10 @@ class Analysis:
 
         The directory is written under a temporary name and renamed into place, so a failure
         never leaves a half-written analysis. ``path`` must not exist, be an empty directory,
-        or, with ``overwrite=True``, hold an earlier saved analysis (and nothing else), which is
-        then replaced so that one complete copy exists at every instant. A directory holding
-        anything else is refused: modgraph never deletes what it did not write.
+        or, with ``overwrite=True``, hold an earlier saved analysis and nothing else (every file
+        listed, unchanged, in the manifest modgraph writes beside it), which is then replaced so
+        that one complete copy exists at every instant. A directory holding anything else is
+        refused: modgraph never deletes what it did not write.
         """
         check_bool("Analysis.save", "overwrite", overwrite)
         tensors = {
@@ -182,27 +181,10 @@ class Analysis:
             "timings": self.timings,
             "versions": self.versions,
         }
-        with atomic_directory(path, is_analysis_file, overwrite=overwrite, what="path") as tmp:
+        with atomic_directory(path, overwrite=overwrite, what="path") as tmp:
             torch.save(tensors, tmp / "tensors.pt")
             (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
         return Path(path)
-
-
-def is_analysis_file(p: Path) -> bool:
-    """Whether ``p`` is a file :meth:`Analysis.save` writes (so that it may replace it)."""
-    if p.name == "tensors.pt":
-        return p.is_file() and not p.is_symlink()
-    if p.name != "meta.json" or not p.is_file() or p.is_symlink():
-        return False
-    try:
-        return "format_version" in json.loads(p.read_text())
-    except (ValueError, UnicodeDecodeError, OSError):
-        return False
-
-
-def is_analysis_dir(p: Path) -> bool:
-    """Whether ``p`` is a directory of only the files :meth:`Analysis.save` writes."""
-    return p.is_dir() and not p.is_symlink() and all(is_analysis_file(e) for e in p.iterdir())
 
 
 _SIDES, _EXTREMES = ("top", "bottom"), ("values", "samples", "positions")

@@ -31,7 +31,7 @@ from .circuits.eps import METRICS, choose_eps
 from .errors import InputError
 from .hooked import as_chain
 from .pipeline import analyze
-from .report import is_report_entry, write_report
+from .report import write_report
 
 __all__ = ["main", "build_parser", "load_model", "load_data"]
 
@@ -90,10 +90,13 @@ def _run(model, data, args, *, truth=None, extra: dict | None = None, **options)
 
 # ---------------------------------------------------------------------------- loading
 def import_modules(names: list[str]) -> None:
-    """Import the modules that define a saved model's classes (the working directory first on
-    the path, as ``python -m`` has it)."""
+    """Import the modules the user named (``--import``, ``MODULE:FUNCTION``), found on the path
+    or in the working directory. The working directory goes last on the path, and only when a
+    module is named: a stray ``leidenalg.py`` there never shadows an installed library."""
+    if not names:
+        return
     if str(Path.cwd()) not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))
+        sys.path.append(str(Path.cwd()))
     for name in names:
         try:
             importlib.import_module(name)
@@ -101,13 +104,25 @@ def import_modules(names: list[str]) -> None:
             raise InputError(f"--import {name!r} failed: {type(err).__name__}: {err}") from None
 
 
-def load_model(path: str) -> torch.nn.Module:
+def load_model(path: str, weights: str | None = None) -> torch.nn.Module:
     """A saved module (``torch.save(model)``, any ``nn.Module`` whose class can be imported), a
     TorchScript ``nn.Sequential``, or ``MODULE:FUNCTION``, a function called without arguments
-    that builds the model (for models that cannot be pickled), in eval mode."""
+    that builds the model, in eval mode.
+
+    A pickled module is unpickled (``torch.load(weights_only=False)``), which runs whatever code
+    the file holds: load only files you trust. The safe routes: a TorchScript file, or
+    ``MODULE:FUNCTION`` with ``weights``, a state_dict read with ``weights_only=True`` (tensors
+    only, no code) and loaded strictly into the built model.
+    """
     p = Path(path)
     if not p.exists() and re.fullmatch(r"[\w.]+:\w+", path):
-        return _built(path)
+        model = _built(path)
+        return model if weights is None else _with_weights(model, weights)
+    if weights is not None:
+        raise InputError(
+            f"--weights is loaded into a model built by MODULE:FUNCTION; MODEL {path!r} is a "
+            "file: pass MODULE:FUNCTION (a function that builds the model) instead"
+        )
     if not p.is_file():
         raise InputError(f"MODEL {path!r} does not exist")
     try:
@@ -129,6 +144,12 @@ def load_model(path: str) -> torch.nn.Module:
         ) from None
     except Exception as err:
         raise InputError(f"MODEL {path!r} is not a saved torch model ({err})") from None
+    if isinstance(model, dict):
+        raise InputError(
+            f"MODEL {path!r} holds a {type(model).__name__} (a state_dict?), not an nn.Module: "
+            "pass MODULE:FUNCTION, a function that builds the model, with --weights "
+            f"{path!r}"
+        )
     if not isinstance(model, torch.nn.Module):
         raise InputError(f"MODEL {path!r} holds a {type(model).__name__}, not an nn.Module")
     if isinstance(model, torch.jit.ScriptModule):
@@ -152,6 +173,30 @@ def _built(spec: str) -> torch.nn.Module:
     model = build()
     if not isinstance(model, torch.nn.Module):
         raise InputError(f"MODEL {spec!r} returned a {type(model).__name__}, not an nn.Module")
+    return model.eval()
+
+
+def _with_weights(model: torch.nn.Module, weights: str) -> torch.nn.Module:
+    """``model`` with the state_dict in the file ``weights`` (tensors only: no code runs)."""
+    p = Path(weights)
+    if not p.is_file():
+        raise InputError(f"--weights {weights!r} does not exist")
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise InputError(
+            f"--weights {weights!r} is not a state_dict of tensors ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}); save it with "
+            "torch.save(model.state_dict(), path)"
+        ) from None
+    if not isinstance(state, dict):
+        raise InputError(f"--weights {weights!r} holds a {type(state).__name__}, not a state_dict")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise InputError(
+            f"--weights {weights!r} does not fit the built model: {str(err).splitlines()[1:3]}"
+        ) from None
     return model.eval()
 
 
@@ -214,7 +259,7 @@ def _analyze(args) -> dict:
     from .hooked import HookedChain
 
     import_modules(args.imports)
-    model = load_model(args.model)
+    model = load_model(args.model, args.weights)
     data = load_data(args.data)
     layers = [n.strip() for n in args.layers.split(",") if n.strip()] if args.layers else None
     if args.output is not None:  # an element of a tuple or dict output: an int index or a key
@@ -332,7 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     a.add_argument(
         "model",
-        help="saved model (.pt, torch.save), or MODULE:FUNCTION, a function that builds it",
+        help="saved model (.pt from torch.save, or TorchScript), or MODULE:FUNCTION, a "
+        "function that builds it. A torch.save'd model is unpickled, which runs any code in "
+        "the file: load only files you trust; the safe route is MODULE:FUNCTION with --weights",
     )
     a.add_argument("data", help="inputs: .pt tensor or .npy array of shape (n_samples, ...)")
     common(a)
@@ -398,6 +445,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(repeatable; the working directory is on the path)",
     )
     a.add_argument(
+        "--weights",
+        metavar="FILE",
+        help="a state_dict (torch.save(model.state_dict(), FILE)) loaded into the model that "
+        "MODEL=MODULE:FUNCTION builds, read with weights_only=True: tensors only, no code runs",
+    )
+    a.add_argument(
         "--feature-maps",
         choices=FEATURE_MAPS,
         default="positions",
@@ -444,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
 def _check_out(args) -> None:
     if not args.out:
         raise InputError("--out must name a directory, got ''")
-    check_replaceable(Path(args.out), is_report_entry, overwrite=args.overwrite, what="--out")
+    check_replaceable(Path(args.out), overwrite=args.overwrite, what="--out")
 
 
 def _terminate(signum, frame):

@@ -24,8 +24,8 @@ import torch
 from . import plotting
 from ._deprecation import moved_names
 from ._validation import check_bool, check_instance, check_int, check_seed
-from .analysis import Analysis, is_analysis_dir
-from .atomic import atomic_directory, check_replaceable
+from .analysis import Analysis
+from .atomic import MANIFEST, atomic_directory, check_replaceable
 from .chain import device_and_dtype
 from .circuits.eps import EpsChoice
 from .data import Batches, iter_batches
@@ -42,7 +42,7 @@ from .partition import (
     normalized_cut,
 )
 
-__all__ = ["write_report", "is_report_entry", "REPORT_FILES", "SUMMARY_SCHEMA"]
+__all__ = ["write_report", "SUMMARY_SCHEMA"]
 
 #: The JSON Schema of ``summary.json``: every key, what it means, -1 for a node without edges.
 SUMMARY_SCHEMA = Path(__file__).with_name("summary.schema.json")
@@ -95,9 +95,10 @@ def write_report(  # noqa: PLR0913 (what a report is made of, keyword-only)
         An interaction-basis analysis (:func:`modgraph.analyze`).
     out : str or path
         Output directory. It must not exist, be empty, or, with ``overwrite=True``, hold an
-        earlier report (and nothing else), which is then replaced whole; a directory holding
-        anything else is refused (modgraph never deletes what it did not write). The report is
-        written to a temporary directory and renamed into place once.
+        earlier report and nothing else (every file listed, unchanged, in the manifest modgraph
+        writes there), which is then replaced whole; a directory holding anything else is
+        refused (modgraph never deletes what it did not write). The report is written to a
+        temporary directory and renamed into place once.
     baselines : dict {label: Analysis}, optional
         The same model in other bases (``{"neuron": ..., "pca": ...}``), compared in
         ``basis_comparison.png`` and in the summary's ``bases``.
@@ -151,7 +152,7 @@ def write_report(  # noqa: PLR0913 (what a report is made of, keyword-only)
         analysis = analysis.with_eps(eps_choice.eps)
         baselines = {label: b.with_eps(eps_choice.eps) for label, b in baselines.items()}
     out = Path(out)
-    check_replaceable(out, is_report_entry, overwrite=overwrite, what="out")
+    check_replaceable(out, overwrite=overwrite, what="out")
     t_start = time.perf_counter()
     extra = dict(extra or {})
     earlier = extra.pop("timings", {})
@@ -176,7 +177,7 @@ def write_report(  # noqa: PLR0913 (what a report is made of, keyword-only)
     t0 = time.perf_counter()
     page = _page(analysis, found, data=data, model=model, decode=decode)
     t_page = time.perf_counter() - t0
-    with atomic_directory(out, is_report_entry, overwrite=overwrite, what="out") as tmp:
+    with atomic_directory(out, overwrite=overwrite, what="out") as tmp:
         plotting.save_html(page, tmp / "report.html")
         _log.info("drawing figures ...")
         t0 = time.perf_counter()
@@ -198,7 +199,7 @@ def write_report(  # noqa: PLR0913 (what a report is made of, keyword-only)
         summary["versions"] = analysis.versions
         summary["files"] = sorted(
             [p.name for p in written]
-            + ["interaction_graph.graphml", "analysis", "summary.json", "report.html"]
+            + ["interaction_graph.graphml", "analysis", "summary.json", "report.html", MANIFEST]
         )
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
@@ -206,13 +207,6 @@ def write_report(  # noqa: PLR0913 (what a report is made of, keyword-only)
 
 #: The figures of a report, by file name without suffix.
 FIGURES = ("graph", "spectra", "cost_curve", "module_heatmap", "basis_comparison")
-#: Every name a report directory holds.
-REPORT_FILES = frozenset(
-    ["summary.json", "interaction_graph.graphml", "analysis", "report.html"]
-    + [f"{name}.{ext}" for name in FIGURES for ext in ("png", "svg")]
-)
-
-
 #: Output attribution (``report.html``'s "drives outputs") is skipped above this many outputs.
 MAX_OUTPUTS = 512
 
@@ -275,13 +269,6 @@ def _output_attribution(analysis: Analysis, model, data) -> list[np.ndarray] | N
              for b in analysis.layers]  # fmt: skip
     _log.info("report.html: the outputs each direction drives ...")
     return [a.cpu().numpy() for a in output_attribution(chain, bases, batches)]
-
-
-def is_report_entry(p: Path) -> bool:
-    """Whether ``p`` is an entry :func:`write_report` writes (so that it may replace it)."""
-    if p.name not in REPORT_FILES or p.is_symlink():
-        return False
-    return is_analysis_dir(p) if p.name == "analysis" else p.is_file()
 
 
 def _modules(analysis: Analysis, baselines: dict, *, seed: int, n_null: int) -> dict:

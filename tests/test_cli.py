@@ -83,7 +83,7 @@ def test_rerun_replaces_an_earlier_result_only_with_overwrite(saved, capsys):
     args = ["analyze", str(saved / "model.pt"), str(saved / "x.pt"), "--out", str(out), "--quiet"]
     assert main(args) == 0
     first = sorted(p.name for p in out.iterdir())
-    _fails(args + ["--eps", "1e-5"], capsys, "pass overwrite")
+    _fails(args + ["--eps", "1e-5"], capsys, "pass --overwrite")
     assert json.loads((out / "summary.json").read_text())["config"]["eps"] == 1e-3  # untouched
     assert main(args + ["--eps", "1e-5", "--overwrite"]) == 0
     assert json.loads((out / "summary.json").read_text())["config"]["eps"] == 1e-5

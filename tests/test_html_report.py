@@ -6,6 +6,7 @@ missing browser is a failure.
 """
 
 import base64
+import json
 import io
 import math
 import os
@@ -137,3 +138,42 @@ def test_the_page_loads_and_responds_in_chromium(digits_report):
             page, "table_leiden", "visible")  # fmt: skip
         browser.close()
     assert errors == [] and requests == []
+
+
+HOSTILE = '<img src=x onerror="window.__pwned=1">'
+
+
+def test_names_from_a_shared_analysis_run_no_script(digits_report, tmp_path):
+    """Layer names from a model or a shared analysis' meta.json are shown as text in every
+    view: no script runs when a node or a module is clicked (issue #34)."""
+    a, _, _ = digits_report
+    path = a.save(tmp_path / "shared")
+    meta = json.loads((path / "meta.json").read_text())
+    for i, layer in enumerate(meta["layers"]):
+        layer["name"] = f"{HOSTILE}{i}"
+    (path / "meta.json").write_text(json.dumps(meta))
+    hostile = mg.load_analysis(path)
+    out = tmp_path / "rep"
+    mg.write_report(hostile, out, n_null=3)
+    g = hostile.graph
+    with _browser() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking"])  # fmt: skip
+        page = browser.new_page(viewport={"width": 1500, "height": 1000})
+        page.goto((out / "report.html").as_uri())
+        ready = "window.Bokeh && Bokeh.documents.length && "
+        page.wait_for_function(ready + "Bokeh.documents[0].get_model_by_name('count').text")
+        hub = int(np.argmax(np.bincount(np.r_[g.edges.src, g.edges.dst], minlength=g.n_nodes)))
+        shown = []
+        for select in (
+            f"get_model_by_name('nodes').selected.indices = [{hub}]",
+            "get_model_by_name('nodes').selected.indices = []",
+            "get_model_by_name('modules_leiden').selected.indices = [0]",
+        ):
+            page.evaluate("Bokeh.documents[0]." + select)
+            page.wait_for_timeout(200)  # let the browser load (and fire) any injected image
+            shown.append(_model(page, "info", "text"))
+        assert all("&lt;img src=x" in text for text in shown[::2]), shown
+        assert page.evaluate("window.__pwned") is None
+        assert page.evaluate("document.querySelectorAll('img[src=x]').length") == 0
+        browser.close()

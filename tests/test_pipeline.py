@@ -49,7 +49,7 @@ def test_save_and_load_round_trip(tmp_path):
     assert all(torch.equal(wa, wb) for wa, wb in zip(a.w, b.w))
     assert b.graph.nodes == a.graph.nodes and b.graph.n_edges == a.graph.n_edges
     # saving again needs overwrite=True and replaces the old analysis whole
-    with pytest.raises(mg.InputError, match="pass overwrite"):
+    with pytest.raises(mg.InputError, match="pass overwrite=True"):
         a.with_eps(1e-2).save(path)
     a.with_eps(1e-2).save(path, overwrite=True)
     assert mg.load_analysis(path).eps == 1e-2

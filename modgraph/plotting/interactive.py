@@ -267,8 +267,12 @@ def _header(analysis: Analysis, partitions: Mapping[str, ModuleResult], note: st
 _HINT = "<p><i>Click a node for its edges, outputs and examples; click a module in the table to " \
     "highlight it.</i></p>"  # fmt: skip
 
-# One redraw from the widgets' state: partition, eps, selected node, selected module.
+# One redraw from the widgets' state: partition, eps, selected node, selected module. Every
+# string from the model, the data or a file (node, layer and partition names) goes through esc();
+# the details snippets were escaped in Python (see plotting.samples).
 _UPDATE_JS = """
+const esc = (v) => String(v).replace(/[&<>"']/g,
+  (c) => ({'&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;'})[c]);
 const part = select.value;
 for (const [m, w] of Object.entries(widgets)) { w.visible = (m === part); }
 const thr = Math.sqrt(Math.pow(10, slider.value));
@@ -306,19 +310,19 @@ const fill = (h) => h.replace(/\\{\\{s:([0-9_]+)\\}\\}/g, (m, id) => S[id] || ('
 const list = (title, es) => {
   es.sort((a, b) => b[0] - a[0]);
   const items = es.slice(0, listed).map(([w, c, o]) =>
-    `<li>${N.node[o]} (${N.layer[o]}, module ${mod[o]}): w = ${w.toPrecision(3)}, ` +
+    `<li>${esc(N.node[o])} (${esc(N.layer[o])}, module ${mod[o]}): w = ${w.toPrecision(3)}, ` +
     `ln(w/eps<sup>1/2</sup>) = ${c.toFixed(2)}</li>`).join('');
   return `<p><b>${title}</b> (${es.length})</p><ul style="margin:0">${items}</ul>`;
 };
 if (node >= 0) {
-  info.text = `<h3 style="margin:4px 0">node ${N.node[node]}</h3>` +
-    `<p>layer ${N.layer[node]}, direction ${N.direction[node]}, Lambda = ` +
-    `${N.lam[node].toExponential(3)}, module ${mod[node]} (${part})</p>` +
+  info.text = `<h3 style="margin:4px 0">node ${esc(N.node[node])}</h3>` +
+    `<p>layer ${esc(N.layer[node])}, direction ${N.direction[node]}, Lambda = ` +
+    `${N.lam[node].toExponential(3)}, module ${mod[node]} (${esc(part)})</p>` +
     list('strongest in-edges', ins) + list('strongest out-edges', outs) + fill(N.details[node]);
 } else if (row >= 0) {
-  info.text = `<h3 style="margin:4px 0">module ${sel} (${part}): ` +
+  info.text = `<h3 style="margin:4px 0">module ${sel} (${esc(part)}): ` +
     `${T.data.size[row]} directions</h3>` +
-    `<p>layers ${T.data.layers[row]}; cost to the rest ${T.data.cost_out[row]}, inside ` +
+    `<p>layers ${esc(T.data.layers[row])}; cost to the rest ${T.data.cost_out[row]}, inside ` +
     `${T.data.cost_in[row]} (summed ln(w/eps<sup>1/2</sup>) at the analysis eps)</p>` +
     fill(T.data.details[row]);
 } else {

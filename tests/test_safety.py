@@ -1,0 +1,187 @@
+"""Hostile but fair input: files that are not modgraph's, names that carry scripts, data and
+models that would give silent wrong results (issue #34). Each test fails on the code before it."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import modgraph as mg
+from modgraph import atomic
+from modgraph.atomic import MANIFEST, atomic_directory
+
+
+@pytest.fixture(scope="module")
+def small():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 12), nn.ReLU(), nn.Linear(12, 4)).double().eval()
+    x = torch.randn(300, 6, dtype=torch.float64)
+    return net, x, mg.analyze(net, x, rotation="none", progress=False)
+
+
+# ---------------------------------------------------------------- ownership by record
+def _files(d):
+    return {p.relative_to(d).as_posix(): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize(
+    "names",
+    [("summary.json", "graph.png"), ("meta.json", "tensors.pt")],
+    ids=["report names", "analysis names"],
+)
+def test_files_named_like_ours_are_not_ours(tmp_path, small, names):
+    """A user's files with the names modgraph writes, even a meta.json with a format_version,
+    are never replaced: ownership is the manifest's record, not the name."""
+    a = small[2]
+    d = tmp_path / "mine"
+    d.mkdir()
+    for name in names:
+        (d / name).write_text(json.dumps({"format_version": 1, "mine": True}))
+    before = _files(d)
+    for write in (lambda: a.save(d, overwrite=True), lambda: mg.write_report(a, d, overwrite=True)):
+        with pytest.raises(mg.InputError) as err:
+            write()
+        assert all(n in str(err.value) for n in names)
+        assert "overwrite" not in str(err.value)  # never advised for files that are not ours
+    assert _files(d) == before
+
+
+def test_an_edited_output_is_no_longer_ours(tmp_path, small):
+    a = small[2]
+    path = a.save(tmp_path / "a")
+    (path / "meta.json").write_text((path / "meta.json").read_text() + " ")
+    with pytest.raises(mg.InputError, match="meta.json"):
+        a.save(path, overwrite=True)
+    assert (path / "meta.json").read_text().endswith(" ")
+
+
+def test_a_file_arriving_during_the_swap_is_kept_and_named(tmp_path, small, monkeypatch):
+    a = small[2]
+    path = a.save(tmp_path / "a")
+    real = atomic._modes
+
+    def late(directory):  # after the last check, before the old copy moves aside
+        if directory == path:
+            (path / "late.txt").write_text("mine")
+        return real(directory)
+
+    monkeypatch.setattr(atomic, "_modes", late)
+    with pytest.warns(UserWarning, match="late.txt"):
+        a.with_eps(1e-2).save(path, overwrite=True)
+    assert mg.load_analysis(path).eps == 1e-2
+    (kept,) = [p for p in tmp_path.rglob("late.txt")]
+    assert kept.read_text() == "mine"
+
+
+def test_replaced_outputs_keep_their_permissions(tmp_path, small):
+    a = small[2]
+    path = a.save(tmp_path / "a")
+    os.chmod(path, 0o700)
+    os.chmod(path / "meta.json", 0o600)
+    a.with_eps(1e-2).save(path, overwrite=True)
+    assert path.stat().st_mode & 0o777 == 0o700
+    assert (path / "meta.json").stat().st_mode & 0o777 == 0o600
+    assert (path / "tensors.pt").stat().st_mode & 0o777 == atomic.default_mode()
+
+
+def test_the_manifest_never_reaches_outside(tmp_path, small):
+    """A forged manifest that lists ../outside does not make modgraph delete it."""
+    a = small[2]
+    path = a.save(tmp_path / "a")
+    outside = tmp_path / "outside.txt"
+    outside.write_text("mine")
+    m = json.loads((path / MANIFEST).read_text())
+    m["files"]["../outside.txt"] = {"size": 4, "sha256": atomic._digest(outside)}
+    (path / MANIFEST).write_text(json.dumps(m))
+    a.save(path, overwrite=True)
+    assert outside.read_text() == "mine"
+
+
+def test_an_unwritable_destination_fails_before_any_work(tmp_path, monkeypatch):
+    """A read-only file system is found by a probe, not by permission bits (root has all)."""
+    from modgraph.cli import main
+
+    def read_only(path, mode=0o777):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(atomic.os, "mkdir", read_only)
+    monkeypatch.setattr("modgraph.toys.demo.make_demo", lambda *a, **k: pytest.fail("ran"))
+    assert main(["demo", "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    with pytest.raises(mg.InputError, match="Read-only file system"):
+        with atomic_directory(tmp_path / "x"):
+            pytest.fail("ran")
+
+
+# ---------------------------------------------------------------- code that runs unasked
+_BUILD = """
+import torch
+from torch import nn
+
+def build():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 12), nn.ReLU(), nn.Linear(12, 4))
+"""
+
+
+class _Payload:
+    """Unpickling this runs code (as a hostile file's would)."""
+
+    def __reduce__(self):
+        return (exec, ("import pathlib; pathlib.Path('RAN').write_text('x')",))
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    (tmp_path / "leidenalg.py").write_text("raise SystemExit('the stray leidenalg.py ran')\n")
+    (tmp_path / "netbuild.py").write_text(_BUILD)
+    torch.save(torch.randn(200, 6), tmp_path / "x.pt")
+    return tmp_path
+
+
+def test_the_working_directory_is_on_the_path_only_with_import(workdir):
+    import sys
+
+    from modgraph.cli import import_modules
+
+    import_modules([])
+    assert str(workdir) not in sys.path
+    import_modules(["netbuild"])
+    assert sys.path[-1] == str(workdir)  # last: nothing installed is shadowed
+
+
+def test_weights_are_read_without_running_code(workdir, capsys):
+    from modgraph.cli import main
+
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Linear(6, 12), nn.ReLU(), nn.Linear(12, 4))
+    torch.save(net.state_dict(), workdir / "sd.pt")
+    args = ["analyze", "netbuild:build", "x.pt", "--quiet", "--rotation", "none"]
+    assert main(args + ["--weights", "sd.pt", "--out", "out"]) == 0
+    a = mg.load_analysis(workdir / "out" / "analysis")
+    b = mg.analyze(net.eval(), torch.load(workdir / "x.pt"), rotation="none", progress=False)
+    assert torch.allclose(a.w[0], b.w[0])  # the weights loaded, not the built model's own
+    torch.save({"w": _Payload()}, workdir / "evil.pt")
+    assert main(args + ["--weights", "evil.pt", "--out", "out2"]) == 2
+    assert "--weights 'evil.pt' is not a state_dict of tensors" in capsys.readouterr().err
+    assert not (workdir / "RAN").exists()
+    assert main(args[:1] + ["sd.pt"] + args[2:] + ["--out", "out3"]) == 2
+    assert "--weights" in capsys.readouterr().err  # a state_dict as MODEL: the remedy named
+
+
+def test_the_help_says_a_pickled_model_runs_code(capsys):
+    from modgraph.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["analyze", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "runs any code in the file" in text and "--weights" in text
