@@ -101,7 +101,8 @@ def check_replaceable(path: Path, *, overwrite: bool, what: str) -> None:
         return
     foreign = foreign_entries(path)
     if foreign:
-        shown = ", ".join(foreign[:5]) + (f", ... ({len(foreign)} in all)" if len(foreign) > 5 else "")
+        more = f", ... ({len(foreign)} in all)" if len(foreign) > 5 else ""
+        shown = ", ".join(foreign[:5]) + more
         raise InputError(
             f"{what} {str(path)!r} holds files modgraph did not write, or changed since it "
             f"wrote them ({shown}); modgraph never deletes or replaces those: choose another "

@@ -6,8 +6,8 @@ missing browser is a failure.
 """
 
 import base64
-import json
 import io
+import json
 import math
 import os
 import re

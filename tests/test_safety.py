@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -27,7 +25,8 @@ def small():
 
 # ---------------------------------------------------------------- ownership by record
 def _files(d):
-    return {p.relative_to(d).as_posix(): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+    files = sorted(p for p in d.rglob("*") if p.is_file())
+    return {p.relative_to(d).as_posix(): p.read_bytes() for p in files}
 
 
 @pytest.mark.parametrize(
