@@ -250,7 +250,11 @@ class LayerChain(Chain):
         stage, name, maps = self.stages[l], self.names[l + 1], self.maps
 
         def g(f: Tensor) -> Tensor:
-            return maps.read(l + 1, one_tensor(stage(maps.write(l, f)), name))
+            version = f._version
+            out = maps.read(l + 1, one_tensor(stage(maps.write(l, f)), name))
+            if f._version != version:
+                raise inplace_error(self.names[l])
+            return out
 
         return g
 
@@ -289,6 +293,84 @@ def one_tensor(out, layer: str) -> Tensor:
             f"['{layer}[logits]'] for a key (see HookedChain)"
         )
     return out
+
+
+def inplace_error(layer: str) -> InputError:
+    """The error for a layer that the model changes in place after computing it."""
+    return InputError(
+        f"layer {layer!r} is changed in place after the model computes it (an in-place op such "
+        "as ReLU(inplace=True), x += ... or x.mul_() in what reads it), so the value modgraph "
+        "reads is not the one the rest of the model sees: turn in-place ops off (for m in "
+        "model.modules(): m.inplace = False where m has that attribute), or cut after the op"
+    )
+
+
+@torch.no_grad()
+def check_behaviour(chain: Chain, x: Tensor) -> None:
+    """Raise unless the chain is a fixed function of each sample, judged by behaviour on ``x``.
+
+    The interaction basis is a property of one deterministic map, so (whatever modules a model
+    uses: dropout called as ``F.dropout`` in ``forward``, RReLU, normalisation by batch
+    statistics) the same batch twice must give the same layers, a batch cut in two must give
+    the same layers as whole, and running the model must leave its parameters and buffers as
+    they were. Buffers it changed (running statistics) are put back before the error.
+    """
+    models = chain.modules()
+    buffers = [b for m in models for b in m.buffers()]
+    saved = [b.clone() for b in buffers]
+    before = [_digest(p) for m in models for p in m.parameters()]
+    problem = None
+    try:
+        first = chain.forward(x)
+        if not _all_same(chain.forward(x), first):
+            problem = "gives different outputs on the same batch twice (randomness in forward)"
+        elif len(x) >= 2:
+            h = len(x) // 2
+            parts = [chain.forward(x[:h]), chain.forward(x[h:])]
+            whole = [torch.cat([a, b]) for a, b in zip(*parts)]
+            if not _all_same(whole, first):
+                problem = (
+                    "gives a sample different outputs in different batches (its outputs depend "
+                    "on the other samples: batch statistics)"
+                )
+    finally:
+        changed = [b for b, s in zip(buffers, saved) if not torch.equal(b, s)]
+        for b, s in zip(buffers, saved):
+            b.copy_(s)
+    if changed:
+        problem = "changes its own buffers when it runs (running statistics; put back as they were)"
+    elif [_digest(p) for m in models for p in m.parameters()] != before:
+        problem = "changes its own parameters when it runs"
+    if problem:
+        training = [n or type(m).__name__ for model in models
+                    for n, m in model.named_modules() if m.training]  # fmt: skip
+        hint = f" Modules in training mode: {training[:5]}." if training else ""
+        raise InputError(
+            f"model {problem}; modgraph analyses one deterministic function of each sample: "
+            "call model.eval(), and keep dropout, sampling and batch statistics out of "
+            f"forward.{hint}"
+        )
+
+
+def _digest(t: Tensor) -> tuple[float, float]:
+    t = t.detach().to(torch.float64)
+    return float(t.sum()), float(t.square().sum())
+
+
+def _all_same(acts: list[Tensor], ref: list[Tensor]) -> bool:
+    """Equal up to the rounding a different batch size gives (square root of the resolution,
+    times each layer's largest value)."""
+    for a, b in zip(acts, ref, strict=True):
+        if a.shape != b.shape:
+            return False
+        if not b.is_floating_point():
+            if not torch.equal(a, b):
+                return False
+            continue
+        tol = torch.finfo(b.dtype).eps ** 0.5 * max(float(b.abs().max()) if b.numel() else 0, 1e-30)
+        if b.numel() and float((a - b).abs().max()) > tol:
+            return False
+    return True
 
 
 def _has_params(module: nn.Module) -> bool:

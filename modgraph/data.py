@@ -8,6 +8,7 @@ refused up front.
 from __future__ import annotations
 
 import copy
+import itertools
 from collections.abc import Iterable, Iterator
 
 import numpy as np
@@ -17,7 +18,7 @@ from torch import Tensor
 from ._validation import check_int, invalid
 from .errors import InputError
 
-__all__ = ["Batches", "iter_batches"]
+__all__ = ["Batches", "iter_batches", "sample_fingerprints"]
 
 _DATA = "a tensor, an array or a re-iterable of batches"
 
@@ -67,7 +68,10 @@ def iter_batches(
                           shown=f"a meta tensor of shape {tuple(b.shape)}")  # fmt: skip
         if b.ndim == 0 or len(b) == 0:
             continue
-        yield b.to(device=device, dtype=dtype if b.is_floating_point() else None)
+        out = b.to(device=device, dtype=dtype if b.is_floating_point() else None)
+        # a copy whenever .to() returned the user's own tensor: a model that writes into its
+        # input (x.mul_(...), ReLU(inplace=True) on the input) must never change the user's data
+        yield out.clone() if out is b else out
 
 
 class Batches:
@@ -116,7 +120,9 @@ class Batches:
         self.progress = progress
         self.desc = desc
         self.where = where
-        self._samples = [None]  # samples of a complete pass, shared by labelled() copies
+        # shared by labelled() copies: the first complete pass's per-sample fingerprints (for
+        # data read from an iterable) or sample count, and a pass begun by first()
+        self._state: dict = {"ref": None, "n": None, "recording": False, "pending": None}
 
     def labelled(self, desc: str) -> Batches:
         """The same batches, with the progress bar labelled ``desc``."""
@@ -124,16 +130,27 @@ class Batches:
         other.desc = desc
         return other
 
-    def __iter__(self) -> Iterator[Tensor]:
-        it = self._counted(
-            iter_batches(
-                self.data,
-                batch_size=self.batch_size,
-                device=self.device,
-                dtype=self.dtype,
-                where=self.where,
-            )
+    def first(self) -> Tensor | None:
+        """The first batch (None for empty data), read as the start of the next pass: the next
+        iteration yields it again and goes on with the same pass, so probing the input type
+        costs no extra pass and the first complete pass is the one the statistics read."""
+        it = self._checked(
+            iter_batches(self.data, batch_size=self.batch_size, device=self.device,
+                         dtype=self.dtype, where=self.where)  # fmt: skip
         )
+        b = next(it, None)
+        self._state["pending"] = None if b is None else (b, it)
+        return b
+
+    def __iter__(self) -> Iterator[Tensor]:
+        pending, self._state["pending"] = self._state["pending"], None
+        if pending is not None:
+            it: Iterator[Tensor] = itertools.chain([pending[0]], pending[1])
+        else:
+            it = self._checked(
+                iter_batches(self.data, batch_size=self.batch_size, device=self.device,
+                             dtype=self.dtype, where=self.where)  # fmt: skip
+            )
         if not self.progress:
             return it
         from tqdm.auto import tqdm
@@ -145,19 +162,83 @@ class Batches:
             total = len(self.data)
         return iter(tqdm(it, desc=self.desc, total=total, unit="batch", leave=False))
 
-    def _counted(self, it: Iterator[Tensor]) -> Iterator[Tensor]:
-        """Yield the batches; at the end of a complete pass, check it saw the same samples as
-        the first (data that changes between passes would mix statistics of different data)."""
+    def _checked(self, it: Iterator[Tensor]) -> Iterator[Tensor]:
+        """Yield the batches, checking that every pass reads the samples of the first complete
+        one: the same count, and for data read from an iterable (a DataLoader) the same samples
+        in the same order, by a fingerprint of each sample's bytes. A shuffled loader or random
+        augmentation would otherwise mix statistics of different data and number the report's
+        samples wrongly."""
+        st = self._state
+        ref = st["ref"]
+        record = st["n"] is None and not st["recording"]
+        fingerprints = not isinstance(self.data, Tensor) and not hasattr(self.data, "__array__")
+        chunks: list[Tensor] = []
+        st["recording"] |= record
         n = 0
-        for b in it:
-            n += len(b)
-            yield b
-        first = self._samples[0]
-        if first is None:
-            self._samples[0] = n
-        elif n != first:
+        try:
+            for i, b in enumerate(it):
+                if fingerprints and (record or ref is not None):
+                    fp = sample_fingerprints(b).cpu()
+                    if record:
+                        chunks.append(fp)
+                    else:
+                        _compare(ref, fp, n, i)
+                n += len(b)
+                yield b
+        finally:
+            if record:
+                st["recording"] = False
+        if record:  # a complete first pass
+            st["n"], st["ref"] = n, torch.cat(chunks) if fingerprints and chunks else None
+        elif st["n"] is not None and n != st["n"]:
             raise InputError(
-                f"data yielded {first} samples on its first pass and {n} on a later one; "
+                f"data yielded {st['n']} samples on its first pass and {n} on a later one; "
                 "modgraph reads the data several times and every pass must yield the same "
                 "samples (a DataLoader with drop_last or a sampler that varies its length?)"
             )
+
+
+_CHANGED = (
+    "; modgraph reads the data several times (statistics, basis, edges) and every pass must "
+    "yield the same samples in the same order: a DataLoader with shuffle=False and no random "
+    "transforms, or the inputs as one tensor"
+)
+
+
+def _compare(ref: Tensor, fp: Tensor, start: int, batch: int) -> None:
+    """Raise unless the fingerprints ``fp`` of a later pass's batch ``batch`` (its samples
+    ``start, ...``) are those of the first pass."""
+    end = start + len(fp)
+    if end > len(ref):
+        raise InputError(
+            f"data yielded more than the {len(ref)} samples of its first pass on a later one"
+            + _CHANGED
+        )
+    if not torch.equal(ref[start:end], fp):
+        cause = (
+            "the first pass's samples in another order (a shuffling DataLoader or sampler?)"
+            if bool(torch.isin(fp, ref).all())
+            else "samples the first pass did not have (random augmentation in a transform?)"
+        )
+        raise InputError(f"data changed between passes: batch {batch} of a later pass holds "
+                         f"{cause}" + _CHANGED)  # fmt: skip
+
+
+_WEIGHTS: dict[tuple[int, str], Tensor] = {}
+
+
+def sample_fingerprints(b: Tensor) -> Tensor:
+    """One int64 per sample, from its bytes: equal samples give equal values, different ones
+    different values but with probability ~2^-60 (a random linear hash mod 2^64, exact)."""
+    x = b.detach().reshape(len(b), -1)
+    x = (x.to(torch.uint8) if x.dtype == torch.bool else x).contiguous().view(torch.uint8)
+    if x.shape[1] % 4 == 0:
+        x = x.view(torch.int32)
+    m, key = x.shape[1], (x.shape[1], str(x.device))
+    if key not in _WEIGHTS:
+        gen = torch.Generator().manual_seed(0x5EED)
+        _WEIGHTS[key] = torch.randint(-(2**62), 2**62, (m,), generator=gen).to(x.device)
+    w = _WEIGHTS[key]
+    rows = max(1, (1 << 22) // max(m, 1))  # bound the int64 copy to ~32 MB
+    # int64 products and sums wrap around mod 2^64 identically in any order
+    return torch.cat([(x[i : i + rows].to(torch.int64) * w).sum(1) for i in range(0, len(x), rows)])

@@ -31,7 +31,15 @@ import torch
 from torch import Tensor, nn
 
 from ._validation import invalid
-from .chain import INPUT, Chain, FeatureMaps, LayerChain, check_eval_mode, one_tensor
+from .chain import (
+    INPUT,
+    Chain,
+    FeatureMaps,
+    LayerChain,
+    check_eval_mode,
+    inplace_error,
+    one_tensor,
+)
 from .errors import InputError
 
 __all__ = ["HookedChain", "OUTPUT"]
@@ -165,7 +173,8 @@ class HookedChain(Chain):
         self.feature_maps, self.output_name = feature_maps, output_name
         self.maps = FeatureMaps(feature_maps)
         specs = None if layers is None else list(layers)
-        if specs and specs[0] == INPUT:
+        named_input = _has_module(model, INPUT)  # then "input" in layers is that module
+        if specs and specs[0] == INPUT and not named_input:
             specs, include_input = specs[1:], True
         self.include_input = include_input
         self.has_input = include_input is not False  # until for_inputs decides
@@ -173,7 +182,7 @@ class HookedChain(Chain):
         if specs is None:  # chosen on the data by for_inputs
             self.names = (*([INPUT] if self.has_input else []), "...", output_name)
             return
-        if INPUT in specs:
+        if INPUT in specs and not named_input:
             raise InputError(f"layers: {INPUT!r} can only be the first layer, got {list(layers)}")
         if len(set(specs)) != len(specs):
             raise InputError(f"layers name a module output twice: {list(layers)}")
@@ -181,7 +190,11 @@ class HookedChain(Chain):
         self.modules_ = [self._module(path, spec) for (path, _), spec in zip(self.specs, specs)]
         where = {id(m): n for n, m in model.named_modules(remove_duplicate=False)}
         self.paths = [where.get(id(m), p) for m, (p, _) in zip(self.modules_, self.specs)]
-        names = ([INPUT] if self.has_input else []) + specs + [output_name]
+        # a module named like the model's input or output layer: those get parentheses, so
+        # that every layer has its own name
+        first = f"({INPUT})" if INPUT in specs else INPUT
+        last = f"({output_name})" if output_name in specs else output_name
+        names = ([first] if self.has_input else []) + specs + [last]
         if len(names) < 2:
             raise InputError("a chain needs at least two layers; name at least one module path")
         self.names = tuple(names)
@@ -284,12 +297,13 @@ class HookedChain(Chain):
         stop = L if stop is None else stop
         offset = 1 if self.has_input else 0
         acts: list[Tensor | None] = [None] * (stop + 1)
+        versions: dict[int, int] = {}
 
         def take(l: int, f: Tensor) -> Tensor:
             f = self.maps.read(l, f)
             if edit is not None:
                 f = edit(l, f)
-            acts[l] = f
+            acts[l], versions[l] = f, f._version
             return f
 
         def hook_for(l: int, key):
@@ -324,13 +338,21 @@ class HookedChain(Chain):
             try:
                 out = self.call_model(x)
             except _Stop:
-                return acts
+                return self._unchanged(acts, versions)
             self._check_ran(acts, min(stop, L - 1))
+            self._unchanged(acts, versions)
             take(L, self._output(out))
             return acts
         finally:
             for h in handles:
                 h.remove()
+
+    def _unchanged(self, acts: list, versions: dict[int, int]) -> list:
+        """``acts``, once no layer was written in place after it was read."""
+        for l, v in versions.items():
+            if acts[l]._version != v:
+                raise inplace_error(self.names[l])
+        return acts
 
     def _check_ran(self, acts: list, upto: int) -> None:
         missing = [self.names[i] for i in range(upto + 1) if acts[i] is None]
@@ -404,7 +426,7 @@ class HookedChain(Chain):
     def _bypass_message(self, l: int, x: Tensor, other: Tensor, acts) -> str:
         name, nxt = self.names[l], self.names[l + 1]
         order = self._call_order(x)
-        path = self.paths[l - (1 if self.has_input else 0)] if name != INPUT else None
+        path = self.paths[l - (1 if self.has_input else 0)] if l or not self.has_input else None
         before = order[: order.index(path)] if path in order else []
         culprit = None
         for cand in reversed(before):  # the latest module whose output, held too, restores it
@@ -460,6 +482,20 @@ class HookedChain(Chain):
             for h in handles:
                 h.remove()
         return order
+
+
+def _has_module(model: nn.Module, path: str) -> bool:
+    try:
+        model.get_submodule(path)
+    except AttributeError:
+        return False
+    return True
+
+
+def input_included(model: nn.Module, names: Sequence[str]) -> bool:
+    """Whether layer 0 of a hooked chain of ``model`` with layer names ``names`` is the
+    model's input (not a module of that name)."""
+    return names[0] == f"({INPUT})" or (names[0] == INPUT and not _has_module(model, INPUT))
 
 
 def _replacer(layer: int, value: Tensor):

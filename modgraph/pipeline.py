@@ -19,7 +19,7 @@ from . import distributed
 from ._validation import check_choice, check_int, check_real, check_seed, invalid
 from .analysis import EPS_UNITS, Analysis, output_variance, versions
 from .basis import BASES, SCALES, LayerBasis, fit_basis
-from .chain import FEATURE_MAPS, Chain, LayerSelector, device_and_dtype
+from .chain import FEATURE_MAPS, Chain, LayerSelector, check_behaviour, device_and_dtype
 from .data import Batches
 from .edges import ATTRIBUTIONS, RULES, interaction_strengths
 from .errors import InputError, NonFiniteError
@@ -379,6 +379,7 @@ def _chain_for_inputs(chain: Chain, first: Tensor) -> Chain:
     error = None
     try:
         chain = chain.for_inputs(first)
+        check_behaviour(chain, first)
         if isinstance(chain, HookedChain):
             chain.check(first)
     except Exception as err:
@@ -391,7 +392,7 @@ def _first_batch(batches: Batches) -> Tensor:
     """The first batch on this rank (a probe for the input type); every rank must have one."""
     first, error = None, None
     try:
-        first = next(iter(batches), None)
+        first = batches.first()
         if first is None:
             raise InputError("data is empty: it yielded no samples")
     except Exception as err:  # every rank must learn of it before the next collective

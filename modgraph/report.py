@@ -259,7 +259,7 @@ def _output_attribution(analysis: Analysis, model, data) -> list[np.ndarray] | N
     device, dtype = device_and_dtype(chain)
     batches = Batches(data, batch_size=analysis.config.get("batch_size", 256), device=device,
                       dtype=dtype, where="write_report")  # fmt: skip
-    chain = chain.for_inputs(next(iter(batches)))
+    chain = chain.for_inputs(batches.first())
     if list(chain.names) != analysis.layer_names:
         raise InputError(
             f"model has layers {list(chain.names)} but the analysis {analysis.layer_names}: "

@@ -184,3 +184,152 @@ def test_the_help_says_a_pickled_model_runs_code(capsys):
         main(["analyze", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "runs any code in the file" in text and "--weights" in text
+
+
+# ---------------------------------------------------------------- data that changes
+class _Passes:
+    """A re-iterable whose passes are given by ``make(pass_number)``."""
+
+    def __init__(self, make):
+        self.make, self.n = make, 0
+
+    def __iter__(self):
+        self.n += 1
+        return iter(self.make(self.n).split(50))
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda x: torch.utils.data.DataLoader(x, batch_size=50, shuffle=True), "another order"),
+        (lambda x: _Passes(lambda k: x + 0.01 * torch.randn_like(x)), "did not have"),
+        (lambda x: _Passes(lambda k: x if k == 1 else x[:150]), "300 samples on its first"),
+    ],
+    ids=["shuffled loader", "random augmentation", "600 then 300"],
+)
+def test_data_whose_passes_differ_is_refused(small, make, match):
+    net, x, _ = small
+    with pytest.raises(mg.InputError, match=match):
+        mg.analyze(net, make(x), rotation="none", progress=False)
+
+
+def test_a_loader_in_order_gives_the_tensors_result(small):
+    net, x, a = small
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x), batch_size=64)
+    b = mg.analyze(net, loader, rotation="none", progress=False)
+    assert b.n_samples == len(x)
+    assert torch.allclose(a.w[1], b.w[1], rtol=0, atol=1e-12 * float(a.w[1].max()))
+
+
+def test_a_model_that_writes_into_its_input_never_changes_the_users_data():
+    class Scales(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(5, 3)
+
+        def forward(self, x):
+            x.mul_(0.5)  # in place, into the input
+            return self.fc(x)
+
+    torch.manual_seed(0)
+    x = torch.randn(100, 5)
+    before = x.clone()
+    net = Scales().eval()
+    try:
+        mg.analyze(net, x, layers=["fc"], rotation="none", progress=False)
+    except mg.InputError:
+        pass  # refusing it is fine; changing the data is not
+    assert torch.equal(x, before)
+
+
+# ---------------------------------------------------------------- models that are not one function
+class _Net(nn.Module):
+    def __init__(self, act=None, extra=None):
+        super().__init__()
+        self.fc1, self.act, self.fc2, self.extra = (
+            nn.Linear(6, 8),
+            act or nn.ReLU(),
+            nn.Linear(8, 3),
+            extra,
+        )
+
+    def forward(self, x):
+        h = self.act(self.fc1(x))
+        if self.extra == "dropout":
+            h = nn.functional.dropout(h, 0.5, training=True)
+        if self.extra == "standardise":
+            h = (h - h.mean(0)) / (h.std(0) + 1e-5)
+        return self.fc2(h)
+
+
+class _Attention(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.attn, self.head = (
+            nn.MultiheadAttention(6, 2, dropout=0.5, batch_first=True),
+            nn.Linear(6, 3),
+        )
+
+    def forward(self, x):
+        x = x.view(-1, 1, 6)
+        return self.head(self.attn(x, x, x)[0][:, 0])
+
+
+class _Instance(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(2, 4, 1)
+        self.norm = nn.InstanceNorm1d(4, track_running_stats=True)
+        self.head = nn.Linear(12, 3)
+
+    def forward(self, x):
+        return self.head(self.norm(self.conv(x.view(-1, 2, 3))).flatten(1))
+
+
+@pytest.mark.parametrize(
+    "make, layers, match",
+    [
+        (lambda: _Net(nn.RReLU()), None, "same batch twice"),
+        (lambda: _Net(extra="dropout").eval(), None, "same batch twice"),
+        (lambda: _Attention(), ["attn[0]"], "same batch twice"),
+        (lambda: _Net(extra="standardise").eval(), None, "different batches"),
+        (lambda: _Instance(), ["conv", "norm"], "buffers"),
+        (lambda: _Net(nn.ReLU(inplace=True)).eval(), ["fc1", "act"], "changed in place"),
+        (
+            lambda: nn.Sequential(nn.Linear(6, 8), nn.ReLU(inplace=True), nn.Linear(8, 3)).eval(),
+            ["0"],
+            "changed in place",
+        ),
+    ],
+    ids=["RReLU", "F.dropout", "MultiheadAttention dropout", "batch standardisation",
+         "InstanceNorm running stats", "ReLU(inplace) hooked", "ReLU(inplace) Sequential"],
+)  # fmt: skip
+def test_models_that_are_not_one_function_of_each_sample_are_named(make, layers, match):
+    """Judged by behaviour, not by class; never reported as a residual bypass."""
+    torch.manual_seed(0)
+    net, x = make(), torch.randn(200, 6)
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    with pytest.raises(mg.InputError, match=match) as err:
+        mg.analyze(net, x, layers=layers, rotation="none", progress=False)
+    assert "bypass" not in str(err.value)
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in state.items())  # put back
+
+
+def test_modules_named_input_and_output_get_layers_of_their_own():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.input, self.act, self.output, self.head = (
+                nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3), nn.Tanh())  # fmt: skip
+
+        def forward(self, x):
+            return self.head(self.output(self.act(self.input(x))))
+
+    torch.manual_seed(0)
+    net, x = Net().eval(), torch.randn(200, 6)
+    a = mg.analyze(net, x, rotation="none", progress=False)
+    assert a.layer_names == ["(input)", "input", "act", "output", "(output)"]
+    assert [la.d for la in a.layers] == [6, 8, 8, 3, 3]
+    # the circuit tools cut the model where the analysis did, from its names alone
+    out = mg.run_ablated(net, a, x, nodes=[])
+    assert torch.allclose(out, net(x), atol=1e-6)

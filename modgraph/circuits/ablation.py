@@ -45,10 +45,10 @@ from torch.func import jvp
 from .._validation import check_choice, check_instance, check_int, check_seed, invalid
 from ..analysis import Analysis
 from ..basis import LayerBasis
-from ..chain import INPUT, Chain, LayerChain, LayerSelector, device_and_dtype
+from ..chain import Chain, LayerChain, LayerSelector, device_and_dtype
 from ..data import Batches
 from ..errors import InputError, NonFiniteError
-from ..hooked import HookedChain, as_chain
+from ..hooked import HookedChain, as_chain, input_included
 from ..statistics import DEFAULT_JACOBIAN_BUDGET, rows
 
 __all__ = [
@@ -78,10 +78,11 @@ def _chain_for(model, analysis: Analysis, layers: LayerSelector, first: Tensor) 
             if isinstance(model, (torch.nn.Sequential, list, tuple)):
                 chain = LayerChain.from_model(model, names[1:], feature_maps=maps)
             else:
-                inner = [n for n in names[:-1] if n != INPUT]
+                with_input = input_included(model, names)
                 chain = HookedChain(
-                    model, inner, output_name=names[-1], feature_maps=maps,
-                    include_input=names[0] == INPUT,
+                    model, names[1 if with_input else 0 : -1],
+                    output_name=names[-1].removeprefix("(").removesuffix(")"),
+                    feature_maps=maps, include_input=with_input,
                 )  # fmt: skip
         except InputError as err:
             raise InputError(
