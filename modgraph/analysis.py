@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 from dataclasses import dataclass, field, replace
@@ -207,6 +208,7 @@ def load_analysis(path: str | os.PathLike) -> Analysis:
             f"{str(meta_file)!r} has analysis format {version!r}; this modgraph reads "
             f"format {FORMAT_VERSION}"
         )
+    _check_meta(meta, meta_file)
     try:
         t = torch.load(tensor_file, weights_only=True)
     except Exception as err:  # torch raises several types for a damaged zip or pickle
@@ -237,12 +239,50 @@ def load_analysis(path: str | os.PathLike) -> Analysis:
             )
             if len(exemplars) != len(layers):
                 raise ValueError(f"{len(exemplars)} exemplar sets for {len(layers)} layers")
-    except (KeyError, TypeError, ValueError) as err:
+        for l, w in enumerate(t["w"]):
+            shape = (layers[l + 1].k, layers[l].k)
+            if not isinstance(w, torch.Tensor) or tuple(w.shape) != shape:
+                raise ValueError(f"w[{l}] is {getattr(w, 'shape', w)}, not of shape {shape}")
+            if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
+                raise ValueError(f"w[{l}] holds values that are not finite and >= 0")
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise InputError(
             f"{str(path)!r} is not a consistent saved analysis (meta.json and tensors.pt do not "
             f"match: {type(err).__name__} {err})"
         ) from None
     return Analysis(layers, tuple(t["w"]), stats, eps, config, timings, versions_, exemplars)
+
+
+def _check_meta(meta: dict, meta_file: Path) -> None:
+    """Every field of meta.json of the type and range :meth:`Analysis.save` writes."""
+    where = f"{str(meta_file)!r}: "
+
+    def bad(key: str, wanted: str) -> InputError:
+        return InputError(f"{where}{key} must be {wanted}, got {str(meta.get(key))[:80]!r}")
+
+    n, eps = meta.get("n_samples"), meta.get("eps")
+    if not isinstance(n, int) or isinstance(n, bool) or n < 2:
+        raise bad("n_samples", "an int >= 2")
+    if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not 0 < eps < math.inf:
+        raise bad("eps", "a finite number > 0")
+    for key in ("config", "timings", "versions"):
+        if not isinstance(meta.get(key), dict):
+            raise bad(key, "an object")
+    layers = meta.get("layers")
+    if not isinstance(layers, list) or len(layers) < 2:
+        raise bad("layers", "a list of 2 or more layers")
+    for i, m in enumerate(layers):
+        ok = (
+            isinstance(m, dict) and isinstance(m.get("name"), str) and m.get("position") == i
+            and isinstance(m.get("ties"), list)
+            and all(isinstance(g, list) and all(isinstance(j, int) for j in g) for g in m["ties"])
+        )  # fmt: skip
+        if not ok:
+            raise InputError(f"{where}layers[{i}] must have a name (str), position {i} and ties "
+                             f"(lists of ints), got {str(m)[:120]!r}")  # fmt: skip
+    names = [m["name"] for m in layers]
+    if len(set(names)) != len(names):
+        raise InputError(f"{where}layer names must be distinct, got {names}")
 
 
 def output_variance(stats: LayerStatistics) -> float:

@@ -16,6 +16,7 @@ can be loaded and partitioned without it (tensors are still accepted and convert
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -500,14 +501,61 @@ class InteractionGraph:
             raise InputError(
                 f"path {str(path)!r} is not a modgraph GraphML file (no eps / layer_names)"
             ) from err
-        sizes = [0] * len(names)
-        for _, d in g.nodes(data=True):
-            sizes[int(d["layer"])] = max(sizes[int(d["layer"])], int(d["index"]) + 1)
-        importance = [np.zeros(k) for k in sizes]
-        for _, d in g.nodes(data=True):
-            importance[int(d["layer"])][int(d["index"])] = d["importance"]
+        where = f"path {str(path)!r}: "
+        nodes = _graphml_nodes(g, names, eps, where)
+        sizes = [len(layer) for layer in nodes]
+        importance = [np.array([lam for _, lam in sorted(layer.values())]) for layer in nodes]
         w = [np.zeros((sizes[l + 1], sizes[l])) for l in range(len(names) - 1)]
         for a, b, d in g.edges(data=True):
-            da, db = g.nodes[a], g.nodes[b]
-            w[int(da["layer"])][int(db["index"]), int(da["index"])] = d["w"]
+            (la, ia), (lb, ib) = (_node_position(g.nodes[n], where, n) for n in (a, b))
+            value = d.get("w")
+            if lb != la + 1 or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+                raise InputError(
+                    f"{where}edge {a} -> {b} must join layer l to l + 1 with a finite w > 0 "
+                    f"(got layers {la} -> {lb}, w = {value!r}); not a file modgraph wrote"
+                )
+            w[la][ib, ia] = value
         return cls(tuple(names), tuple(importance), tuple(w), eps=eps)
+
+
+def _node_position(d: dict, where: str, node) -> tuple[int, int]:
+    """A GraphML node's (layer, index), both non-negative ints."""
+    layer, index = d.get("layer"), d.get("index")
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (layer, index)):
+        raise InputError(
+            f"{where}node {node!r} needs non-negative int attributes layer and index (got "
+            f"{layer!r}, {index!r}); not a file modgraph wrote"
+        )
+    return layer, index
+
+
+def _graphml_nodes(g, names, eps, where: str) -> list[dict[int, tuple[int, float]]]:
+    """Per layer, {index: (index, importance)} of a GraphML graph, checked to be what
+    :meth:`InteractionGraph.to_graphml` writes: every layer named once and holding nodes
+    ``0..k-1``, each once, with a finite importance (sizes come from the node count, so a
+    forged index cannot allocate beyond the file)."""
+    if not (isinstance(names, list) and len(names) >= 2 and all(isinstance(n, str) for n in names)
+            and len(set(names)) == len(names)):  # fmt: skip
+        raise InputError(f"{where}layer_names must be a list of 2 or more distinct names, got "
+                         f"{str(names)[:200]}")  # fmt: skip
+    if not 0 < eps < math.inf:
+        raise InputError(f"{where}eps must be a finite number > 0, got {eps!r}")
+    nodes: list[dict[int, tuple[int, float]]] = [{} for _ in names]
+    for node, d in g.nodes(data=True):
+        layer, index = _node_position(d, where, node)
+        lam = d.get("importance")
+        if layer >= len(names) or index in nodes[layer]:
+            raise InputError(
+                f"{where}node {node!r} is at layer {layer}, index {index}: "
+                + (f"there are {len(names)} layers" if layer >= len(names) else "a duplicate")
+            )
+        if not isinstance(lam, (int, float)) or not 0 <= lam < math.inf:
+            raise InputError(f"{where}node {node!r} has importance {lam!r}, not a finite >= 0")
+        nodes[layer][index] = (index, float(lam))
+    for l, layer in enumerate(nodes):
+        if sorted(layer) != list(range(len(layer))) or not layer:
+            raise InputError(
+                f"{where}layer {l} ({names[l]!r}) must hold the nodes 0..k-1 (k >= 1), got "
+                f"{len(layer)} nodes with indices up to {max(layer, default=None)}"
+            )
+    return nodes

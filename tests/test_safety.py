@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -333,3 +334,69 @@ def test_modules_named_input_and_output_get_layers_of_their_own():
     # the circuit tools cut the model where the analysis did, from its names alone
     out = mg.run_ablated(net, a, x, nodes=[])
     assert torch.allclose(out, net(x), atol=1e-6)
+
+
+# ---------------------------------------------------------------- foreign files
+def _graphml(tmp_path, small, edit):
+    import networkx as nx
+
+    path = tmp_path / "g.graphml"
+    small[2].graph.to_graphml(path)
+    g = nx.read_graphml(path)
+    edit(g)
+    nx.write_graphml(g, path)
+    return path
+
+
+def _move(g, node, **attrs):
+    g.nodes[node].update(attrs)
+
+
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (lambda g: _move(g, "0:0", layer=-1), "non-negative int"),
+        (lambda g: _move(g, "0:1", index=10**12), "nodes 0..k-1"),
+        (lambda g: _move(g, "0:1", index=0), "duplicate"),
+        (lambda g: g.add_edge("0:0", "2:0", w=1.0, strength=1.0), "layer l to l \\+ 1"),
+        (lambda g: g.add_edge("1:0", "2:0", w=float("nan"), strength=1.0), "finite w > 0"),
+        (lambda g: g.graph.update(layer_names='["input", "1", "2", "extra"]'), "'extra'"),
+        (lambda g: g.graph.update(layer_names='["input", "1", "1"]'), "distinct"),
+        (lambda g: g.graph.update(eps=-1.0), "eps must be"),
+    ],
+    ids=["negative layer", "huge index", "duplicate node", "edge skips a layer", "nan w",
+         "extra layer name", "repeated layer name", "negative eps"],
+)  # fmt: skip
+def test_foreign_graphml_is_refused_naming_the_file(tmp_path, small, edit, match):
+    path = _graphml(tmp_path, small, edit)
+    with pytest.raises(mg.InputError, match=match) as err:
+        mg.InteractionGraph.from_graphml(path)
+    assert "g.graphml" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "key, value, match",
+    [
+        ("n_samples", "lots", "n_samples must be an int"),
+        ("eps", -1, "eps must be a finite number"),
+        ("layers", [], "layers must be a list"),
+        ("config", None, "config must be an object"),
+    ],
+)
+def test_foreign_meta_json_is_refused_naming_the_file(tmp_path, small, key, value, match):
+    path = small[2].save(tmp_path / "a")
+    meta = json.loads((path / "meta.json").read_text())
+    meta[key] = value
+    (path / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(mg.InputError, match=match) as err:
+        mg.load_analysis(path)
+    assert "meta.json" in str(err.value)
+
+
+def test_an_untestable_significance_is_said(small):
+    g = mg.InteractionGraph(
+        ("a", "b"), (np.ones(2), np.ones(2)), (np.array([[1.0, 0], [0, 0]]),), eps=1e-4
+    )
+    with pytest.warns(UserWarning, match="p_value is nan, cannot test"):
+        s = mg.module_significance(g, mg.find_modules(g, n_modules=1))
+    assert np.isnan(s.p_value)

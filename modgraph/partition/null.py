@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -449,8 +450,8 @@ def module_significance(
     -------
     Significance
         ``p_value`` (normal approximation) and ``p_empirical`` (rank among the nulls). When all
-        null graphs give the same value the test cannot be made: ``p_value`` is ``nan`` and
-        ``note`` says so.
+        null graphs give the same value the test cannot be made: ``p_value`` is ``nan``,
+        ``note`` says why, and a warning says so.
 
     Raises
     ------
@@ -473,7 +474,10 @@ def module_significance(
         if sub.n < 2:
             raise InputError("graph has a single node with edges: there is no split to test")
         labels, _ = labels_at_k(sub, params["method"], 2, seed=params["seed"])
-    return null_test(sub, labels, params, n_null=n_null, rng=np.random.default_rng(seed))
+    sig = null_test(sub, labels, params, n_null=n_null, rng=np.random.default_rng(seed))
+    if math.isnan(sig.p_value):  # said, not only stored: a nan p-value read later is silent
+        warnings.warn(f"module_significance: p_value is nan, {sig.note}", stacklevel=2)
+    return sig
 
 
 _NULL_DEFAULTS = {"method": "leiden", "seed": 0, "n_iterations": 2, "refine": True}
