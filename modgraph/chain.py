@@ -321,7 +321,12 @@ def check_behaviour(chain: Chain, x: Tensor) -> None:
     before = [_digest(p) for m in models for p in m.parameters()]
     problem = None
     try:
-        first = chain.forward(x)
+        try:
+            first = chain.forward(x)
+        except InputError:
+            raise
+        except Exception:  # a model that fails on x is explained where the statistics run it
+            return
         if not _all_same(chain.forward(x), first):
             problem = "gives different outputs on the same batch twice (randomness in forward)"
         elif len(x) >= 2:

@@ -66,6 +66,18 @@ def all_gather(t: Tensor) -> list[Tensor]:
     return [o.to(device) for o in out]
 
 
+def all_concat(t: Tensor) -> tuple[Tensor, list[int]]:
+    """The 1-D tensors ``t`` of every rank concatenated in rank order (lengths may differ),
+    and each rank's length."""
+    if not active():
+        return t, [len(t)]
+    lengths = [int(n) for n in all_gather(torch.tensor([len(t)], device=t.device))]
+    padded = torch.zeros(max(lengths), dtype=t.dtype, device=t.device)
+    padded[: len(t)] = t
+    parts = all_gather(padded)
+    return torch.cat([p[:n] for p, n in zip(parts, lengths)]), lengths
+
+
 def settle(error: BaseException | None) -> None:
     """End of a collective step: raise on every rank if any rank failed.
 

@@ -335,7 +335,7 @@ def _width(data: _Samples, l: int, side: str) -> int:
 
 @torch.no_grad()
 def _read(chain, bases, batches, max_samples, global_, memory_budget, budget) -> _Samples | str:
-    """Read up to ``max_samples`` samples per rank, or say why the rotation cannot run.
+    """Read up to ``max_samples`` samples (over all ranks), or say why the rotation cannot run.
 
     Which samples are read does not depend on the order of the data: each sample gets a key
     computed from its content (:func:`sample_keys`) and the ones with the smallest keys are
@@ -356,18 +356,17 @@ def _read(chain, bases, batches, max_samples, global_, memory_budget, budget) ->
     # samples are rows: positions of sequences count as samples
     cap = min(-(-max_samples // _positions(acts[0])), memory_budget // max(1, per))
     keys = torch.cat([sample_keys(x) for x in batches])
-    n_data = len(keys)
-    if cap < n_data:
-        threshold = torch.kthvalue(keys.cpu(), max(cap, 1)).values.item()
-    else:
-        threshold = math.inf
+    threshold, n_ties, n_data = _selection(keys, cap)
+    ran_out, cap = n_data <= cap, int((keys < threshold).sum()) + n_ties  # cap: on this rank
     a, J = [[] for _ in range(L + 1)], [[] for _ in range(L)]
     psi2 = [torch.zeros(b.k, b.k, dtype=torch.float64, device=b.C.device) for b in bases]
     lams = [b.eigenvalues.double() for b in bases]
     n = 0
     for x in batches:
         k = sample_keys(x)
-        keep = torch.nonzero(k <= threshold).flatten()[: cap - n]  # ties: identical samples
+        tie = torch.nonzero(k == threshold).flatten()[:n_ties]  # ties: identical samples
+        n_ties -= len(tie)
+        keep = torch.cat([torch.nonzero(k < threshold).flatten(), tie]).sort().values
         if len(keep) == 0:
             continue
         x = x[keep]
@@ -395,7 +394,7 @@ def _read(chain, bases, batches, max_samples, global_, memory_budget, budget) ->
     a = [torch.cat(t) for t in a]
     total = int(distributed.all_sum(torch.tensor(float(a[0].shape[0]), dtype=torch.float64)))
     if total < MIN_SAMPLES:
-        if n_data <= cap:  # the data ran out
+        if ran_out:  # the data ran out
             return f"the data has {total} samples, fewer than the {MIN_SAMPLES} it needs"
         return (
             f"only {total} samples fit max_samples and memory_budget (at least {MIN_SAMPLES} "
@@ -407,6 +406,25 @@ def _read(chain, bases, batches, max_samples, global_, memory_budget, budget) ->
     ]
     psi2 = [distributed.all_sum(p) / c for p, c in zip(psi2, count)]
     return _Samples(a, [torch.cat(t, 1) for t in J], count, psi2, ["next"] * L)
+
+
+def _selection(keys: Tensor, cap: int) -> tuple[float, int, int]:
+    """Which samples the rotation reads: the ``cap`` with the smallest keys over *all* ranks,
+    so that any sharding of the data reads the samples one process would.
+
+    Returns the threshold (keys below it are read), how many of this rank's keys equal to it
+    are read too (equal keys are equal samples: ranks take them in rank order), and the
+    number of samples over all ranks.
+    """
+    every, lengths = distributed.all_concat(keys)
+    if cap >= len(every):
+        return math.inf, 0, len(every)
+    threshold = torch.kthvalue(every.cpu(), max(cap, 1)).values.item()
+    wanted = max(cap, 1) - int((every < threshold).sum())  # ties to read, over all ranks
+    start = sum(lengths[: distributed.rank()])
+    before = int((every[:start] == threshold).sum())  # ties on earlier ranks
+    mine = int((keys == threshold).sum())
+    return threshold, min(mine, max(0, wanted - before)), len(every)
 
 
 def sample_keys(x: Tensor) -> Tensor:
@@ -726,7 +744,8 @@ def sparse_rotation(
     bases : list of LayerBasis
         The fitted interaction bases (the last one the output's PCA rotation).
     batches : Batches
-        The data; at most ``max_samples`` samples are read (per rank under torch.distributed).
+        The data; at most ``max_samples`` samples are read (over all ranks under
+        torch.distributed: the same samples whatever the sharding).
     n : int
         Number of samples the statistics were estimated from (sets the standard errors).
     variant : {"global", "local"}

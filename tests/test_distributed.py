@@ -70,12 +70,15 @@ def test_two_ranks_equal_one_process(tmp_path):
         for layer, C, lam in zip(single, res["sparse"]["C"], res["sparse"]["lam"]):
             assert relative(C, layer.C) < 1e-10
             assert relative(lam, layer.eigenvalues) < 1e-10
-    # the default analysis (rotation="sparse", per-rank samples) is the same on both ranks
-    for a, b in zip(
-        ranks[0]["default"]["C"] + ranks[0]["default"]["w"],
-        ranks[1]["default"]["C"] + ranks[1]["default"]["w"],
-    ):
-        assert torch.equal(a, b)
+    # the default analysis (rotation="sparse" on 256 of the 301 samples, chosen over all
+    # ranks) is the single process's: the same samples whatever the sharding (issue #34)
+    default = mg.analyze(model(0), data(), progress=False)
+    assert any(not torch.equal(a.C, b.C) for a, b in zip(default.layers, plain.layers))
+    for res in ranks:
+        for layer, C in zip(default.layers, res["default"]["C"]):
+            assert relative(C, layer.C) < 1e-8
+        for w1, w2 in zip(default.w, res["default"]["w"]):
+            assert relative(w2, w1) < 1e-8
 
 
 @pytest.mark.slow
