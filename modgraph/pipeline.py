@@ -379,6 +379,7 @@ def _chain_for_inputs(chain: Chain, first: Tensor) -> Chain:
     error = None
     try:
         chain = chain.for_inputs(first)
+        _warn_channels_last(chain, first)
         check_behaviour(chain, first)
         if isinstance(chain, HookedChain):
             chain.check(first)
@@ -386,6 +387,21 @@ def _chain_for_inputs(chain: Chain, first: Tensor) -> Chain:
         error = err
     distributed.settle(error)
     return chain
+
+
+def _warn_channels_last(chain: Chain, x: Tensor) -> None:
+    """Images stored (N, H, W, C) fit a convolution whose in_channels happen to equal H; torch
+    reads (N, C, H, W), so the analysis would be of a scrambled input. Said, not refused: the
+    shape alone cannot prove it."""
+    s = tuple(x.shape)
+    convs = [m for model in chain.modules() for m in model.modules() if isinstance(m, nn.Conv2d)]
+    if convs and x.ndim == 4 and s[1] == s[2] != s[3] and s[3] in (1, 3, 4):
+        warnings.warn(
+            f"data of shape {s} looks like images stored channels-last (N, H, W, C) with "
+            f"{s[3]} channels, but the model's convolutions read (N, C, H, W) and take its "
+            f"{s[1]} rows as channels: if so, pass x.permute(0, 3, 1, 2)",
+            stacklevel=4,
+        )
 
 
 def _first_batch(batches: Batches) -> Tensor:

@@ -126,6 +126,18 @@ from torch import nn
 def build():
     torch.manual_seed(0)
     return nn.Sequential(nn.Linear(6, 12), nn.ReLU(), nn.Linear(12, 4))
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.act, self.fc2 = nn.Linear(6, 12), nn.ReLU(inplace=True), nn.Linear(12, 4)
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(x)))
+
+def build_inplace():
+    torch.manual_seed(0)
+    return Net()
 """
 
 
@@ -400,3 +412,28 @@ def test_an_untestable_significance_is_said(small):
     with pytest.warns(UserWarning, match="p_value is nan, cannot test"):
         s = mg.module_significance(g, mg.find_modules(g, n_modules=1))
     assert np.isnan(s.p_value)
+
+
+def test_channels_last_images_are_said():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(8, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(24, 3)).eval()
+    with pytest.warns(UserWarning, match=r"channels-last .* x.permute\(0, 3, 1, 2\)"):
+        mg.analyze(net, torch.randn(60, 8, 8, 3), rotation="none", progress=False)
+
+
+def test_everyday_hostile_cases_through_the_cli(workdir, capsys):
+    """A results folder reused for the user's own files; ReLU(inplace=True): one line, exit 2,
+    the real cause named, nothing of the user's touched."""
+    from modgraph.cli import main
+
+    base = ["analyze", "netbuild:build", "x.pt", "--quiet", "--rotation", "none"]
+    (workdir / "mine").mkdir()
+    (workdir / "mine" / "summary.json").write_text("{}")
+    assert main(base + ["--out", "mine", "--overwrite"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "summary.json" in err and "--overwrite" not in err
+    assert (workdir / "mine" / "summary.json").read_text() == "{}"
+    inplace = ["analyze", "netbuild:build_inplace", "x.pt", "--quiet", "--layers", "fc1,act"]
+    assert main(inplace + ["--out", "out"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "changed in place" in err and "bypass" not in err
