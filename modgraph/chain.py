@@ -318,7 +318,7 @@ def check_behaviour(chain: Chain, x: Tensor) -> None:
     models = chain.modules()
     buffers = [b for m in models for b in m.buffers()]
     saved = [b.clone() for b in buffers]
-    before = [_digest(p) for m in models for p in m.parameters()]
+    before = chain.fingerprint()
     problem = None
     try:
         try:
@@ -344,7 +344,7 @@ def check_behaviour(chain: Chain, x: Tensor) -> None:
             b.copy_(s)
     if changed:
         problem = "changes its own buffers when it runs (running statistics; put back as they were)"
-    elif [_digest(p) for m in models for p in m.parameters()] != before:
+    elif chain.fingerprint() != before:
         problem = "changes its own parameters when it runs"
     if problem:
         training = [n or type(m).__name__ for model in models
@@ -357,25 +357,20 @@ def check_behaviour(chain: Chain, x: Tensor) -> None:
         )
 
 
-def _digest(t: Tensor) -> tuple[float, float]:
-    t = t.detach().to(torch.float64)
-    return float(t.sum()), float(t.square().sum())
+def close(a: Tensor, b: Tensor, rtol: float | None = None) -> bool:
+    """``a`` equals ``b`` to ``rtol`` times ``b``'s largest value (default: the square root of
+    the dtype's resolution, the rounding a different batch size can give); ints exactly."""
+    if a.shape != b.shape:
+        return False
+    if rtol is None:
+        rtol = torch.finfo(b.dtype).eps ** 0.5 if b.is_floating_point() else 0.0
+    if not b.numel():
+        return True
+    return float((a - b).abs().max()) <= rtol * max(float(b.abs().max()), 1e-30)
 
 
 def _all_same(acts: list[Tensor], ref: list[Tensor]) -> bool:
-    """Equal up to the rounding a different batch size gives (square root of the resolution,
-    times each layer's largest value)."""
-    for a, b in zip(acts, ref, strict=True):
-        if a.shape != b.shape:
-            return False
-        if not b.is_floating_point():
-            if not torch.equal(a, b):
-                return False
-            continue
-        tol = torch.finfo(b.dtype).eps ** 0.5 * max(float(b.abs().max()) if b.numel() else 0, 1e-30)
-        if b.numel() and float((a - b).abs().max()) > tol:
-            return False
-    return True
+    return all(close(a, b) for a, b in zip(acts, ref, strict=True))
 
 
 def _has_params(module: nn.Module) -> bool:

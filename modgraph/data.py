@@ -134,23 +134,14 @@ class Batches:
         """The first batch (None for empty data), read as the start of the next pass: the next
         iteration yields it again and goes on with the same pass, so probing the input type
         costs no extra pass and the first complete pass is the one the statistics read."""
-        it = self._checked(
-            iter_batches(self.data, batch_size=self.batch_size, device=self.device,
-                         dtype=self.dtype, where=self.where)  # fmt: skip
-        )
+        it = self._pass()
         b = next(it, None)
         self._state["pending"] = None if b is None else (b, it)
         return b
 
     def __iter__(self) -> Iterator[Tensor]:
         pending, self._state["pending"] = self._state["pending"], None
-        if pending is not None:
-            it: Iterator[Tensor] = itertools.chain([pending[0]], pending[1])
-        else:
-            it = self._checked(
-                iter_batches(self.data, batch_size=self.batch_size, device=self.device,
-                             dtype=self.dtype, where=self.where)  # fmt: skip
-            )
+        it = self._pass() if pending is None else itertools.chain([pending[0]], pending[1])
         if not self.progress:
             return it
         from tqdm.auto import tqdm
@@ -161,6 +152,12 @@ class Batches:
         elif hasattr(self.data, "__len__"):
             total = len(self.data)
         return iter(tqdm(it, desc=self.desc, total=total, unit="batch", leave=False))
+
+    def _pass(self) -> Iterator[Tensor]:
+        return self._checked(
+            iter_batches(self.data, batch_size=self.batch_size, device=self.device,
+                         dtype=self.dtype, where=self.where)  # fmt: skip
+        )
 
     def _checked(self, it: Iterator[Tensor]) -> Iterator[Tensor]:
         """Yield the batches, checking that every pass reads the samples of the first complete

@@ -37,6 +37,7 @@ from .chain import (
     FeatureMaps,
     LayerChain,
     check_eval_mode,
+    close,
     inplace_error,
     one_tensor,
 )
@@ -420,7 +421,7 @@ class HookedChain(Chain):
             if not acts[l].is_floating_point():
                 continue
             got = self._run(other, l + 1, _replacer(l, acts[l]))[l + 1]
-            if not _same(got, acts[l + 1], rtol):
+            if not close(got, acts[l + 1], rtol):
                 raise InputError(self._bypass_message(l, x, other, acts))
 
     def _bypass_message(self, l: int, x: Tensor, other: Tensor, acts) -> str:
@@ -437,7 +438,7 @@ class HookedChain(Chain):
                 got = self._run(other, l + 1, _replacer(l, acts[l]))[l + 1]
             finally:
                 held.remove()
-            if _same(got, acts[l + 1], None):
+            if close(got, acts[l + 1], None):
                 culprit = cand
                 break
         around = f"the output of {culprit!r}" if culprit else "a value computed outside the layer"
@@ -515,16 +516,6 @@ def _hold(module: nn.Module, chain: HookedChain, x: Tensor):
         h.remove()
     it = iter(saved)
     return module.register_forward_hook(lambda m, a, o: next(it, o))  # a handle: .remove()
-
-
-def _same(a: Tensor, b: Tensor, rtol: float | None) -> bool:
-    if a.shape != b.shape:
-        return False
-    if rtol is None:
-        rtol = torch.finfo(b.dtype).eps ** 0.5 if b.is_floating_point() else 0.0
-    if not b.numel():
-        return True
-    return float((a - b).abs().max()) <= rtol * max(float(b.abs().max()), 1e-30)
 
 
 def _summary(names: list[str], most: int = 12) -> str:
