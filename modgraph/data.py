@@ -122,7 +122,10 @@ class Batches:
         self.where = where
         # shared by labelled() copies: the first complete pass's per-sample fingerprints (for
         # data read from an iterable) or sample count, and a pass begun by first()
-        self._state: dict = {"ref": None, "n": None, "recording": False, "pending": None}
+        self._state: dict = {
+            "ref": None, "sorted": None, "n": None, "recording": False, "pending": None,
+            "reordered": False,
+        }  # fmt: skip
 
     def labelled(self, desc: str) -> Batches:
         """The same batches, with the progress bar labelled ``desc``."""
@@ -153,6 +156,12 @@ class Batches:
             total = len(self.data)
         return iter(tqdm(it, desc=self.desc, total=total, unit="batch", leave=False))
 
+    @property
+    def reordered(self) -> bool:
+        """Whether a later pass yielded the first pass's samples in another order (a shuffling
+        DataLoader): order-free statistics are unaffected, sample numbers are not."""
+        return self._state["reordered"]
+
     def _pass(self) -> Iterator[Tensor]:
         return self._checked(
             iter_batches(self.data, batch_size=self.batch_size, device=self.device,
@@ -161,10 +170,9 @@ class Batches:
 
     def _checked(self, it: Iterator[Tensor]) -> Iterator[Tensor]:
         """Yield the batches, checking that every pass reads the samples of the first complete
-        one: the same count, and for data read from an iterable (a DataLoader) the same samples
-        in the same order, by a fingerprint of each sample's bytes. A shuffled loader or random
-        augmentation would otherwise mix statistics of different data and number the report's
-        samples wrongly."""
+        one: the same count, and for data read from an iterable (a DataLoader) the same samples,
+        by a fingerprint of each sample's bytes. Random augmentation would otherwise mix
+        statistics of different data; a shuffled order is noted (:attr:`reordered`)."""
         st = self._state
         ref = st["ref"]
         record = st["n"] is None and not st["recording"]
@@ -178,8 +186,8 @@ class Batches:
                     fp = sample_fingerprints(b).cpu()
                     if record:
                         chunks.append(fp)
-                    else:
-                        _compare(ref, fp, n, i)
+                    elif _compare(ref, st["sorted"], fp, n, i):
+                        st["reordered"] = True
                 n += len(b)
                 yield b
         finally:
@@ -187,6 +195,7 @@ class Batches:
                 st["recording"] = False
         if record:  # a complete first pass
             st["n"], st["ref"] = n, torch.cat(chunks) if fingerprints and chunks else None
+            st["sorted"] = None if st["ref"] is None else st["ref"].sort().values
         elif st["n"] is not None and n != st["n"]:
             raise InputError(
                 f"data yielded {st['n']} samples on its first pass and {n} on a later one; "
@@ -197,28 +206,29 @@ class Batches:
 
 _CHANGED = (
     "; modgraph reads the data several times (statistics, basis, edges) and every pass must "
-    "yield the same samples in the same order: a DataLoader with shuffle=False and no random "
-    "transforms, or the inputs as one tensor"
+    "yield the same samples: a DataLoader without random transforms, or the inputs as one tensor"
 )
 
 
-def _compare(ref: Tensor, fp: Tensor, start: int, batch: int) -> None:
-    """Raise unless the fingerprints ``fp`` of a later pass's batch ``batch`` (its samples
-    ``start, ...``) are those of the first pass."""
+def _compare(ref: Tensor, ordered: Tensor, fp: Tensor, start: int, batch: int) -> bool:
+    """Check the fingerprints ``fp`` of a later pass's batch ``batch`` (its samples ``start,
+    ...``) against the first pass's ``ref`` (``ordered``: sorted). Returns whether they are
+    first-pass samples in another order; raises for samples the first pass did not have."""
     end = start + len(fp)
     if end > len(ref):
         raise InputError(
             f"data yielded more than the {len(ref)} samples of its first pass on a later one"
             + _CHANGED
         )
-    if not torch.equal(ref[start:end], fp):
-        cause = (
-            "the first pass's samples in another order (a shuffling DataLoader or sampler?)"
-            if bool(torch.isin(fp, ref).all())
-            else "samples the first pass did not have (random augmentation in a transform?)"
+    if torch.equal(ref[start:end], fp):
+        return False
+    at = torch.searchsorted(ordered, fp).clamp(max=len(ordered) - 1)
+    if not bool((ordered[at] == fp).all()):
+        raise InputError(
+            f"data changed between passes: batch {batch} of a later pass holds samples the "
+            "first pass did not have (random augmentation in a transform?)" + _CHANGED
         )
-        raise InputError(f"data changed between passes: batch {batch} of a later pass holds "
-                         f"{cause}" + _CHANGED)  # fmt: skip
+    return True
 
 
 _WEIGHTS: dict[tuple[int, str], Tensor] = {}

@@ -219,6 +219,16 @@ def analyze(  # noqa: PLR0913 (the paper's knobs, keyword-only)
             on_batch=None if tracker is None else tracker.update,
         )
         exemplars = None if tracker is None else tracker.result()
+    reordered = float(batches.reordered)  # any rank's: every rank keeps or drops them alike
+    if exemplars is not None and distributed.all_sum(torch.tensor(reordered)) > 0:
+        exemplars = None
+        warnings.warn(
+            "data came in another order on each pass (a DataLoader with shuffle=True?): the "
+            "statistics, basis and edges do not depend on the order, but the top and bottom "
+            "samples of each direction cannot be numbered, so the analysis has none (pass "
+            "shuffle=False to have them)",
+            stacklevel=2,
+        )
     _check_strengths(chain, w, eps, eps / config["eps"] if eps_units == "relative" else 1.0)
     return Analysis(
         tuple(bases), tuple(w), tuple(stats), eps, config, timings, versions(), exemplars
