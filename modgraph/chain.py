@@ -295,6 +295,60 @@ def one_tensor(out, layer: str) -> Tensor:
     return out
 
 
+def data_error(modules: Sequence[nn.Module], run: Callable, x: Tensor, batch: int,
+               err: Exception) -> InputError:
+    """The error for data that does not fit a model: ``run(x)`` failed with ``err``; it is run
+    again with pre-hooks to name the module that failed, what it received and what it needs."""
+    seen: list[tuple[str, nn.Module, tuple]] = []
+    handles = [
+        m.register_forward_pre_hook(lambda mod, args, n=n: seen.append((n, mod, args)))
+        for root in modules for n, m in root.named_modules()
+    ]
+    try:
+        with torch.no_grad():
+            run(x)
+    except Exception:  # noqa: S110 (the failure is reported below, once)
+        pass
+    finally:
+        for h in handles:
+            h.remove()
+    sample = tuple(x.shape[1:])
+    head = (f"data batch {batch} (a batch of {len(x)} samples, each of shape {sample}, dtype "
+            f"{str(x.dtype).removeprefix('torch.')}) does not fit the model")  # fmt: skip
+    if not seen:
+        return InputError(f"{head}: {err}")
+    name, module, args = seen[-1]  # the innermost module entered last is the one that failed
+    got = next((a for a in args if isinstance(a, Tensor)), None)
+    what = "" if got is None else (
+        f", received shape {tuple(got.shape)} dtype {str(got.dtype).removeprefix('torch.')}")
+    need, fix = _needs(module, got)
+    return InputError(
+        f"{head}: module {name or type(module).__name__!r} ({type(module).__name__}{need})"
+        f"{what} and failed ({str(err).splitlines()[0]}){fix}"
+    )
+
+
+def _needs(module: nn.Module, got: Tensor | None) -> tuple[str, str]:
+    """What a common module needs of its input, and what to do about it."""
+    weight = getattr(module, "weight", None)
+    if got is not None and isinstance(weight, Tensor) and not got.is_floating_point() and (
+        not isinstance(module, nn.Embedding)):  # fmt: skip
+        return (f", needs {str(weight.dtype).removeprefix('torch.')}",
+                ": integer inputs (token ids) need an nn.Embedding first; other data: "
+                "pass floating-point values (x.float())")  # fmt: skip
+    if isinstance(module, nn.Linear):
+        return (f", needs a last dimension of {module.in_features}",
+                f": pass samples with {module.in_features} features")  # fmt: skip
+    if isinstance(module, nn.modules.conv._ConvNd):
+        c = module.in_channels
+        return (f", needs {c} channels in dimension 1",
+                f": pass samples of shape ({c}, ...) (channels first)")  # fmt: skip
+    if isinstance(module, nn.Embedding):
+        return (f", needs int ids below {module.num_embeddings}",
+                f": pass token ids in [0, {module.num_embeddings})")  # fmt: skip
+    return "", ""
+
+
 def inplace_error(layer: str) -> InputError:
     """The error for a layer that the model changes in place after computing it."""
     return InputError(

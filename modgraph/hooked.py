@@ -550,3 +550,40 @@ def as_chain(model, layers=None, *, feature_maps: str = "positions") -> Chain:
         raise invalid("analyze", "layers", "a list of module paths for a custom nn.Module", layers)
     specs = None if layers is None else ([layers] if isinstance(layers, str) else list(layers))
     return HookedChain(model, specs, feature_maps=feature_maps)
+
+
+def chain_for_analysis(
+    model, names: Sequence[str], first: Tensor, *, layers=None, feature_maps: str = "positions"
+) -> Chain:
+    """The chain of ``model`` cut where an analysis with layer names ``names`` was cut, for
+    inputs like ``first``, checked against those names.
+
+    ``model`` may be the model as passed to :func:`modgraph.analyze` (``layers`` need not be
+    repeated: the boundaries are found by name), a ready-made chain, or a model with ``layers``.
+    """
+    names = list(names)
+    if isinstance(model, Chain) or layers is not None:
+        chain = as_chain(model, layers, feature_maps=feature_maps)
+    else:
+        try:
+            if isinstance(model, (nn.Sequential, list, tuple)):
+                chain = LayerChain.from_model(model, names[1:], feature_maps=feature_maps)
+            else:
+                with_input = input_included(model, names)
+                chain = HookedChain(
+                    model, names[1 if with_input else 0 : -1],
+                    output_name=names[-1].removeprefix("(").removesuffix(")"),
+                    feature_maps=feature_maps, include_input=with_input,
+                )  # fmt: skip
+        except InputError as err:
+            raise InputError(
+                f"model does not match analysis: the analysis has layers {names}, and {err}"
+            ) from err
+    chain = chain.for_inputs(first)
+    if list(chain.names) != names:
+        raise InputError(
+            f"model does not match analysis: the model's layers are {list(chain.names)} but the "
+            f"analysis was fitted on {names} (pass the analysed model, and layers= as given to "
+            "analyze)"
+        )
+    return chain

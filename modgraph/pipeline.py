@@ -19,7 +19,14 @@ from . import distributed
 from ._validation import check_choice, check_int, check_real, check_seed, invalid
 from .analysis import EPS_UNITS, Analysis, output_variance, versions
 from .basis import BASES, SCALES, LayerBasis, fit_basis
-from .chain import FEATURE_MAPS, Chain, LayerSelector, check_behaviour, device_and_dtype
+from .chain import (
+    FEATURE_MAPS,
+    Chain,
+    LayerSelector,
+    check_behaviour,
+    data_error,
+    device_and_dtype,
+)
 from .data import Batches
 from .edges import ATTRIBUTIONS, RULES, interaction_strengths
 from .errors import InputError, NonFiniteError
@@ -388,7 +395,11 @@ def _chain_for_inputs(chain: Chain, first: Tensor) -> Chain:
     learns of a failure on any rank, as for every other step)."""
     error = None
     try:
-        chain = chain.for_inputs(first)
+        try:
+            chain = chain.for_inputs(first)  # a hooked chain runs the model to find its layers
+        except (RuntimeError, IndexError) as err:
+            run = getattr(chain, "call_model", chain.forward)
+            raise data_error(chain.modules(), run, first, 0, err) from err
         _warn_channels_last(chain, first)
         check_behaviour(chain, first)
         if isinstance(chain, HookedChain):

@@ -31,7 +31,7 @@ from .circuits.eps import EpsChoice
 from .data import Batches, iter_batches
 from .edges import output_attribution
 from .errors import InputError
-from .hooked import as_chain
+from .hooked import chain_for_analysis
 from .partition import (
     CostCurve,
     ModuleResult,
@@ -120,7 +120,8 @@ def write_report(  # noqa: PLR0913 (what a report is made of, keyword-only)
         each direction's top and bottom samples (images as thumbnails, token ids as text,
         other inputs as their largest entries); without it, as sample numbers.
     model : nn.Module or chain, optional
-        The model as passed to ``analyze`` (a chain when ``layers=`` was used): with ``data``,
+        The model as passed to ``analyze`` (cut where the analysis was, by its layer names, so
+        ``layers=`` need not be repeated), or its chain: with ``data``,
         ``report.html`` lists the outputs each direction drives
         (:func:`modgraph.edges.output_attribution`, one more pass; skipped for outputs of more
         than ``MAX_OUTPUTS`` dimensions).
@@ -255,16 +256,12 @@ def _output_attribution(analysis: Analysis, model, data) -> list[np.ndarray] | N
         _log.info(f"report.html: outputs of {analysis.layers[-1].d} dimensions, more than "
                   f"{MAX_OUTPUTS}: the outputs each direction drives are left out")  # fmt: skip
         return None
-    chain = as_chain(model, feature_maps=analysis.config.get("feature_maps", "positions"))
-    device, dtype = device_and_dtype(chain)
+    maps = analysis.config.get("feature_maps", "positions")
+    holder = torch.nn.ModuleList(model) if isinstance(model, (list, tuple)) else model
+    device, dtype = device_and_dtype(holder)  # anything with .parameters()
     batches = Batches(data, batch_size=analysis.config.get("batch_size", 256), device=device,
                       dtype=dtype, where="write_report")  # fmt: skip
-    chain = chain.for_inputs(batches.first())
-    if list(chain.names) != analysis.layer_names:
-        raise InputError(
-            f"model has layers {list(chain.names)} but the analysis {analysis.layer_names}: "
-            "pass the model (or chain) the analysis was computed on"
-        )
+    chain = chain_for_analysis(model, analysis.layer_names, batches.first(), feature_maps=maps)
     bases = [replace(b, C=b.C.to(device), C_pinv=b.C_pinv.to(device), mean=b.mean.to(device))
              for b in analysis.layers]  # fmt: skip
     _log.info("report.html: the outputs each direction drives ...")

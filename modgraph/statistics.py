@@ -23,7 +23,7 @@ from torch.func import vjp, vmap
 
 from . import distributed
 from ._linalg import symmetrize
-from .chain import Chain
+from .chain import Chain, data_error
 from .data import Batches
 from .errors import InputError, NonFiniteError
 
@@ -154,9 +154,7 @@ def checked_forward(
                 f"the model's first stage does not accept them; a model of tokens must start "
                 f"with an embedding (nn.Embedding): {err}"
             ) from err
-        raise InputError(
-            f"data batch {batch} of shape {tuple(x.shape)} does not fit the model: {err}"
-        ) from err
+        raise data_error(chain.modules(), lambda x: chain.forward(x, upto), x, batch, err) from err
     for name, f in zip(chain.names, acts):
         if f.ndim not in (2, 3):
             raise InputError(

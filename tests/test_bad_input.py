@@ -120,7 +120,8 @@ CASES = [
         "wrong width",
         lambda c: analyze(c["net"], c["x"][:, :2]),
         mg.InputError,
-        "data batch 0 of shape (256, 2)",
+        "each of shape (2,), dtype float64) does not fit the model: module '0' (Linear, needs a "
+        "last dimension of 3)",
     ),
     (
         "NaN input",

@@ -45,10 +45,10 @@ from torch.func import jvp
 from .._validation import check_choice, check_instance, check_int, check_seed, invalid
 from ..analysis import Analysis
 from ..basis import LayerBasis
-from ..chain import Chain, LayerChain, LayerSelector, device_and_dtype
+from ..chain import Chain, LayerSelector, device_and_dtype
 from ..data import Batches
 from ..errors import InputError, NonFiniteError
-from ..hooked import HookedChain, as_chain, input_included
+from ..hooked import as_chain, chain_for_analysis
 from ..statistics import DEFAULT_JACOBIAN_BUDGET, rows
 
 __all__ = [
@@ -67,37 +67,6 @@ EDGE_METHODS = ("exact", "linear")
 
 
 # ---------------------------------------------------------------------------- checking
-def _chain_for(model, analysis: Analysis, layers: LayerSelector, first: Tensor) -> Chain:
-    """The model's chain, cut where the analysis was cut, checked against the analysis."""
-    names = list(analysis.layer_names)
-    maps = analysis.config.get("feature_maps", "positions")
-    if isinstance(model, Chain) or layers is not None:
-        chain = as_chain(model, layers, feature_maps=maps)
-    else:
-        try:  # the boundaries the analysis used, by name, so layers= need not be repeated
-            if isinstance(model, (torch.nn.Sequential, list, tuple)):
-                chain = LayerChain.from_model(model, names[1:], feature_maps=maps)
-            else:
-                with_input = input_included(model, names)
-                chain = HookedChain(
-                    model, names[1 if with_input else 0 : -1],
-                    output_name=names[-1].removeprefix("(").removesuffix(")"),
-                    feature_maps=maps, include_input=with_input,
-                )  # fmt: skip
-        except InputError as err:
-            raise InputError(
-                f"model does not match analysis: the analysis has layers {names}, and {err}"
-            ) from err
-    chain = chain.for_inputs(first)
-    if list(chain.names) != names:
-        raise InputError(
-            f"model does not match analysis: the model's layers are {list(chain.names)} but the "
-            f"analysis was fitted on {names} (pass the analysed model, and layers= as given to "
-            "analyze)"
-        )
-    return chain
-
-
 def _check_width(f: Tensor, basis: LayerBasis, batch: int) -> None:
     if f.shape[-1] != basis.d:
         raise InputError(
@@ -190,10 +159,13 @@ class Ablator:
         layers = None if isinstance(model, Chain) else options.get("layers")  # checked below
         device, dtype = device_and_dtype(as_chain(model, layers))
         self.batches = Batches(data, batch_size=batch_size, device=device, dtype=dtype, where=where)
-        first = next(iter(self.batches), None)
+        first = self.batches.first()
         if first is None:
             raise InputError("data is empty: it yielded no samples")
-        self.chain = _chain_for(model, analysis, options.get("layers"), first)
+        self.chain = chain_for_analysis(
+            model, analysis.layer_names, first, layers=options.get("layers"),
+            feature_maps=analysis.config.get("feature_maps", "positions"),
+        )  # fmt: skip
         self.analysis = analysis
         self.bases = [
             LayerBasis(
