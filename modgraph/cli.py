@@ -45,13 +45,17 @@ def _run(model, data, args, *, truth=None, extra: dict | None = None, **options)
     ``options`` go to :func:`modgraph.analyze` (``rotation`` acts on the interaction basis only).
     """
     out = Path(args.out)
-    _log.info("analysing: interaction basis, then the neuron and PCA baselines ...")
+    _log.info(
+        "analysing: interaction basis"
+        + ("" if args.no_baselines else ", then the neuron and PCA baselines")
+        + " ..."
+    )
     t0 = time.perf_counter()
+    # progress bars only on a terminal: in a log file they are \r fragments
     common = dict(eps=args.eps, eps_units=args.eps_units, rotation=args.rotation,
-                  progress=not args.quiet, **options)  # fmt: skip
-    analyses = {
-        b: analyze(model, data, basis=b, **common) for b in ("interaction", "neuron", "pca")
-    }
+                  progress=not args.quiet and sys.stderr.isatty(), **options)  # fmt: skip
+    bases = ("interaction",) if args.no_baselines else ("interaction", "neuron", "pca")
+    analyses = {b: analyze(model, data, basis=b, **common) for b in bases}
     a = analyses.pop("interaction")
     extra = dict(extra or {})
     extra["timings"] = {**extra.get("timings", {}), "analyze_all": time.perf_counter() - t0}
@@ -85,6 +89,9 @@ def _run(model, data, args, *, truth=None, extra: dict | None = None, **options)
         data=data,
         model=chain,
         eps_choice=choice,
+        n_modules=args.n_modules,
+        alpha=args.alpha,
+        n_null=args.n_null,
     )
 
 
@@ -341,6 +348,38 @@ def build_parser() -> argparse.ArgumentParser:
         )
         q.add_argument("--seed", type=int, default=0, help="seed for partitioning (default 0)")
         q.add_argument("--quiet", action="store_true", help="no progress bars or messages")
+        q.add_argument(
+            "--n-modules",
+            type=int,
+            help="number of modules for both methods, Leiden and spectral (default: chosen "
+            "and tested automatically)",
+        )
+        q.add_argument(
+            "--alpha",
+            type=float,
+            default=0.05,
+            help="significance level of the automatic number of modules (default 0.05)",
+        )
+        q.add_argument(
+            "--n-null",
+            type=int,
+            default=20,
+            help="null graphs per test of the automatic number of modules (default 20; fewer "
+            "is faster and coarser)",
+        )
+        q.add_argument(
+            "--no-baselines",
+            action="store_true",
+            help="skip the neuron and PCA bases that the report compares with (a third of "
+            "the time)",
+        )
+        q.add_argument(
+            "--threads",
+            type=int,
+            help="CPU threads torch uses (default: torch's, one per core); on a machine "
+            "shared with other work give the cores that are free: oversubscribed threads run "
+            "several times slower",
+        )
 
     d = sub.add_parser(
         "demo",
@@ -354,7 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=1e-4,
         help="noise scale eps, absolute (default 1e-4, about 1%% of the demo model's test loss; "
-        "at 1e-3 two of its sub-tasks merge: see the README's 'Choosing eps')",
+        "at 1e-3 its graph falls apart and no significant structure is found: see the README's "
+        "'Choosing eps')",
     )
     _eps_units(d, "absolute")
     d.add_argument(
@@ -481,6 +521,10 @@ def main(argv: list[str] | None = None) -> int:
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
+        if args.threads is not None:
+            if args.threads < 1:
+                raise InputError(f"--threads must be at least 1, got {args.threads}")
+            torch.set_num_threads(args.threads)
         _check_out(args)  # before hours of work (training the demo, analysing), not after
         summary = args.run(args)
     except (InputError, OSError) as err:

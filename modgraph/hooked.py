@@ -241,8 +241,9 @@ class HookedChain(Chain):
         return self
 
     def _default_layers(self, x: Tensor) -> list[str]:
-        """Top-level modules called once by the forward, in call order, the one whose output is
-        the model's (the final layer) left out."""
+        """The outputs of the top-level modules called just before a module with parameters
+        (as :meth:`LayerChain.from_model` cuts an ``nn.Sequential``), in call order; each must
+        be called once, and the one whose output is the model's (the final layer) is left out."""
         calls: dict[str, list] = {}
         handles = [
             m.register_forward_hook(lambda mod, a, o, n=n: calls.setdefault(n, []).append(o))
@@ -259,7 +260,13 @@ class HookedChain(Chain):
         except InputError:  # said again, in full, when the chain runs
             final = out
         last = [n for n, outs in calls.items() if outs[0] is out or outs[0] is final]
-        layers = [n for n, outs in calls.items() if len(outs) == 1 and n not in last]
+        once = [n for n, outs in calls.items() if len(outs) == 1 and n not in last]
+        # the rule nn.Sequential has: a layer before every module with parameters (the output
+        # of the module called just before it), so that the same network is cut alike written
+        # either way; every module called once where none has parameters
+        order = list(calls)
+        layers = [a for a, b in zip(order, order[1:])
+                  if a in once and _has_params(self.model.get_submodule(b))] or once  # fmt: skip
         if not layers:
             raise InputError(
                 f"layers: found no top-level module of {type(self.model).__name__} to cut at "
@@ -483,6 +490,10 @@ class HookedChain(Chain):
             for h in handles:
                 h.remove()
         return order
+
+
+def _has_params(module: nn.Module) -> bool:
+    return any(True for _ in module.parameters())
 
 
 def _has_module(model: nn.Module, path: str) -> bool:

@@ -86,6 +86,8 @@ def write_report(  # noqa: PLR0913 (what a report is made of, keyword-only)
     model=None,
     decode: Callable[[int], str] | None = None,
     eps_choice: EpsChoice | None = None,
+    n_modules: int | None = None,
+    alpha: float = 0.05,
 ) -> dict:
     """Find and test the modules of ``analysis`` and write the report into the directory ``out``.
 
@@ -107,6 +109,10 @@ def write_report(  # noqa: PLR0913 (what a report is made of, keyword-only)
     n_null : int
         Null graphs per split test of the automatic number of modules (at least 2; see
         :func:`modgraph.find_modules`).
+    n_modules : int, optional
+        The number of modules, for both methods (default: chosen and tested automatically).
+    alpha : float
+        Significance level of the automatic number of modules' tests.
     truth : callable, optional
         Maps ``analysis`` to the planted module of each node; when given, the summary scores the
         found modules against it (adjusted Rand index).
@@ -166,7 +172,8 @@ def write_report(  # noqa: PLR0913 (what a report is made of, keyword-only)
 
     _log.info(f"finding modules in {graph.n_nodes} nodes, {graph.n_edges} edges ...")
     t0 = time.perf_counter()
-    found = _modules(analysis, baselines, seed=seed, n_null=n_null)
+    options = dict(seed=seed, n_null=n_null, n_modules=n_modules, alpha=alpha)
+    found = _modules(analysis, baselines, options)
     t_modules = time.perf_counter() - t0
     summary = _summary(analysis, baselines, found, n_null)
     if eps_choice is not None:
@@ -268,12 +275,12 @@ def _output_attribution(analysis: Analysis, model, data) -> list[np.ndarray] | N
     return [a.cpu().numpy() for a in output_attribution(chain, bases, batches)]
 
 
-def _modules(analysis: Analysis, baselines: dict, *, seed: int, n_null: int) -> dict:
-    """Leiden and spectral modules (automatic number, tested), cost curves, baselines' modules."""
+def _modules(analysis: Analysis, baselines: dict, options: dict) -> dict:
+    """Leiden and spectral modules (automatic number, tested, unless ``options`` give
+    ``n_modules``), cost curves, baselines' modules."""
     graph = analysis.graph
-    found = {
-        m: find_modules(graph, method=m, seed=seed, n_null=n_null) for m in ("leiden", "spectral")
-    }
+    seed, n_null = options["seed"], options["n_null"]
+    found = {m: find_modules(graph, method=m, **options) for m in ("leiden", "spectral")}
     return {
         **found,
         # the scans that chose k, drawn as they were; a graph that could not be scanned gets
@@ -284,7 +291,7 @@ def _modules(analysis: Analysis, baselines: dict, *, seed: int, n_null: int) -> 
             for m, r in found.items()
         ],  # fmt: skip
         "baselines": {
-            b: find_modules(x.graph, method="leiden", seed=seed, n_null=n_null)
+            b: find_modules(x.graph, method="leiden", **{**options, "n_modules": None})
             for b, x in baselines.items()
             if x.graph.n_edges
         },

@@ -147,7 +147,7 @@ def test_transformer_lens_4_transformer_bridge(tmp_path):
     (tmp_path / "bridge_model.py").write_text(textwrap.dedent(BRIDGE))
     run = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(TL4_SCRIPT)],
-        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        env=env, cwd=tmp_path, capture_output=True, text=True,  # no time limit: slow is not wrong
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
     last = run.stdout.strip().splitlines()[-1]

@@ -3,6 +3,8 @@ them. Each test fails on the code before it."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from torch import nn
@@ -58,3 +60,40 @@ def test_data_that_does_not_fit_names_the_module_and_what_it_needs(mlp, x, match
                  str(tmp_path / "out"), "--quiet", "--import", "test_first_hour"])  # fmt: skip
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "module 'fc1'" in err, err
+
+
+def test_a_custom_module_is_cut_like_the_same_sequential(mlp):
+    net, x = mlp
+    seq = nn.Sequential(net.fc1, net.act1, net.fc2, net.act2, net.out)
+    a = mg.analyze(net, x, progress=False)
+    b = mg.analyze(seq, x, progress=False)
+    assert a.layer_names == ["input", "act1", "act2", "output"]
+    assert len(a.w) == len(b.w)
+    for wa, wb in zip(a.w, b.w):
+        assert torch.allclose(wa, wb, rtol=0, atol=1e-6 * float(wb.max()))
+
+
+def test_cli_options_for_the_module_stage_and_the_machine(mlp, tmp_path, capsys):
+    from modgraph.cli import main
+
+    net, x = mlp
+    torch.save(net, tmp_path / "model.pt")
+    torch.save(x, tmp_path / "x.pt")
+    args = ["analyze", str(tmp_path / "model.pt"), str(tmp_path / "x.pt"), "--import",
+            "test_first_hour", "--rotation", "none"]  # fmt: skip
+    threads = torch.get_num_threads()
+    try:
+        code = main(args + ["--out", str(tmp_path / "out"), "--no-baselines", "--n-modules", "2",
+                            "--n-null", "3", "--threads", "1"])  # fmt: skip
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err  # no progress bars when stderr is not a terminal (a log file)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert list(summary["bases"]) == ["interaction"]
+    assert summary["modules"]["leiden"]["n_modules"] == 2
+    assert summary["modules"]["spectral"]["n_modules"] == 2
+    assert main(args + ["--out", str(tmp_path / "o2"), "--threads", "0"]) == 2
+    assert "--threads must be at least 1, got 0" in capsys.readouterr().err
