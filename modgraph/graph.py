@@ -361,8 +361,14 @@ class InteractionGraph:
             "importance": self.node_importance.tolist(),
         }
 
-    def to_networkx(self):
+    def to_networkx(self, *, modules: Mapping[str, Mapping[str, int]] | None = None):
         """Directed networkx graph, edges from layer ``l`` to layer ``l + 1``.
+
+        Parameters
+        ----------
+        modules : dict {name: membership}, optional
+            Partitions stored as int node attributes ``module_<name>`` (``-1`` for a node
+            without edges), e.g. ``{"leiden": result.membership}``.
 
         Returns
         -------
@@ -374,7 +380,7 @@ class InteractionGraph:
         import networkx as nx
 
         g = nx.DiGraph(eps=self.eps, layer_names=list(self.layer_names))
-        attrs = self._node_attrs()
+        attrs = {**self._node_attrs(), **self._module_attrs(modules, "to_networkx")}
         keys = list(attrs)
         g.add_nodes_from(
             (node, dict(zip(keys, vals, strict=True)))
@@ -390,13 +396,19 @@ class InteractionGraph:
         )
         return g
 
-    def to_igraph(self, *, directed: bool = True):
+    def to_igraph(
+        self, *, directed: bool = True, modules: Mapping[str, Mapping[str, int]] | None = None
+    ):
         """igraph graph built straight from the edge arrays.
 
         Parameters
         ----------
         directed : bool
             Direct edges from layer ``l`` to ``l + 1`` (default) or not.
+        modules : dict {name: membership}, optional
+            Partitions stored as int vertex attributes ``module_<name>`` (as
+            :meth:`to_networkx`). igraph's own GraphML reader stores every number as a float
+            (its core has one numeric type), so from a file, ``int(v["module_leiden"])``.
 
         Returns
         -------
@@ -415,11 +427,21 @@ class InteractionGraph:
             graph_attrs={"eps": self.eps, "layer_names": list(self.layer_names)},
         )
         g.vs["name"] = list(self.nodes)
-        for key, vals in self._node_attrs().items():
+        attrs = {**self._node_attrs(), **self._module_attrs(modules, "to_igraph")}
+        for key, vals in attrs.items():
             g.vs[key] = vals
         g.es["w"] = e.w.tolist()
         g.es["strength"] = e.strength.tolist()
         return g
+
+    def _module_attrs(self, modules, where: str) -> dict[str, list[int]]:
+        """``module_<name>``: every node's module (``-1`` for none), per partition."""
+        attrs = {}
+        for name, membership in (modules or {}).items():
+            if not isinstance(name, str) or not name.isidentifier():
+                raise invalid(where, "modules", "a dict keyed by identifiers", name)
+            attrs[f"module_{name}"] = self.membership_array(membership).tolist()
+        return attrs
 
     def to_graphml(self, path, *, modules: Mapping[str, Mapping[str, int]] | None = None) -> Path:
         """Write the graph as GraphML (readable by Gephi, networkx and igraph), atomically.
@@ -454,13 +476,8 @@ class InteractionGraph:
             raise InputError(f"path must be in an existing directory, got {str(path)!r}")
         if path.is_dir():
             raise InputError(f"path must be a file name, got the directory {str(path)!r}")
-        g = self.to_networkx()
-        for name, membership in (modules or {}).items():
-            if not isinstance(name, str) or not name.isidentifier():
-                raise invalid("to_graphml", "modules", "a dict keyed by identifiers", name)
-            labels = self.membership_array(membership).tolist()
-            for node, m in zip(self.nodes, labels, strict=True):
-                g.nodes[node][f"module_{name}"] = m
+        self._module_attrs(modules, "to_graphml")  # checked in this function's name
+        g = self.to_networkx(modules=modules)
         # GraphML attributes must be scalars: store the list of names as a JSON string.
         g.graph["layer_names"] = json.dumps(list(self.layer_names))
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:

@@ -42,8 +42,10 @@ from .partition import (
     normalized_cut,
 )
 
-__all__ = ["write_report", "SUMMARY_SCHEMA"]
+__all__ = ["write_report", "SUMMARY_SCHEMA", "SUMMARY_VERSION"]
 
+#: Version of the layout of ``summary.json`` (raised when a key changes meaning or goes).
+SUMMARY_VERSION = 1
 #: The JSON Schema of ``summary.json``: every key, what it means, -1 for a node without edges.
 SUMMARY_SCHEMA = Path(__file__).with_name("summary.schema.json")
 
@@ -308,6 +310,7 @@ def _summary(analysis: Analysis, baselines: dict, found: dict, n_null: int) -> d
     base_modules = {"interaction": found["leiden"], **found["baselines"]}
     leiden, spectral = found["leiden"], found["spectral"]
     return {
+        "format_version": SUMMARY_VERSION,
         "layers": [
             {"name": l.name, "width": l.d, "kept": l.k, "ties": len(l.ties)}
             for l in analysis.layers

@@ -97,3 +97,18 @@ def test_cli_options_for_the_module_stage_and_the_machine(mlp, tmp_path, capsys)
     assert summary["modules"]["spectral"]["n_modules"] == 2
     assert main(args + ["--out", str(tmp_path / "o2"), "--threads", "0"]) == 2
     assert "--threads must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_formats_partitions_in_networkx_and_igraph_and_a_versioned_summary(mlp, tmp_path):
+    import importlib.resources
+
+    net, x = mlp
+    a = mg.analyze(net, x, rotation="none", progress=False)
+    r = mg.find_modules(a.graph, n_modules=2)
+    g = a.graph.to_networkx(modules={"leiden": r.membership})
+    assert {type(d["module_leiden"]) for _, d in g.nodes(data=True)} == {int}
+    ig = a.graph.to_igraph(modules={"leiden": r.membership})
+    assert {type(v) for v in ig.vs["module_leiden"]} == {int}
+    summary = mg.write_report(a, tmp_path / "out", n_null=3)
+    assert summary["format_version"] == mg.report.SUMMARY_VERSION == 1
+    assert importlib.resources.files("modgraph").joinpath("py.typed").is_file()
