@@ -112,3 +112,33 @@ def test_formats_partitions_in_networkx_and_igraph_and_a_versioned_summary(mlp, 
     summary = mg.write_report(a, tmp_path / "out", n_null=3)
     assert summary["format_version"] == mg.report.SUMMARY_VERSION == 1
     assert importlib.resources.files("modgraph").joinpath("py.typed").is_file()
+
+
+def _long_names_graph():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    names = tuple(["hook_embed"] + [f"blocks.{i}.hook_resid_post" for i in range(6)] + ["unembed"])
+    w = tuple(np.abs(rng.normal(size=(6, 6))) * (rng.random((6, 6)) < 0.4) for _ in names[1:])
+    return mg.InteractionGraph(names, tuple(np.ones(6) for _ in names), w, eps=1e-2)
+
+
+def test_figures_read_at_the_size_a_user_sees_them(mlp):
+    """Layer names do not run together; counts agree with their nouns; each verdict once."""
+    g = _long_names_graph()
+    ax = mg.plot_graph(g, mg.find_modules(g, n_modules=1))
+    boxes = [t.get_window_extent() for t in ax.get_xticklabels() if t.get_text()]
+    assert len(boxes) == 8 and all(a.x1 <= b.x0 for a, b in zip(boxes, boxes[1:]))
+    assert "1 module (" in ax.get_title() and "1 modules" not in ax.get_title()
+
+    net, x = mlp
+    a = mg.analyze(net, x, progress=False)
+    found = [mg.find_modules(a.graph, method=m, n_null=4) for m in ("leiden", "spectral")]
+    curves = {r.method: mg.partition.CostCurve.from_scan(r) for r in found if r.info.get("scan")}
+    ax = mg.plot_cost_curve(curves or mg.cost_curve(a.graph, n_null=3), chosen=found)
+    texts = [t.get_text() for t in ax.get_legend().get_texts()]
+    for r in found:
+        assert sum(r.verdict in t.replace("\n", " ") for t in texts) <= 1, texts
+    fig = mg.plot_spectra(a)
+    titles = " ".join(x.get_title() for x in fig.axes)
+    assert "of G dropped" not in titles and "directions kept" in titles

@@ -153,7 +153,7 @@ def test_plot_spectra_shows_zero_eigenvalues_on_a_floor(a):
     n_zero = sum(int((layer.lambda_spectrum <= 0).sum()) for layer in a.layers)
     titles = " ".join(ax.get_title() for ax in fig.axes)
     if n_zero:
-        assert "at or below" in titles
+        assert "zero, at the bottom" in titles
     # one floor for every panel, a decade below the lowest threshold: no axis down to 1e-48
     bottoms = {ax.get_ylim()[0] for ax in fig.axes}
     assert len(bottoms) == 1

@@ -47,6 +47,11 @@ UNASSIGNED = -1
 CALIBRATED_EDGES_PER_NODE = 3.0
 
 
+
+def plural(n: int, word: str) -> str:
+    """``"1 module"``, ``"3 modules"``."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
 @dataclass(frozen=True)
 class ModuleResult:
     """A partition of an interaction graph into modules.
@@ -91,7 +96,7 @@ class ModuleResult:
         sig = self.significance
         if sig is None:
             how = "requested" if self.params.get("n_modules") is not None else "at a resolution"
-            return f"{self.n_modules} modules ({how}; not tested)"
+            return f"{plural(self.n_modules, 'module')} ({how}; not tested)"
         if not sig.testable:
             return f"{self.n_modules} module{'s' * (self.n_modules != 1)}; {sig.note}"
         alpha = self.params.get("alpha", 0.05)
@@ -106,7 +111,8 @@ class ModuleResult:
         if self.info.get("modules_from") == "bisection":
             n = self.n_modules - 1
             also += f"; the modules from {n} significant bisection{'s' if n > 1 else ''}"
-        verdict = f"{self.n_modules} modules, significant: p = {sig.p_value:.2g} ({how}{also})"
+        verdict = (f"{plural(self.n_modules, 'module')}, significant: p = {sig.p_value:.2g} "
+                   f"({how}{also})")  # fmt: skip
         per_node = self.info.get("edges_per_node", math.inf)
         if per_node < CALIBRATED_EDGES_PER_NODE:
             verdict += (f"; caution: {per_node:.1f} edges per node, and below "

@@ -9,10 +9,17 @@ import numpy as np
 from .._validation import check_int
 from ..analysis import Analysis
 from ..graph import InteractionGraph
-from ..partition.objective import UNASSIGNED, ModuleResult, cross_module_cost, module_labels
+from ..partition.objective import (
+    UNASSIGNED,
+    ModuleResult,
+    cross_module_cost,
+    module_labels,
+    plural,
+)
 from .style import (
     CROSS_EDGE_COLOR,
     as_graph,
+    fit_tick_labels,
     module_legend_handles,
     module_style,
     single_axes,
@@ -141,7 +148,7 @@ def plot_graph(
             zorder=3,
         )
 
-    ax.set_xticks(range(n_layers), graph.layer_names, rotation=30 if n_layers > 6 else 0)
+    ax.set_xticks(range(n_layers), graph.layer_names)
     ax.set_xlim(-0.4, n_layers - 0.6)
     ax.set_ylim(-0.02, 1.02)
     ax.set_yticks([])
@@ -159,7 +166,7 @@ def plot_graph(
         cut = cross_module_cost(graph, labels)
         n_mod = len(np.unique(labels[labels != UNASSIGNED]))
         how = f" ({modules.method})" if isinstance(modules, ModuleResult) else ""
-        title += f"\n{n_mod} modules{how}, cross-module cost {cut:.3g}"
+        title += f"\n{plural(n_mod, 'module')}{how}, cross-module cost {cut:.3g}"
         title += f" of {float(e.strength.sum()):.3g} total strength"
     ax.set_title(title, fontsize=10)
     counts = {int(m): int(np.sum(labels == m)) for m in present}
@@ -182,4 +189,5 @@ def plot_graph(
     ax.legend(
         handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=9
     )
+    fit_tick_labels(ax)
     return ax

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..partition import CostCurve, ModuleResult
-from ..partition.objective import module_interactions
+from ..partition.objective import module_interactions, plural
 from .style import (
     HEATMAP_CMAP,
     MAX_ANNOTATED_SIDE,
@@ -52,6 +52,8 @@ def plot_cost_curve(
     chosen = [] if chosen is None else as_list(where, "chosen", chosen, ModuleResult)
     ax = single_axes(where, ax, (7.5, 6.4))
     styles = [("o", MODULE_COLORS[0]), ("s", MODULE_COLORS[3]), ("^", MODULE_COLORS[2])]
+    hatches = ["////", "\\\\\\\\", "...."]  # overlapping bands stay apart
+    drawn = False
     for i, c in enumerate(curves):
         marker, color = styles[i % len(styles)]
         label = labels[i] if labels else c.method
@@ -59,26 +61,41 @@ def plot_cost_curve(
         pos = ncut > 0  # k = 1 (and splits along components) score 0: off a log axis
         ax.plot(ks[pos], ncut[pos], color=color, marker=marker, ms=6, lw=1.5,
                 label=f"{label}: found")  # fmt: skip
-        band = np.isfinite(c.null_mean)
+        band = np.isfinite(c.null_mean) & (c.null_mean > 0)
+        drawn |= bool(pos.any() or band.any())
         if band.any():
             sd = np.nan_to_num(c.null_std)
             lo = np.maximum(c.null_mean - 2 * sd, 0.25 * c.null_mean)
             ax.fill_between(
-                ks[band], lo[band], (c.null_mean + 2 * sd)[band], color=color, alpha=0.18, lw=0,
+                ks[band], lo[band], (c.null_mean + 2 * sd)[band], facecolor=color, alpha=0.25,
+                edgecolor=color, hatch=hatches[i % len(hatches)], lw=0,
                 label=f"{label}: null graphs, mean $\\pm$ 2 sd ({c.params.get('n_null')} per k)",
             )  # fmt: skip
             ax.plot(ks[band], c.null_mean[band], color=color, lw=1, ls="--")
+    verdicts: dict[str, list[str]] = {}  # each verdict once, with the methods that gave it
     for r in chosen:
-        if r.ncut > 0:
-            ax.plot(
-                [r.n_modules], [r.ncut], ls="", marker="*", ms=15, mfc=MODULE_COLORS[1],
-                mec="black", zorder=5, label=_wrapped(f"{r.method}: {r.verdict}"),
-            )  # fmt: skip
-        else:  # one module (or components): nothing to draw on the log axis, say it
-            ax.plot([], [], ls="", marker="*", ms=15, mfc="white", mec="black",
-                    label=_wrapped(f"{r.method}: {r.verdict}"))  # fmt: skip
+        verdicts.setdefault(r.verdict, []).append(r.method)
+        on_axis = r.ncut > 0  # one module (or components): nothing to draw on the log axis
+        ax.plot(
+            [r.n_modules] if on_axis else [], [r.ncut] if on_axis else [], ls="", marker="*",
+            ms=15, mfc=MODULE_COLORS[1] if on_axis else "white", mec="black", zorder=5,
+            label=f"{r.method}: chosen, {plural(r.n_modules, 'module')}",
+        )  # fmt: skip
+    all_ks = [k for c in curves for k in c.ks]
+    if all_ks:
+        ax.set_xlim(min(all_ks) - 0.5, max(all_ks) + 0.5)
+    if drawn:
+        for v, m in verdicts.items():
+            ax.plot([], [], ls="", label=_wrapped(f"{' and '.join(m)}: {v}"))
+    else:
+        why = "nothing to draw" + (": " + "; ".join(verdicts) if verdicts else "")
+        ax.text(0.5, 0.5, _wrapped(why, 60), transform=ax.transAxes, ha="center", va="center",
+                fontsize=10, color="0.3")  # fmt: skip
     ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.set_yscale("log")
+    if drawn:
+        ax.set_yscale("log")
+    else:
+        ax.set_yticks([])
     ax.set_xlabel("number of modules k")
     ax.set_ylabel(f"normalized cut (cut / volume, {STRENGTH_UNITS})")
     ax.set_title(

@@ -88,11 +88,10 @@ def plot_spectra(analysis: Analysis, *, ax=None):
         ax_.set_ylim(bottom=floor / 3)
         ax_.set_xlabel("rank index")
         ax_.set_ylabel("eigenvalue (log scale)")
-        title = f"{layer.name}: d={layer.d}, kept {layer.k}"
-        if kG < len(dG):
-            title += f", {len(dG) - kG} of G dropped"
-        if n_zero:
-            title += f"\n{n_zero} at or below {floor:.0e}, drawn on the floor"
+        notes = [f"{len(dG) - kG} dropped (no variance)"] if kG < len(dG) else []
+        notes += [f"{n_zero} zero, at the bottom"] if n_zero else []
+        title = f"{layer.name}: {layer.k} of {layer.d} directions kept"
+        title += "\n" + "; ".join(notes) if notes else ""
         ax_.set_title(title, fontsize=10)
         has_lambda = has_lambda or bool(len(lam))
         has_zero = has_zero or bool(n_zero)
@@ -108,12 +107,14 @@ def plot_spectra(analysis: Analysis, *, ax=None):
         Line2D([], [], ls="", marker="o", mec="0.3", mfc="none", label="dropped direction"),
         Line2D(
             [], [], ls="", marker="v", mec="0.3", mfc="none",
-            label=f"<= {floor:.0e}: zero to rounding (one floor)",
+            label=f"zero to rounding (<= {floor:.0e})",
         ),
-        Line2D([], [], ls="--", color="0.3", label=f"truncation: rtol x max (rtol={rtol:g})"),
+        Line2D([], [], ls="--", color="0.3",
+               label=f"dropped below: rtol x largest (rtol={rtol:g})"),  # fmt: skip
         Line2D(
             [], [], ls=":", color="black", lw=1.2,
-            label=f"eps = {analysis.eps:g} on Lambda (kept below it: by rtol)",
+            label=f"eps = {analysis.eps:g}: the graph's noise scale (directions below it are "
+            "kept too)",
         ),
     ]
     wanted = [True, has_lambda, True, truncates, has_zero, truncates, has_lambda]

@@ -191,6 +191,20 @@ def as_list(where: str, name: str, x, kind: type) -> list:
     return list(items)
 
 
+def fit_tick_labels(ax) -> None:
+    """Turn the x tick labels (0, 30, 60 or 90 degrees) until no two neighbours overlap: long
+    module paths such as ``blocks.0.hook_resid_post`` would run together."""
+    labels = [t for t in ax.get_xticklabels() if t.get_text()]
+    for angle in (0, 30, 60, 90):
+        for t in labels:
+            t.set_rotation(angle)
+            t.set_horizontalalignment("center" if angle in (0, 90) else "right")
+            t.set_rotation_mode("anchor" if angle in (30, 60) else "default")
+        boxes = [t.get_window_extent() for t in labels]  # the figure's own renderer
+        if all(a.x1 + 2 <= b.x0 for a, b in zip(boxes, boxes[1:])):
+            return
+
+
 def save_figure(fig, path_without_suffix: str | os.PathLike, formats=("png", "svg")) -> list[Path]:
     """Write ``fig`` once per format, each atomically (temporary file, then rename).
 
