@@ -92,6 +92,7 @@ def _run(model, data, args, *, truth=None, extra: dict | None = None, **options)
         n_modules=args.n_modules,
         alpha=args.alpha,
         n_null=args.n_null,
+        sample_shape=args.sample_shape,
     )
 
 
@@ -316,6 +317,16 @@ def _print_summary(s: dict, out: str) -> None:
     print(f"wrote {len(s['files'])} outputs to {out}/ in {s['timings']['total']:.1f} s")
 
 
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(n) for n in text.split(","))
+    except ValueError:
+        shape = ()
+    if not shape or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive ints such as 8,8, got {text!r}")
+    return shape
+
+
 def _eps_units(parser, default: str) -> None:
     parser.add_argument(
         "--eps-units",
@@ -372,6 +383,13 @@ def build_parser() -> argparse.ArgumentParser:
             action="store_true",
             help="skip the neuron and PCA bases that the report compares with (a third of "
             "the time)",
+        )
+        q.add_argument(
+            "--sample-shape",
+            type=_shape,
+            metavar="SHAPE",
+            help="show each input sample in report.html in this shape, e.g. 8,8 or 3,32,32 for "
+            "images stored flat (thumbnails instead of their largest entries)",
         )
         q.add_argument(
             "--threads",

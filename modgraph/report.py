@@ -23,7 +23,7 @@ import torch
 
 from . import plotting
 from ._deprecation import moved_names
-from ._validation import check_bool, check_instance, check_int, check_seed
+from ._validation import check_bool, check_instance, check_int, check_seed, invalid
 from .analysis import Analysis
 from .atomic import MANIFEST, atomic_directory, check_replaceable
 from .chain import device_and_dtype
@@ -90,6 +90,7 @@ def write_report(  # noqa: PLR0913 (what a report is made of, keyword-only)
     eps_choice: EpsChoice | None = None,
     n_modules: int | None = None,
     alpha: float = 0.05,
+    sample_shape: tuple[int, ...] | None = None,
 ) -> dict:
     """Find and test the modules of ``analysis`` and write the report into the directory ``out``.
 
@@ -135,6 +136,9 @@ def write_report(  # noqa: PLR0913 (what a report is made of, keyword-only)
         than ``MAX_OUTPUTS`` dimensions).
     decode : callable, optional
         Token id -> string, to show token inputs as text.
+    sample_shape : tuple of int, optional
+        The shape to show each input sample in, e.g. ``(8, 8)`` or ``(3, 32, 32)`` for images
+        stored flat: ``report.html`` then shows them as thumbnails.
     eps_choice : EpsChoice, optional
         An eps chosen from a task metric (:func:`modgraph.choose_eps`): the analysis and the
         baselines are reported at ``eps_choice.eps``, and the summary's ``eps_choice`` says why.
@@ -156,6 +160,12 @@ def write_report(  # noqa: PLR0913 (what a report is made of, keyword-only)
     for label, b in baselines.items():
         check_instance(where, f"baselines[{label!r}]", b, Analysis)
     check_bool(where, "overwrite", overwrite)
+    if sample_shape is not None and not (
+        isinstance(sample_shape, (tuple, list)) and sample_shape
+        and all(isinstance(n, int) and n > 0 for n in sample_shape)
+    ):  # fmt: skip
+        raise invalid(where, "sample_shape", "a tuple of positive ints such as (8, 8)",
+                      sample_shape)  # fmt: skip
     if eps_choice is not None:
         check_instance(where, "eps_choice", eps_choice, EpsChoice)
         analysis = analysis.with_eps(eps_choice.eps)
@@ -185,7 +195,7 @@ def write_report(  # noqa: PLR0913 (what a report is made of, keyword-only)
     summary.update(extra)
 
     t0 = time.perf_counter()
-    page = _page(analysis, found, data=data, model=model, decode=decode)
+    page = _page(analysis, found, data=data, model=model, decode=decode, shape=sample_shape)
     t_page = time.perf_counter() - t0
     with atomic_directory(out, overwrite=overwrite, what="out") as tmp:
         plotting.save_html(page, tmp / "report.html")
@@ -221,7 +231,7 @@ FIGURES = ("graph", "spectra", "cost_curve", "module_heatmap", "basis_comparison
 MAX_OUTPUTS = 512
 
 
-def _page(analysis: Analysis, found: dict, *, data, model, decode):
+def _page(analysis: Analysis, found: dict, *, data, model, decode, shape):
     """The interactive page: partitions, every direction's examples and outputs."""
     partitions = {m: found[m] for m in ("leiden", "spectral")}
     inputs = outputs = None
@@ -231,6 +241,8 @@ def _page(analysis: Analysis, found: dict, *, data, model, decode):
             for side in (e.top, e.bottom):
                 wanted.update(side.samples.reshape(-1).tolist())
         inputs = _samples(data, wanted)
+        if shape is not None:
+            inputs = {i: _reshaped(x, shape) for i, x in inputs.items()}
     if data is not None and model is not None:
         outputs = _output_attribution(analysis, model, data)
     details, modules, samples = plotting.example_details(
@@ -239,6 +251,15 @@ def _page(analysis: Analysis, found: dict, *, data, model, decode):
     return plotting.interactive_report(
         analysis, partitions, node_details=details, module_details=modules, samples=samples
     )
+
+
+def _reshaped(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    if int(np.prod(shape)) != x.size:
+        raise InputError(
+            f"sample_shape {tuple(shape)} holds {int(np.prod(shape))} values but each sample "
+            f"has {x.size} (shape {x.shape})"
+        )
+    return x.reshape(shape)
 
 
 def _samples(data, wanted: set[int]) -> dict[int, np.ndarray]:

@@ -142,3 +142,28 @@ def test_figures_read_at_the_size_a_user_sees_them(mlp):
     fig = mg.plot_spectra(a)
     titles = " ".join(x.get_title() for x in fig.axes)
     assert "of G dropped" not in titles and "directions kept" in titles
+
+
+def test_flat_images_are_shown_as_images_given_their_shape(tmp_path, capsys):
+    from sklearn.datasets import load_digits
+
+    from modgraph.cli import main
+
+    torch.manual_seed(0)
+    x = torch.tensor(load_digits().data[:300] / 16.0, dtype=torch.float32)  # flat: (300, 64)
+    net = nn.Sequential(nn.Linear(64, 12), nn.ReLU(), nn.Linear(12, 4)).eval()
+    torch.save(net, tmp_path / "model.pt")
+    torch.save(x, tmp_path / "x.pt")
+    args = ["analyze", str(tmp_path / "model.pt"), str(tmp_path / "x.pt"), "--no-baselines",
+            "--n-null", "3", "--quiet"]  # fmt: skip
+    assert main(args + ["--out", str(tmp_path / "flat")]) == 0
+    assert main(args + ["--out", str(tmp_path / "img"), "--sample-shape", "8,8"]) == 0
+    flat = (tmp_path / "flat" / "report.html").read_text()
+    img = (tmp_path / "img" / "report.html").read_text()
+    thumbs = "data:image/png;base64,"  # (bokeh's own bundle holds a few)
+    assert img.count(thumbs) > flat.count(thumbs) + 10
+    with pytest.raises(SystemExit):
+        main(args + ["--out", str(tmp_path / "bad"), "--sample-shape", "8,x"])
+    assert "expected positive ints such as 8,8" in capsys.readouterr().err
+    assert main(args + ["--out", str(tmp_path / "bad"), "--sample-shape", "7,7"]) == 2
+    assert "sample_shape (7, 7) holds 49 values but each sample has 64" in capsys.readouterr().err

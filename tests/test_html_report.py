@@ -177,3 +177,56 @@ def test_names_from_a_shared_analysis_run_no_script(digits_report, tmp_path):
         assert page.evaluate("window.__pwned") is None
         assert page.evaluate("document.querySelectorAll('img[src=x]').length") == 0
         browser.close()
+
+
+def test_the_page_as_a_new_user_meets_it(digits_report):
+    """A module row clicked after a node shows the module; the details are in view; no table
+    column is cut; nodes can be found, pinned several at a time and exported (issue #37)."""
+    a, out, summary = digits_report
+    g = a.graph
+    with _browser() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking"])  # fmt: skip
+        page = browser.new_page(viewport={"width": 1500, "height": 1000}, accept_downloads=True)
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto((out / "report.html").as_uri())
+        ready = "window.Bokeh && Bokeh.documents.length && "
+        page.wait_for_function(ready + "Bokeh.documents[0].get_model_by_name('count').text")
+        doc = "Bokeh.documents[0].get_model_by_name"
+        page.evaluate(f"{doc}('nodes').selected.indices = [0]")
+        page.evaluate(f"{doc}('modules_leiden').selected.indices = [0]")
+        info = _model(page, "info", "text")
+        assert info.startswith('<h3 style="margin:4px 0">module '), info[:80]
+        assert _model(page, "nodes", "selected.indices") == []
+        # the details box starts within the first screen
+        top = page.evaluate(
+            "(() => { for (const el of document.querySelectorAll('*')) {"
+            " const r = el.shadowRoot; if (!r) continue;"
+            " for (const d of r.querySelectorAll('.bk-clearfix')) {"
+            "  if (d.innerHTML.includes('cost to the rest')) return d.getBoundingClientRect().top;"
+            " } } return null; })()"
+        )
+        assert top is None or top < 1000
+        # table headers: every title fits its column
+        cut = page.evaluate(
+            "(() => { const out = []; const walk = (root) => { for (const el of root.querySelectorAll('*')) {"
+            " if (el.classList && el.classList.contains('slick-column-name') && el.scrollWidth > el.parentElement.clientWidth + 1) out.push(el.textContent);"
+            " if (el.shadowRoot) walk(el.shadowRoot); } }; walk(document); return out; })()"
+        )
+        assert cut == [], cut
+        # find: a layer name selects its nodes; ids pin several
+        page.evaluate(f"{doc}('find').value = '{g.nodes[0]}, {g.nodes[1]}'")
+        assert sorted(_model(page, "nodes", "selected.indices")) == [0, 1]
+        assert "2 nodes pinned" in _model(page, "info", "text")
+        with page.expect_download() as dl:
+            page.get_by_role("button", name="export the selection (JSON)").click()
+        exported = json.loads(open(dl.value.path()).read())
+        assert [n["id"] for n in exported["nodes"]] == list(g.nodes[:2])
+        assert exported["partition"] == "leiden" and exported["eps"] == a.eps
+        page.evaluate(f"{doc}('find').value = 'module 0'")
+        members = [i for i, m in enumerate(summary["modules"]["leiden"]["membership"].values())
+                   if m == 0]  # fmt: skip
+        assert sorted(_model(page, "nodes", "selected.indices")) == members
+        browser.close()
+    assert errors == []

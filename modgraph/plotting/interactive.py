@@ -40,6 +40,8 @@ MAX_EDGES = 50_000
 EPS_RANGE = 100.0
 #: Strongest edges listed per direction when it is clicked.
 LISTED_EDGES = 8
+#: Width of the column of controls, details and module table beside the graph, in pixels.
+PANEL_PX = 460
 
 
 def interactive_report(  # noqa: PLR0913 (the page's inputs, keyword-only)
@@ -72,6 +74,7 @@ def interactive_report(  # noqa: PLR0913 (the page's inputs, keyword-only)
     from bokeh.document import Document
     from bokeh.layouts import column, row
     from bokeh.models import (
+        Button,
         ColumnDataSource,
         CustomJS,
         DataTable,
@@ -82,6 +85,7 @@ def interactive_report(  # noqa: PLR0913 (the page's inputs, keyword-only)
         Slider,
         TableColumn,
         TapTool,
+        TextInput,
     )
     from bokeh.plotting import figure
 
@@ -153,23 +157,31 @@ def interactive_report(  # noqa: PLR0913 (the page's inputs, keyword-only)
         table_sources[m] = ColumnDataSource(data, name=f"modules_{m}")
         swatch = HTMLTemplateFormatter(template='<span style="color:<%= color %>">&#9632;</span> '
                                        "<%= value %>")  # fmt: skip
-        cols = [TableColumn(field="module", title="module", formatter=swatch, width=60)]
-        cols += [TableColumn(field=f, title=t) for f, t in (
-            ("size", "size"), ("layers", "layers"), ("cost_out", "cost to the rest"),
-            ("cost_in", "cost inside"))]  # fmt: skip
-        tables.append(DataTable(source=table_sources[m], columns=cols, width=420, height=260,
-                                index_position=None, visible=i == 0, reorderable=False,
+        # widths in pixels that fit each column's title and values; long layer lists scroll
+        layers_px = int(min(600, max(120, 7 * max(map(len, data["layers"]), default=0))))
+        cols = [TableColumn(field="module", title="module", formatter=swatch, width=70)]
+        cols += [TableColumn(field=f, title=t, width=px) for f, t, px in (
+            ("size", "size", 50), ("cost_out", "cost to the rest", 110),
+            ("cost_in", "cost inside", 90), ("layers", "layers", layers_px))]  # fmt: skip
+        tables.append(DataTable(source=table_sources[m], columns=cols, width=PANEL_PX,
+                                height=220, index_position=None, visible=i == 0,
+                                reorderable=False, autosize_mode="none",
                                 name=f"table_{m}"))  # fmt: skip
 
     lo = math.log10(analysis.eps / EPS_RANGE)
     strongest = float(all_edges["w"].max()) if len(all_edges["w"]) else 0.0
     hi = math.log10(max(analysis.eps * 10, strongest**2))  # up to where the last edge goes
-    slider = Slider(start=lo, end=hi, value=math.log10(analysis.eps), step=0.05, width=420,
+    slider = Slider(start=lo, end=hi, value=math.log10(analysis.eps), step=0.05, width=PANEL_PX,
                     title="log10 eps (edges shown: w > eps^1/2; modules stay as found)",
                     name="eps")  # fmt: skip
     select = Select(title="partition", value=names[0], options=names, width=200, name="partition")
-    info = Div(text=_HINT, width=420, name="info")
-    count = Div(text="", width=420, name="count")
+    find = TextInput(title="find nodes (ids '2:5', a layer name, 'module 3'; comma-separated)",
+                     width=PANEL_PX, name="find")  # fmt: skip
+    export = Button(label="export the selection (JSON)", width=220, name="export")
+    # the details sit above the table, in a box that scrolls: in view whatever is clicked
+    info = Div(text=_HINT, width=PANEL_PX, height=380, name="info",
+               styles={"overflow-y": "auto", "border-top": "1px solid #ddd"})  # fmt: skip
+    count = Div(text="", width=PANEL_PX, name="count")
     header = Div(text=_header(analysis, partitions, note), width=1100, name="header")
     sample_src = ColumnDataSource(
         {"id": list((samples or {}).keys()), "html": list((samples or {}).values())},
@@ -180,16 +192,21 @@ def interactive_report(  # noqa: PLR0913 (the page's inputs, keyword-only)
         args=dict(nodes=node_src, store=edge_store, edges=edge_src, slider=slider, select=select,
                   tables=table_sources, widgets=dict(zip(names, tables)), info=info, count=count,
                   samples=sample_src, cross=CROSS_EDGE_COLOR, listed=LISTED_EDGES,
-                  hint=_HINT),  # fmt: skip
+                  hint=_HINT, find=find),  # fmt: skip
         code=_UPDATE_JS,
     )
     slider.js_on_change("value", update)
     select.js_on_change("value", update)
+    find.js_on_change("value", update)
     node_src.selected.js_on_change("indices", update)
     for src in table_sources.values():
         src.selected.js_on_change("indices", update)
+    export.js_on_event("button_click", CustomJS(
+        args=dict(nodes=node_src, select=select, tables=table_sources, eps=analysis.eps),
+        code=_EXPORT_JS))  # fmt: skip
     doc = Document(title=title)
-    doc.add_root(column(header, row(fig, column(select, slider, count, *tables, info))))
+    controls = column(row(select, export), find, slider, count, info, *tables)
+    doc.add_root(column(header, row(fig, controls)))
     doc.js_on_event("document_ready", update)
     return doc
 
@@ -264,8 +281,9 @@ def _header(analysis: Analysis, partitions: Mapping[str, ModuleResult], note: st
     return "\n".join(lines)
 
 
-_HINT = "<p><i>Click a node for its edges, outputs and examples; click a module in the table to " \
-    "highlight it.</i></p>"  # fmt: skip
+_HINT = ("<p><i>Click a node for its edges, outputs and examples (shift-click pins several); "
+         "click a module in the table to highlight it; find nodes by id, layer or module "
+         "above.</i></p>")  # fmt: skip
 
 # One redraw from the widgets' state: partition, eps, selected node, selected module. Every
 # string from the model, the data or a file (node, layer and partition names) goes through esc();
@@ -274,16 +292,41 @@ _UPDATE_JS = """
 const esc = (v) => String(v).replace(/[&<>"']/g,
   (c) => ({'&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;'})[c]);
 const part = select.value;
-for (const [m, w] of Object.entries(widgets)) { w.visible = (m === part); }
-const thr = Math.sqrt(Math.pow(10, slider.value));
+const T = tables[part];
 const N = nodes.data, n = N.x.length;
 const mod = N['module_' + part], col = N['color_' + part];
-const node = nodes.selected.indices.length ? nodes.selected.indices[0] : -1;
-const T = tables[part];
+// the newer of a node click and a module row wins: the other is cleared (which runs this again)
+if (cb_obj === T.selected && T.selected.indices.length && nodes.selected.indices.length) {
+  nodes.selected.indices = []; return;
+}
+if (cb_obj === nodes.selected && nodes.selected.indices.length && T.selected.indices.length) {
+  T.selected.indices = []; return;
+}
+if (cb_obj === find) {  // ids '2:5', a layer name (or part of one), 'module 3'; comma-separated
+  const hits = new Set();
+  for (const raw of find.value.split(',')) {
+    const t = raw.trim().toLowerCase(), m = t.match(/^module\\s+(-?[0-9]+)$/);
+    if (!t) continue;
+    for (let i = 0; i < n; i++) {
+      if (m ? mod[i] === Number(m[1])
+            : (N.node[i] === t || String(N.layer[i]).toLowerCase().includes(t))) hits.add(i);
+    }
+  }
+  nodes.selected.indices = Array.from(hits).sort((a, b) => a - b);
+  if (!hits.size && find.value.trim()) info.text = `<p>no node matches ${esc(find.value)}</p>`;
+  return;
+}
+for (const [m, w] of Object.entries(widgets)) { w.visible = (m === part); }
+const thr = Math.sqrt(Math.pow(10, slider.value));
+const pick = nodes.selected.indices, pinned = new Set(pick);
+const node = pick.length === 1 ? pick[0] : -1;
 const row = T.selected.indices.length ? T.selected.indices[0] : -1;
 const sel = row >= 0 ? T.data.module[row] : null;
 const alpha = new Array(n);
-for (let i = 0; i < n; i++) { alpha[i] = (sel === null || mod[i] === sel) ? 1.0 : 0.15; }
+for (let i = 0; i < n; i++) {
+  alpha[i] = pick.length > 1 ? (pinned.has(i) ? 1.0 : 0.15)
+                             : (sel === null || mod[i] === sel) ? 1.0 : 0.15;
+}
 nodes.data = Object.assign({}, N, {module: Array.from(mod), color: Array.from(col), alpha: alpha});
 const E = store.data, out = {x0: [], y0: [], x1: [], y1: [], width: [], color: [], alpha: []};
 let top = 0;
@@ -292,8 +335,8 @@ const ins = [], outs = [];
 for (let k = 0; k < E.w.length; k++) {
   if (E.w[k] <= thr) continue;
   const s = E.src[k], d = E.dst[k], c = Math.log(E.w[k] / thr), r = top > 0 ? c / top : 1;
-  const lit = node >= 0 ? (s === node || d === node)
-                        : (sel === null || (mod[s] === sel && mod[d] === sel));
+  const lit = pick.length ? (pinned.has(s) || pinned.has(d))
+                          : (sel === null || (mod[s] === sel && mod[d] === sel));
   out.x0.push(N.x[s]); out.y0.push(N.y[s]); out.x1.push(N.x[d]); out.y1.push(N.y[d]);
   out.width.push(0.4 + 3.2 * r);
   out.color.push(mod[s] === mod[d] && mod[s] >= 0 ? col[s] : cross);
@@ -319,6 +362,11 @@ if (node >= 0) {
     `<p>layer ${esc(N.layer[node])}, direction ${N.direction[node]}, Lambda = ` +
     `${N.lam[node].toExponential(3)}, module ${mod[node]} (${esc(part)})</p>` +
     list('strongest in-edges', ins) + list('strongest out-edges', outs) + fill(N.details[node]);
+} else if (pick.length > 1) {
+  info.text = `<h3 style="margin:4px 0">${pick.length} nodes pinned</h3><ul style="margin:0">` +
+    pick.slice(0, 200).map((i) => `<li>${esc(N.node[i])} (${esc(N.layer[i])}, direction ` +
+      `${N.direction[i]}, module ${mod[i]}, Lambda ${N.lam[i].toExponential(3)})</li>`).join('') +
+    '</ul>' + (pick.length > 200 ? `<p>and ${pick.length - 200} more</p>` : '');
 } else if (row >= 0) {
   info.text = `<h3 style="margin:4px 0">module ${sel} (${esc(part)}): ` +
     `${T.data.size[row]} directions</h3>` +
@@ -328,4 +376,23 @@ if (node >= 0) {
 } else {
   info.text = hint;
 }
+"""
+
+# The selection (pinned nodes, else the selected module's members) as a JSON download, and as
+# window.modgraphSelection for scripts.
+_EXPORT_JS = """
+const part = select.value, N = nodes.data, mod = N['module_' + part], T = tables[part];
+let idx = Array.from(nodes.selected.indices);
+if (!idx.length && T.selected.indices.length) {
+  const m = T.data.module[T.selected.indices[0]];
+  for (let i = 0; i < N.x.length; i++) { if (mod[i] === m) idx.push(i); }
+}
+const out = {eps: eps, partition: part, nodes: idx.map((i) => ({
+  id: N.node[i], layer: N.layer[i], direction: N.direction[i], module: mod[i],
+  importance: N.lam[i]}))};
+window.modgraphSelection = out;
+const a = document.createElement('a');
+a.href = URL.createObjectURL(new Blob([JSON.stringify(out, null, 1)], {type: 'application/json'}));
+a.download = 'modgraph-selection.json';
+document.body.appendChild(a); a.click(); a.remove();
 """
