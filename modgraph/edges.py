@@ -11,7 +11,9 @@ over the data of the gradient-times-activation attribution (paper sec. 5, eq. 34
 ``attribution="integrated"`` replaces the gradient by its average along the straight path from the
 layer's mean (``alpha = 0``) to ``f_hat`` (``alpha = 1``), with Gauss-Legendre or trapezoid
 quadrature; for a linear stage every point on the path has the same gradient, so both agree.
-The part of the activation the basis dropped is held fixed along the path.
+The part of the activation the basis dropped is held fixed along the path. The result equals
+captum's ``IntegratedGradients`` on each layer pair to rounding; computing all pairs and targets
+in one vmapped pass is faster than captum's one call per target (``benchmarks/bench_libraries.py``).
 """
 
 from __future__ import annotations

@@ -309,7 +309,9 @@ def llc_estimate(  # noqa: PLR0913 (public; SGLD's knobs, as in devinterp)
 ) -> LLCEstimate:
     """Local learning coefficient of a loss at ``w0``, estimated with SGLD.
 
-    The estimator of Lau et al. (2023), as in devinterp:
+    The estimator of Lau et al. (2023), as in devinterp (whose 1.x ``SGLD`` gives the same value
+    on the same model and hyperparameters, all chains here running in one vmapped call, several
+    times faster: ``benchmarks/bench_libraries.py``):
 
     .. math::
 

@@ -176,7 +176,9 @@ def _rewired(rows: np.ndarray, cols: np.ndarray, shape, rng: np.random.Generator
     A swap turns edges ``(a, b), (c, d)`` into ``(a, d), (c, b)`` when neither exists yet, so
     every node keeps its number of edges (Maslov & Sneppen 2002); ``taken``, a boolean matrix of
     the block, marks other edges no swap may create. Each round pairs all edges at random and
-    makes the swaps that stay simple; ``SWAP_ROUNDS`` rounds.
+    makes the swaps that stay simple; ``SWAP_ROUNDS`` rounds. Not igraph's ``Graph.rewire``:
+    it cannot keep the backbone's edges out of reach (``taken``), and is slower on these blocks
+    (``benchmarks/bench_libraries.py``).
     """
     m = len(rows)
     if m < 2 or m == shape[0] * shape[1]:

@@ -470,6 +470,9 @@ def module_interactions(
 def adjusted_rand_index(labels_a, labels_b) -> float:
     """Adjusted Rand index of two labelings of the same items (Hubert & Arabie 1985).
 
+    Equal to scikit-learn's ``adjusted_rand_score`` to rounding and faster
+    (``benchmarks/bench_libraries.py``); kept so that scikit-learn is not a dependency.
+
     Parameters
     ----------
     labels_a, labels_b : array-like of shape (n_items,)

@@ -64,6 +64,10 @@ def has_pairs(spectra, m: int) -> bool:
 def kmeans(X: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
     """Labels of the lowest-distortion run of ``KMEANS_RESTARTS`` k-means runs (k-means++ starts).
 
+    Kept rather than scikit-learn's ``KMeans(n_init=10)`` (not a dependency): on the embeddings
+    the scans make it reaches the same distortion and is faster below about a thousand rows,
+    slower above (``benchmarks/bench_libraries.py`` prints both).
+
     Lloyd's iterations on all restarts at once, in one set of array operations, rather than
     ``scipy.cluster.vq.kmeans2`` once per restart: the embeddings here are small (a few hundred
     rows of at most 11 columns) and scanned at every k on every null graph, where kmeans2 took

@@ -262,6 +262,9 @@ def _module_table(graph, labels: np.ndarray, details: list[str] | None) -> dict:
     return rows
 
 
+# The snippets are f-strings with html.escape on every name, not jinja2 templates: the same text,
+# faster (benchmarks/bench_libraries.py), and the escaping is checked in a browser with hostile
+# names (tests/test_html_report.py).
 def _header(analysis: Analysis, partitions: Mapping[str, ModuleResult], note: str) -> str:
     g = analysis.graph
     lines = [
