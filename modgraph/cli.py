@@ -93,6 +93,7 @@ def _run(model, data, args, *, truth=None, extra: dict | None = None, **options)
         alpha=args.alpha,
         n_null=args.n_null,
         sample_shape=args.sample_shape,
+        method=args.method,
     )
 
 
@@ -364,6 +365,13 @@ def build_parser() -> argparse.ArgumentParser:
             type=int,
             help="number of modules for both methods, Leiden and spectral (default: chosen "
             "and tested automatically)",
+        )
+        q.add_argument(
+            "--method",
+            choices=["leiden", "spectral"],
+            default="leiden",
+            help="the partition the figures draw and report.html shows first (both methods "
+            "are found, tested and written to summary.json; default leiden)",
         )
         q.add_argument(
             "--alpha",

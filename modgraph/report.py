@@ -23,7 +23,7 @@ import torch
 
 from . import plotting
 from ._deprecation import moved_names
-from ._validation import check_bool, check_instance, check_int, check_seed, invalid
+from ._validation import check_bool, check_choice, check_instance, check_int, check_seed, invalid
 from .analysis import Analysis
 from .atomic import MANIFEST, atomic_directory, check_replaceable
 from .chain import device_and_dtype
@@ -91,6 +91,7 @@ def write_report(  # noqa: PLR0913 (what a report is made of, keyword-only)
     n_modules: int | None = None,
     alpha: float = 0.05,
     sample_shape: tuple[int, ...] | None = None,
+    method: str = "leiden",
 ) -> dict:
     """Find and test the modules of ``analysis`` and write the report into the directory ``out``.
 
@@ -136,6 +137,9 @@ def write_report(  # noqa: PLR0913 (what a report is made of, keyword-only)
         than ``MAX_OUTPUTS`` dimensions).
     decode : callable, optional
         Token id -> string, to show token inputs as text.
+    method : {"leiden", "spectral"}
+        The partition the figures draw and ``report.html`` shows first (both are found, tested
+        and written to ``summary.json``).
     sample_shape : tuple of int, optional
         The shape to show each input sample in, e.g. ``(8, 8)`` or ``(3, 32, 32)`` for images
         stored flat: ``report.html`` then shows them as thumbnails.
@@ -160,6 +164,7 @@ def write_report(  # noqa: PLR0913 (what a report is made of, keyword-only)
     for label, b in baselines.items():
         check_instance(where, f"baselines[{label!r}]", b, Analysis)
     check_bool(where, "overwrite", overwrite)
+    check_choice(where, "method", method, ("leiden", "spectral"))
     if sample_shape is not None and not (
         isinstance(sample_shape, (tuple, list)) and sample_shape
         and all(isinstance(n, int) and n > 0 for n in sample_shape)
@@ -185,7 +190,7 @@ def write_report(  # noqa: PLR0913 (what a report is made of, keyword-only)
     _log.info(f"finding modules in {graph.n_nodes} nodes, {graph.n_edges} edges ...")
     t0 = time.perf_counter()
     options = dict(seed=seed, n_null=n_null, n_modules=n_modules, alpha=alpha)
-    found = _modules(analysis, baselines, options)
+    found = {**_modules(analysis, baselines, options), "primary": method}
     t_modules = time.perf_counter() - t0
     summary = _summary(analysis, baselines, found, n_null)
     if eps_choice is not None:
@@ -233,7 +238,8 @@ MAX_OUTPUTS = 512
 
 def _page(analysis: Analysis, found: dict, *, data, model, decode, shape):
     """The interactive page: partitions, every direction's examples and outputs."""
-    partitions = {m: found[m] for m in ("leiden", "spectral")}
+    first = found["primary"]
+    partitions = {m: found[m] for m in (first, *({"leiden", "spectral"} - {first}))}
     inputs = outputs = None
     if data is not None and analysis.exemplars is not None:
         wanted = set()
@@ -423,12 +429,12 @@ def _planted(graph, planted: dict[str, int], found: dict, seed: int) -> dict:
 
 def _figures(analysis: Analysis, baselines: dict, found: dict):
     """The report figures, as (file name, Figure), drawn one at a time."""
-    leiden, spectral = found["leiden"], found["spectral"]
-    yield "graph", plotting.plot_graph(analysis, leiden).figure
+    leiden, spectral, primary = found["leiden"], found["spectral"], found[found["primary"]]
+    yield "graph", plotting.plot_graph(analysis, primary).figure
     yield "spectra", plotting.plot_spectra(analysis)
     curves = dict(zip(("Leiden", "spectral"), found["curves"], strict=True))
     yield "cost_curve", plotting.plot_cost_curve(curves, chosen=[leiden, spectral]).figure
-    yield "module_heatmap", plotting.plot_module_heatmap(analysis, leiden)
+    yield "module_heatmap", plotting.plot_module_heatmap(analysis, primary)
     compared = {"neuron": "neuron", "PCA": "pca"}  # figure label -> baseline key
     shown = {label: b for label, b in compared.items() if b in baselines}
     yield (
@@ -437,7 +443,7 @@ def _figures(analysis: Analysis, baselines: dict, found: dict):
             {**{label: baselines[b] for label, b in shown.items()}, "interaction": analysis},
             modules={
                 **{label: found["baselines"].get(b) for label, b in shown.items()},
-                "interaction": leiden,
+                "interaction": primary,
             },
         ),
     )

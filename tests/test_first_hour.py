@@ -84,7 +84,7 @@ def test_cli_options_for_the_module_stage_and_the_machine(mlp, tmp_path, capsys)
     threads = torch.get_num_threads()
     try:
         code = main(args + ["--out", str(tmp_path / "out"), "--no-baselines", "--n-modules", "2",
-                            "--n-null", "3", "--threads", "1"])  # fmt: skip
+                            "--n-null", "3", "--threads", "1", "--method", "spectral"])  # fmt: skip
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(threads)
@@ -95,6 +95,8 @@ def test_cli_options_for_the_module_stage_and_the_machine(mlp, tmp_path, capsys)
     assert list(summary["bases"]) == ["interaction"]
     assert summary["modules"]["leiden"]["n_modules"] == 2
     assert summary["modules"]["spectral"]["n_modules"] == 2
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert '["spectral","leiden"]' in page  # the partition menu starts at --method
     assert main(args + ["--out", str(tmp_path / "o2"), "--threads", "0"]) == 2
     assert "--threads must be at least 1, got 0" in capsys.readouterr().err
 
