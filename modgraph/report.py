@@ -437,6 +437,8 @@ def _figures(analysis: Analysis, baselines: dict, found: dict):
     yield "module_heatmap", plotting.plot_module_heatmap(analysis, primary)
     compared = {"neuron": "neuron", "PCA": "pca"}  # figure label -> baseline key
     shown = {label: b for label, b in compared.items() if b in baselines}
+    if not shown:  # nothing to compare with (--no-baselines)
+        return
     yield (
         "basis_comparison",
         plotting.plot_basis_comparison(

@@ -87,7 +87,9 @@ def plot_basis_comparison(
         ax_.set_title(title, fontsize=10)
     if new:
         eps_txt = f"eps = {epss.pop():g}" if len(epss) == 1 else "eps differs between bases"
-        fig.suptitle(f"The same network in {len(keys)} bases ({eps_txt})", fontsize=11)
+        title = (f"The same network in {len(keys)} bases" if len(keys) > 1
+                 else f"The network in the {keys[0]} basis")  # fmt: skip
+        fig.suptitle(f"{title} ({eps_txt})", fontsize=11)
     return fig
 
 
