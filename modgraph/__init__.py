@@ -29,11 +29,13 @@ from .basis import LayerBasis, fit_basis
 from .chain import LayerChain
 from .circuits import (
     Circuit,
+    EdgesNeeded,
     EpsChoice,
     FaithfulnessCurve,
     ModuleAblation,
     ModuleIO,
     choose_eps,
+    edges_needed,
     faithfulness_curve,
     module_ablation,
     module_io,
@@ -101,6 +103,8 @@ __all__ = [
     "Analysis",
     "choose_eps",
     "EpsChoice",
+    "edges_needed",
+    "EdgesNeeded",
     "load_analysis",
     # stages 6-7
     "ModuleResult",

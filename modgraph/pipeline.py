@@ -48,6 +48,10 @@ VARIANTS = ("global", "local")
 CONSTANT_RTOL = 1e-10
 
 
+#: The output layer's coordinates: its PCA rotation, or its own (the raw logits, as the LIB
+#: reference code counts edges into them).
+OUTPUT_BASES = ("pca", "raw")
+
 def analyze(  # noqa: PLR0913 (the paper's knobs, keyword-only)
     model: nn.Module | list | Chain,
     data,
@@ -72,6 +76,7 @@ def analyze(  # noqa: PLR0913 (the paper's knobs, keyword-only)
     jacobian_budget: int = DEFAULT_JACOBIAN_BUDGET,
     feature_maps: str = "positions",
     n_examples: int = 8,
+    output_basis: str = "pca",
 ) -> Analysis:
     """Convert a model to the interaction basis and build its interaction graph.
 
@@ -149,6 +154,10 @@ def analyze(  # noqa: PLR0913 (the paper's knobs, keyword-only)
         For every basis direction keep the indices and values of its ``n_examples`` top and
         bottom activating samples (positions), exactly, during the edges pass
         (:mod:`modgraph.exemplars`; the report shows them). 0: none.
+    output_basis : {"pca", "raw"}
+        The final output's coordinates: its PCA rotation (default; eigenvalues of ``G`` as
+        importances), or its own (``"raw"``: one node per output unit, e.g. per logit, as the
+        LIB paper counts the edges into the output).
 
     Returns
     -------
@@ -203,7 +212,7 @@ def analyze(  # noqa: PLR0913 (the paper's knobs, keyword-only)
         bases = _fit_bases(chain, batches, stats, config, jacobian_budget)
     if basis == "interaction" and rotation == "sparse":  # see modgraph.rotation
         with _timed(timings, "rotation"):
-            bases = sparse_rotation(
+            rotated = sparse_rotation(
                 chain,
                 bases,
                 batches.labelled(f"{batches.desc}: rotation"),
@@ -213,6 +222,8 @@ def analyze(  # noqa: PLR0913 (the paper's knobs, keyword-only)
                 tie_rtol=tie_rtol,
                 jacobian_budget=jacobian_budget,
             )
+            # a raw output keeps its own coordinates (its transition need not be diagonal)
+            bases = rotated if output_basis == "pca" else [*rotated[:-1], bases[-1]]
     tracker = ExemplarTracker(bases, stats, n_examples) if n_examples else None
     with _timed(timings, "edges"):
         w = interaction_strengths(
@@ -313,6 +324,7 @@ def _config(options: dict) -> dict:
         ("rotation", ROTATIONS),
         ("attribution", ATTRIBUTIONS),
         ("rule", RULES),
+        ("output_basis", OUTPUT_BASES),
     ):
         check_choice(where, name, options[name], choices)
     check_int(where, "batch_size", options["batch_size"], low=1)
@@ -328,7 +340,7 @@ def _config(options: dict) -> dict:
     keys = ("eps", "eps_units", "variant", "scale", "basis", "rotation", "rtol", "tie_rtol")
     keys += ("attribution",)
     keys += ("n_steps", "rule", "output_probes", "seed", "batch_size", "feature_maps")
-    keys += ("n_examples",)
+    keys += ("n_examples", "output_basis")
     return {k: options[k] for k in keys}
 
 
@@ -373,7 +385,8 @@ def _fit_bases(chain, batches, stats: list, config: dict, budget: int) -> list[L
         eye = torch.eye(d_out, dtype=torch.float64, device=stats[L].G.device)
         stats[L] = replace(stats[L], M=eye)
     bases: list = [None] * (L + 1)
-    bases[L] = fit_basis(stats[L], name=chain.names[L], position=L, is_output=True, **fit)
+    out_fit = {**fit, "basis": "neuron"} if config["output_basis"] == "raw" else fit
+    bases[L] = fit_basis(stats[L], name=chain.names[L], position=L, is_output=True, **out_fit)
     for l in reversed(range(L)):
         if local:
             M = jacobian_gram(

@@ -96,3 +96,43 @@ def test_choose_eps_with_accuracy_and_labels(mlp):
         mg.choose_eps(net, a, x, "accuracy", labels=torch.rand(600))
     with pytest.raises(mg.InputError, match="metric"):
         mg.choose_eps(net, a, x, "f1", labels=labels)
+
+
+def test_edges_needed_per_pair_stops_at_the_first_edge_the_metric_notices(mlp):
+    """The LIB paper's count: per layer pair alone, the weakest edges removable within the
+    tolerance; the rest are needed. Checked by ablating the pair's edges directly."""
+    net, x = mlp
+    a = mg.analyze(net, x, progress=False)
+    ref = net(x).detach()
+    tol = 1e-3 * a.output_variance
+    count = mg.edges_needed(net, a, x, "behavioral", tolerance=tol)
+    assert count.pairs == tuple(f"{p} -> {q}" for p, q in zip(a.layer_names, a.layer_names[1:]))
+    for l, (needed, total) in enumerate(zip(count.needed, count.total)):
+        w = a.w[l].numpy()
+        entries = sorted((float(w[i, j]), int(j), int(i)) for i, j in zip(*np.nonzero(w > 0)))
+        assert total == len(entries)
+        gone = [(f"{l}:{j}", f"{l + 1}:{i}") for _, j, i in entries[: total - needed]]
+        assert mg.behavioral_loss(mg.run_edge_ablated(net, a, x, gone), ref) <= tol
+        if needed:
+            more = [(f"{l}:{j}", f"{l + 1}:{i}") for _, j, i in entries[: total - needed + 1]]
+            assert mg.behavioral_loss(mg.run_edge_ablated(net, a, x, more), ref) > tol
+    assert 0 < count.n_needed < sum(count.total)
+
+
+def test_a_raw_output_keeps_its_own_coordinates(mlp):
+    """output_basis="raw": one node per output unit (C = I) even after the rotation; the edges
+    into it are the PCA output's turned back (same column norms), the rest unchanged."""
+    net, x = mlp
+    for rotation in ("none", "sparse"):
+        raw = mg.analyze(net, x, output_basis="raw", rotation=rotation, progress=False)
+        out = raw.layers[-1]
+        assert torch.equal(out.C, torch.eye(out.d, dtype=out.C.dtype))
+        assert raw.config["output_basis"] == "raw"
+    pca = mg.analyze(net, x, rotation="none", progress=False)
+    raw = mg.analyze(net, x, output_basis="raw", rotation="none", progress=False)
+    for wa, wb in zip(pca.w[:-1], raw.w[:-1]):
+        torch.testing.assert_close(wa, wb, rtol=1e-12, atol=0)
+    torch.testing.assert_close((raw.w[-1] ** 2).sum(0), (pca.w[-1] ** 2).sum(0), rtol=1e-10,
+                               atol=0)  # fmt: skip
+    with pytest.raises(mg.InputError, match="output_basis"):
+        mg.analyze(net, x, output_basis="logits", progress=False)

@@ -7,7 +7,7 @@
 """
 
 from .ablation import EDGE_METHODS, MODES, run_ablated, run_edge_ablated
-from .eps import METRICS, EpsChoice, choose_eps
+from .eps import METRICS, EdgesNeeded, EpsChoice, choose_eps, edges_needed
 from .faithfulness import Circuit, FaithfulnessCurve, faithfulness_curve, smallest_circuit
 from .modules import ModuleAblation, ModuleIO, module_ablation, module_io
 
@@ -27,4 +27,6 @@ __all__ = [
     "METRICS",
     "EpsChoice",
     "choose_eps",
+    "EdgesNeeded",
+    "edges_needed",
 ]

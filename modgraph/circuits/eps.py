@@ -29,7 +29,7 @@ from ..errors import InputError
 from ..loss import behavioral_loss
 from .ablation import Ablator
 
-__all__ = ["METRICS", "EpsChoice", "choose_eps"]
+__all__ = ["METRICS", "EpsChoice", "EdgesNeeded", "choose_eps", "edges_needed"]
 
 #: Built-in task metrics (``labels`` needed for the first two).
 METRICS = ("accuracy", "cross_entropy", "behavioral")
@@ -156,55 +156,160 @@ def choose_eps(  # noqa: PLR0913 (public; the ablation options)
         edge can, it is the strongest edge's strength squared (and the graph is empty).
     """
     check_real("choose_eps", "tolerance", tolerance, low=0)
-    name, score = _metric_fn(metric, labels)
-    options = dict(mode=mode, layers=layers, batch_size=batch_size, method="exact")
-    runner = Ablator("choose_eps", model, analysis, data, options)
-    reference_out = runner.reference
-    reference = score(reference_out, reference_out)
-    if not math.isfinite(reference):
-        raise InputError(f"choose_eps: the metric of the unablated model is {reference}")
-    # every edge of positive strength, weakest first
-    entries = []
-    for l, w in enumerate(analysis.w):
-        w = w.detach().cpu().double().numpy()
-        i, j = np.nonzero(w > 0)
-        entries += [(float(w[a, b]), l, int(b), int(a)) for a, b in zip(i, j)]
+    run = _Task("choose_eps", model, analysis, data, metric, labels, tolerance,
+                dict(mode=mode, layers=layers, batch_size=batch_size))  # fmt: skip
+    entries = _edges(analysis, range(len(analysis.w)))
     if not entries:
         raise InputError("choose_eps: the analysis has no edge of positive strength")
-    entries.sort()
+    lo, lo_value = run.removable(entries)
     strengths = np.array([e[0] for e in entries])
-    evaluations: list[tuple[int, float]] = []
-
-    def value(n_removed: int) -> float:
-        edges = [(f"{l}:{j}", f"{l + 1}:{i}") for _, l, j, i in entries[:n_removed]]
-        v = score(runner.run(runner.plan(edges=edges)), reference_out)
-        evaluations.append((n_removed, v))
-        return v
-
-    def ok(v: float) -> bool:
-        return math.isfinite(v) and abs(v - reference) <= tolerance
-
-    # bisection on the number removed: lo keeps the tolerance, hi does not
-    lo, hi = 0, len(entries)
-    lo_value = reference
-    top = value(hi)
-    if ok(top):
-        lo, lo_value = hi, top
-    else:
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            v = value(mid)
-            if ok(v):
-                lo, lo_value = mid, v
-            else:
-                hi = mid
     # the eps that leaves out exactly the lo weakest edges: their largest strength squared, or
     # (none removable) just below the weakest's
     eps = strengths[lo - 1] ** 2 if lo else float(np.nextafter(strengths[0] ** 2, 0.0))
     eps = max(eps, float(np.finfo(np.float64).tiny))
     return EpsChoice(
-        eps=float(eps), eps_relative=float(eps / analysis.output_variance), metric=name,
-        reference=reference, value=lo_value, tolerance=float(tolerance),
+        eps=float(eps), eps_relative=float(eps / analysis.output_variance), metric=run.name,
+        reference=run.reference, value=lo_value, tolerance=float(tolerance),
         edges_removed=lo,
-        edges_total=len(entries), evaluations=tuple(evaluations),
+        edges_total=len(entries), evaluations=tuple(run.evaluations),
     )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class EdgesNeeded:
+    """The edges each layer pair needs for a task (:func:`edges_needed`).
+
+    Attributes
+    ----------
+    pairs : tuple of str
+        ``"layer -> next layer"``, one per pair.
+    needed, total : tuple of int
+        Per pair, the edges that must stay (the strongest) so that removing the rest of that
+        pair's edges keeps the metric within tolerance, and the edges of positive strength.
+    metric : str
+    reference : float
+    tolerance : float
+    evaluations : int
+        Ablated runs in all.
+    """
+
+    pairs: tuple[str, ...]
+    needed: tuple[int, ...]
+    total: tuple[int, ...]
+    metric: str
+    reference: float
+    tolerance: float
+    evaluations: int
+
+    @property
+    def n_needed(self) -> int:
+        return sum(self.needed)
+
+    def to_dict(self) -> dict:
+        return {
+            "pairs": list(self.pairs), "needed": list(self.needed), "total": list(self.total),
+            "n_needed": self.n_needed, "metric": self.metric, "reference": self.reference,
+            "tolerance": self.tolerance, "evaluations": self.evaluations,
+        }  # fmt: skip
+
+
+def edges_needed(  # noqa: PLR0913 (public; the ablation options)
+    model,
+    analysis: Analysis,
+    data,
+    metric="accuracy",
+    *,
+    labels=None,
+    tolerance: float = 1e-3,
+    mode: str = "mean",
+    layers=None,
+    batch_size: int = 256,
+) -> EdgesNeeded:
+    """The LIB paper's sparsity count: per layer pair, the strongest edges that must stay.
+
+    For each pair of adjacent layers on its own, the weakest edges of that pair are removed
+    (the other pairs intact) as long as ``metric`` stays within ``tolerance`` of the model's: a
+    bisection over the pair's sorted strengths, as the paper's reference code sets its threshold
+    per pair. ``needed`` is what remains. Compare bases by calling it on analyses of the same
+    model in each (``basis="pca"``, ``"neuron"``); ``analyze(output_basis="raw")`` counts the
+    edges into the raw outputs, as the paper does.
+
+    Parameters are those of :func:`choose_eps`.
+
+    Examples
+    --------
+    >>> import torch, modgraph as mg
+    >>> from torch import nn
+    >>> torch.manual_seed(0) and None
+    >>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)).double().eval()
+    >>> x = torch.randn(200, 4, dtype=torch.float64)
+    >>> a = mg.analyze(net, x, rotation="none", progress=False)
+    >>> count = mg.edges_needed(net, a, x, "behavioral", tolerance=1e-3)
+    >>> len(count.needed) == len(a.w), count.n_needed <= sum(count.total)
+    (True, True)
+    """
+    check_real("edges_needed", "tolerance", tolerance, low=0)
+    run = _Task("edges_needed", model, analysis, data, metric, labels, tolerance,
+                dict(mode=mode, layers=layers, batch_size=batch_size))  # fmt: skip
+    names = analysis.layer_names
+    needed, total = [], []
+    for l in range(len(analysis.w)):
+        entries = _edges(analysis, [l])
+        removable = run.removable(entries)[0] if entries else 0
+        needed.append(len(entries) - removable)
+        total.append(len(entries))
+    return EdgesNeeded(
+        pairs=tuple(f"{names[l]} -> {names[l + 1]}" for l in range(len(analysis.w))),
+        needed=tuple(needed), total=tuple(total), metric=run.name, reference=run.reference,
+        tolerance=float(tolerance), evaluations=len(run.evaluations),
+    )  # fmt: skip
+
+
+def _edges(analysis: Analysis, pairs) -> list[tuple[float, int, int, int]]:
+    """Every edge of positive strength of the layer ``pairs``, weakest first:
+    ``(w, layer, source, target)``."""
+    entries = []
+    for l in pairs:
+        w = analysis.w[l].detach().cpu().double().numpy()
+        i, j = np.nonzero(w > 0)
+        entries += [(float(w[a, b]), l, int(b), int(a)) for a, b in zip(i, j)]
+    return sorted(entries)
+
+
+class _Task:
+    """A metric of the model's outputs with chosen edges removed (exact ablation)."""
+
+    def __init__(self, where, model, analysis, data, metric, labels, tolerance, options):
+        self.name, self.score = _metric_fn(metric, labels)
+        self.runner = Ablator(where, model, analysis, data, {**options, "method": "exact"})
+        self.out = self.runner.reference
+        self.reference = self.score(self.out, self.out)
+        if not math.isfinite(self.reference):
+            raise InputError(f"{where}: the metric of the unablated model is {self.reference}")
+        self.tolerance = tolerance
+        self.evaluations: list[tuple[int, float]] = []
+
+    def value(self, entries, n_removed: int) -> float:
+        edges = [(f"{l}:{j}", f"{l + 1}:{i}") for _, l, j, i in entries[:n_removed]]
+        v = self.score(self.runner.run(self.runner.plan(edges=edges)), self.out)
+        self.evaluations.append((n_removed, v))
+        return v
+
+    def ok(self, v: float) -> bool:
+        return math.isfinite(v) and abs(v - self.reference) <= self.tolerance
+
+    def removable(self, entries) -> tuple[int, float]:
+        """The most of the weakest ``entries`` removable within tolerance (bisection: it
+        assumes that removing more never brings the metric back), and the metric then."""
+        lo, hi, lo_value = 0, len(entries), self.reference
+        top = self.value(entries, hi)
+        if self.ok(top):
+            return hi, top
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            v = self.value(entries, mid)
+            if self.ok(v):
+                lo, lo_value = mid, v
+            else:
+                hi = mid
+        return lo, lo_value
