@@ -22,8 +22,12 @@ of the whole sequence), at the defaults and *sparse* (eps set so that 1.5 edges 
 node are left). Printed: the fraction called modular (``p <= 0.05`` at the automatic number).
 
 Trained models are kept in ``--cache`` (default ``~/.cache/modgraph-bench``) and reused.
+**The LIB paper's sparsity count** (``--sparsity``): per layer pair of each grokked model, the
+edges needed to keep training accuracy within 0.001 (:func:`modgraph.edges_needed`), local
+variant, no rotation, edges into the raw logits, interaction basis against PCA.
+
 Run: ``python benchmarks/bench_real.py [--primes 47,53,59] [--seeds 0,1,2] [--random 40]
-[--skip-grokked] [--skip-random] [--verbose]``.
+[--skip-grokked] [--skip-random] [--sparsity] [--verbose]``.
 """
 
 from __future__ import annotations
@@ -150,6 +154,33 @@ def run_grokked(args) -> None:
                   "(median)")  # fmt: skip
 
 
+def run_sparsity(args) -> None:
+    """The LIB paper's sparsity count on the grokked models: per layer pair, the edges needed to
+    keep training accuracy within 0.001 (:func:`modgraph.edges_needed`), in the paper's setting
+    (local variant, no rotation, edges into the raw logits) and in the PCA basis."""
+    print("\nEdges needed per layer pair (accuracy within 0.001; local variant, raw logits):")
+    totals = []
+    for p in args.primes:
+        for seed in args.seeds:
+            g, _ = grokked(p, seed, args.cache)
+            chain, x, y = lib_chain(g.model), g.train_tokens, g.answers[g.train]
+            counts = {}
+            for basis in ("interaction", "pca"):
+                a = mg.analyze(chain, x, basis=basis, variant="local", rotation="none",
+                               output_basis="raw", progress=False)  # fmt: skip
+                t0 = time.perf_counter()
+                counts[basis] = mg.edges_needed(chain, a, x, "accuracy", labels=y, tolerance=1e-3)
+                seconds = time.perf_counter() - t0
+            i, q = counts["interaction"], counts["pca"]
+            totals.append((i.n_needed, q.n_needed))
+            print(f"  p={p} seed={seed}: interaction {list(i.needed)} = {i.n_needed}, PCA "
+                  f"{list(q.needed)} = {q.n_needed}, ratio {i.n_needed / q.n_needed:.2f} "
+                  f"({i.evaluations} ablated runs, {seconds:.0f} s for PCA)")  # fmt: skip
+    ratios = [a / b for a, b in totals]
+    print(f"  interaction / PCA: median {np.median(ratios):.2f}, range {min(ratios):.2f}-"
+          f"{max(ratios):.2f} over {len(ratios)} models")  # fmt: skip
+
+
 # ---------------------------------------------------------------------------- no modules
 def random_transformer(seed: int, *, trained: bool, vocab: int = 16, n_ctx: int = 6):
     with torch.random.fork_rng():
@@ -211,11 +242,14 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "modgraph-bench")
     ap.add_argument("--skip-grokked", action="store_true")
     ap.add_argument("--skip-random", action="store_true")
+    ap.add_argument("--sparsity", action="store_true", help="the LIB paper's edge count too")
     ap.add_argument("--verbose", action="store_true")
     args = ap.parse_args()
     warnings.filterwarnings("ignore", category=UserWarning)
     if not args.skip_grokked:
         run_grokked(args)
+    if args.sparsity:
+        run_sparsity(args)
     if not args.skip_random:
         run_random(args)
 

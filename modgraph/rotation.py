@@ -348,16 +348,27 @@ def _read(chain, bases, batches, max_samples, global_, memory_budget, budget) ->
     acts = chain.forward(first)
     if any(not f.is_floating_point() for f in acts):
         return "a layer's activations are not floating point"
-    per = acts[0].element_size() * sum(  # bytes held per data sample
-        _positions(acts[l])
-        * (bases[l].k + (_positions(acts[l + 1]) * bases[l + 1].k * bases[l].k if l < L else 0))
-        for l in range(L + 1)
+    # per sample: its key, its rows (positions of sequences count as samples) and the bytes it
+    # holds; batches of sequences of different lengths differ in both
+    keys, rows_of, bytes_of = [], [], []
+    for x in batches:
+        one = chain.forward(x[:1])
+        P = [_positions(f) for f in one]
+        per = one[0].element_size() * sum(
+            P[l] * (bases[l].k + (P[l + 1] * bases[l + 1].k * bases[l].k if l < L else 0))
+            for l in range(L + 1)
+        )
+        keys.append(sample_keys(x))
+        rows_of.append(torch.full((len(x),), P[0], dtype=torch.float64, device=keys[-1].device))
+        bytes_of.append(torch.full((len(x),), float(per), dtype=torch.float64,
+                                   device=keys[-1].device))  # fmt: skip
+    keys = torch.cat(keys)
+    threshold, n_ties, ran_out = _selection(
+        keys, torch.cat(rows_of), torch.cat(bytes_of), max_samples, memory_budget
     )
-    # samples are rows: positions of sequences count as samples
-    cap = min(-(-max_samples // _positions(acts[0])), memory_budget // max(1, per))
-    keys = torch.cat([sample_keys(x) for x in batches])
-    threshold, n_ties, n_data = _selection(keys, cap)
-    ran_out, cap = n_data <= cap, int((keys < threshold).sum()) + n_ties  # cap: on this rank
+    cap = int((keys < threshold).sum()) + n_ties  # on this rank
+    if not distributed.all_sum(torch.tensor(float(cap))) > 0:
+        return f"no sample fits memory_budget ({memory_budget} bytes)"
     a, J = [[] for _ in range(L + 1)], [[] for _ in range(L)]
     psi2 = [torch.zeros(b.k, b.k, dtype=torch.float64, device=b.C.device) for b in bases]
     lams = [b.eigenvalues.double() for b in bases]
@@ -405,26 +416,46 @@ def _read(chain, bases, batches, max_samples, global_, memory_budget, budget) ->
         for t in a
     ]
     psi2 = [distributed.all_sum(p) / c for p, c in zip(psi2, count)]
-    return _Samples(a, [torch.cat(t, 1) for t in J], count, psi2, ["next"] * L)
+    return _Samples(a, [_rows(t) for t in J], count, psi2, ["next"] * L)
 
 
-def _selection(keys: Tensor, cap: int) -> tuple[float, int, int]:
-    """Which samples the rotation reads: the ``cap`` with the smallest keys over *all* ranks,
-    so that any sharding of the data reads the samples one process would.
+def _rows(parts: list[Tensor]) -> Tensor:
+    """Per-batch Jacobians (r, rows, P_out, k) as one, rows after rows. Batches of sequences of
+    different lengths have different ``P_out``: the missing output positions are zero blocks,
+    which add nothing to any sum over output positions (and a zero block is allowed wherever a
+    transition is tested for linearity)."""
+    P = max(t.shape[2] for t in parts)
+    return torch.cat([torch.nn.functional.pad(t, (0, 0, 0, P - t.shape[2])) for t in parts], 1)
+
+
+def _selection(keys: Tensor, rows: Tensor, nbytes: Tensor, max_rows: int, budget: int):
+    """Which samples the rotation reads: the ones with the smallest keys over *all* ranks, in
+    key order until their rows reach ``max_rows`` or their bytes would pass ``budget``, so that
+    any sharding or order of the data (a shuffled loader reads another order on every pass)
+    reads the samples one process would.
 
     Returns the threshold (keys below it are read), how many of this rank's keys equal to it
-    are read too (equal keys are equal samples: ranks take them in rank order), and the
-    number of samples over all ranks.
+    are read too (equal keys are equal samples: ranks take them in rank order), and whether
+    that is all of the data.
     """
     every, lengths = distributed.all_concat(keys)
-    if cap >= len(every):
-        return math.inf, 0, len(every)
-    threshold = torch.kthvalue(every.cpu(), max(cap, 1)).values.item()
-    wanted = max(cap, 1) - int((every < threshold).sum())  # ties to read, over all ranks
+    rows_all, _ = distributed.all_concat(rows)
+    bytes_all, _ = distributed.all_concat(nbytes)
+    sorted_keys, order = torch.sort(every.cpu(), stable=True)
+    cum_rows = torch.cumsum(rows_all.cpu()[order], 0)
+    cum_bytes = torch.cumsum(bytes_all.cpu()[order], 0)
+    enough = int(torch.searchsorted(cum_rows, float(max_rows))) + 1  # rows reach max_rows
+    m = min(enough, int((cum_bytes <= budget).sum()), len(every))
+    if m == 0:
+        return -math.inf, 0, False
+    if m == len(every):
+        return math.inf, 0, True
+    threshold = float(sorted_keys[m - 1])
+    wanted = m - int((every < threshold).sum())  # ties to read, over all ranks
     start = sum(lengths[: distributed.rank()])
     before = int((every[:start] == threshold).sum())  # ties on earlier ranks
     mine = int((keys == threshold).sum())
-    return threshold, min(mine, max(0, wanted - before)), len(every)
+    return threshold, min(mine, max(0, wanted - before)), False
 
 
 def sample_keys(x: Tensor) -> Tensor:

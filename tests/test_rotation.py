@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import mlp, relative
+from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import modgraph as mg
@@ -338,3 +339,17 @@ def test_after_the_last_try_a_layer_is_turned_back_within_its_bounds(hidden, mon
         limit = (3.0 * seen["se"][l]).clamp(max=np.pi / 4)
         excess = rotation._composed_excess(Mz, R, lam, limit, kind)
         assert excess == pytest.approx(1.0, abs=1e-9)
+
+
+def test_batches_of_different_sequence_lengths():
+    """Lengths may differ between batches: the rotation's per-batch Jacobians have different
+    numbers of output positions (the missing ones are zero blocks), as tracr's programs give."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Embedding(5, 6), nn.Linear(6, 6), nn.Tanh(), nn.Linear(6, 3))
+    net = net.double().eval()
+    data = [torch.randint(0, 5, (60, 3)), torch.randint(0, 5, (60, 4))]
+    a = mg.analyze(net, data, progress=False)
+    b = mg.analyze(net, data[::-1], progress=False)
+    assert a.n_samples == 420 and a.graph.n_edges > 0
+    for wa, wb in zip(a.w, b.w):  # the batches' order changes nothing
+        torch.testing.assert_close(wa, wb, rtol=1e-8, atol=1e-12)
