@@ -23,7 +23,15 @@ import torch
 
 from . import plotting
 from ._deprecation import moved_names
-from ._validation import check_bool, check_choice, check_instance, check_int, check_seed, invalid
+from ._validation import (
+    check_bool,
+    check_choice,
+    check_instance,
+    check_int,
+    check_real,
+    check_seed,
+    invalid,
+)
 from .analysis import Analysis
 from .atomic import MANIFEST, atomic_directory, check_replaceable
 from .chain import device_and_dtype
@@ -165,6 +173,9 @@ def write_report(  # noqa: PLR0913 (what a report is made of, keyword-only)
         check_instance(where, f"baselines[{label!r}]", b, Analysis)
     check_bool(where, "overwrite", overwrite)
     check_choice(where, "method", method, ("leiden", "spectral"))
+    if n_modules is not None:
+        check_int(where, "n_modules", n_modules, low=1)
+    check_real(where, "alpha", alpha, low=0, high=1, low_open=True, high_open=True)
     if sample_shape is not None and not (
         isinstance(sample_shape, (tuple, list)) and sample_shape
         and all(isinstance(n, int) and n > 0 for n in sample_shape)

@@ -98,7 +98,8 @@ def test_one_shot_iterator_is_refused():
 
 
 def test_shape_mismatch_names_the_batch():
-    with pytest.raises(mg.InputError, match=r"data batch 0 of shape \(5, 4\) does not fit"):
+    match = r"data batch 0 \(a batch of 5 samples, each of shape \(4,\)"
+    with pytest.raises(mg.InputError, match=match):
         mg.analyze(mlp(3, 2), torch.randn(5, 4), progress=False)
 
 

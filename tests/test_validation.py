@@ -64,6 +64,7 @@ CALLS = {
     "smallest_circuit": lambda c: ((c["net"], c["a"], c["x"], c["r"]), {}),
     "faithfulness_curve": lambda c: ((c["net"], c["a"], c["x"]), {}),
     "choose_eps": lambda c: ((c["net"], c["a"], c["x"], "behavioral"), {}),
+    "edges_needed": lambda c: ((c["net"], c["a"], c["x"], "behavioral"), {}),
     "layer_ranks": lambda c: ((c["net"], c["x"]), {"threshold": 1e-9}),
     "synchronized_blocks": lambda c: ((c["net"], c["x"], 1), {}),
     "effective_parameter_count": lambda c: ((c["net"], c["x"]), {"eps": 1e-6}),
