@@ -1,10 +1,10 @@
 """Regenerate figures/demo/: the built-in demo's figures, summary, graph and interactive report.
 
 Run: ``python examples/demo_figures.py`` (about the time of ``modgraph demo``).
-Keeps the PNGs, summary.json, the GraphML and report.html (SVGs and the saved analysis are left
-out of the repository to keep it small; ``modgraph demo --out DIR`` writes them), and takes
-``report.png``: a screenshot of report.html in headless Chromium (Debian's ``chromium`` and the
-``playwright`` package) with the most connected direction clicked.
+Keeps the PNGs, summary.json, the GraphML and report.html (SVGs, the saved analysis and the
+manifest are left out of the repository to keep it small; ``modgraph demo --out DIR`` writes
+them), and takes ``report.png``: a screenshot of report.html in headless Chromium (Debian's
+``chromium`` and the ``playwright`` package) with the most connected direction clicked.
 """
 
 import shutil
@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 import modgraph as mg
+from modgraph.atomic import MANIFEST
 from modgraph.cli import main
 
 OUT = Path(__file__).resolve().parent.parent / "figures" / "demo"
@@ -43,7 +44,7 @@ if __name__ == "__main__":
             raise SystemExit(1)
         OUT.mkdir(parents=True, exist_ok=True)
         for f in Path(tmp).iterdir():
-            if f.suffix in (".png", ".json", ".graphml", ".html"):
+            if f.suffix in (".png", ".json", ".graphml", ".html") and f.name != MANIFEST:
                 shutil.copy(f, OUT / f.name)
         g = mg.load_analysis(Path(tmp) / "analysis").graph
         hub = int(np.argmax(np.bincount(np.r_[g.edges.src, g.edges.dst], minlength=g.n_nodes)))
