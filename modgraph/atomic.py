@@ -177,13 +177,9 @@ def _manifest(directory: Path) -> dict[str, dict] | None:
         return None
     if not isinstance(files, dict):
         return None
-    # only plain relative paths inside the directory: a manifest never reaches outside it
-    return {
-        k: v
-        for k, v in files.items()
-        if isinstance(k, str) and isinstance(v, dict) and not k.startswith("/")
-        and ".." not in k.split("/") and "\\" not in k
-    }  # fmt: skip
+    # only looked up by the relative paths of what the directory holds (never walked itself),
+    # so an entry such as "../x" can make nothing outside the directory modgraph's
+    return {k: v for k, v in files.items() if isinstance(v, dict)}
 
 
 def _ours(entry: Path, rel: str, files: dict[str, dict]) -> bool:

@@ -67,12 +67,12 @@ def all_gather(t: Tensor) -> list[Tensor]:
 
 
 def all_concat(t: Tensor) -> tuple[Tensor, list[int]]:
-    """The 1-D tensors ``t`` of every rank concatenated in rank order (lengths may differ),
-    and each rank's length."""
+    """The tensors ``t`` of every rank concatenated along dim 0 in rank order (their lengths
+    may differ, the other dims not), and each rank's length."""
     if not active():
         return t, [len(t)]
     lengths = [int(n) for n in all_gather(torch.tensor([len(t)], device=t.device))]
-    padded = torch.zeros(max(lengths), dtype=t.dtype, device=t.device)
+    padded = torch.zeros(max(lengths), *t.shape[1:], dtype=t.dtype, device=t.device)
     padded[: len(t)] = t
     parts = all_gather(padded)
     return torch.cat([p[:n] for p, n in zip(parts, lengths)]), lengths

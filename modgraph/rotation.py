@@ -350,21 +350,21 @@ def _read(chain, bases, batches, max_samples, global_, memory_budget, budget) ->
         return "a layer's activations are not floating point"
     # per sample: its key, its rows (positions of sequences count as samples) and the bytes it
     # holds; batches of sequences of different lengths differ in both
-    keys, rows_of, bytes_of = [], [], []
+    keys, sizes, by_shape = [], [], {}
     for x in batches:
-        one = chain.forward(x[:1])
-        P = [_positions(f) for f in one]
-        per = one[0].element_size() * sum(
-            P[l] * (bases[l].k + (P[l + 1] * bases[l + 1].k * bases[l].k if l < L else 0))
-            for l in range(L + 1)
-        )
+        shape = tuple(x.shape[1:])
+        if shape not in by_shape:  # one forward of one sample per sample shape
+            P = [_positions(f) for f in chain.forward(x[:1])]
+            per = acts[0].element_size() * sum(
+                P[l] * (bases[l].k + (P[l + 1] * bases[l + 1].k * bases[l].k if l < L else 0))
+                for l in range(L + 1)
+            )
+            by_shape[shape] = (float(P[0]), float(per))
         keys.append(sample_keys(x))
-        rows_of.append(torch.full((len(x),), P[0], dtype=torch.float64, device=keys[-1].device))
-        bytes_of.append(torch.full((len(x),), float(per), dtype=torch.float64,
-                                   device=keys[-1].device))  # fmt: skip
+        sizes.append(torch.tensor(by_shape[shape], dtype=torch.float64).expand(len(x), 2))
     keys = torch.cat(keys)
     threshold, n_ties, ran_out = _selection(
-        keys, torch.cat(rows_of), torch.cat(bytes_of), max_samples, memory_budget
+        keys, torch.cat(sizes).to(keys.device), max_samples, memory_budget
     )
     cap = int((keys < threshold).sum()) + n_ties  # on this rank
     if not distributed.all_sum(torch.tensor(float(cap))) > 0:
@@ -428,22 +428,20 @@ def _rows(parts: list[Tensor]) -> Tensor:
     return torch.cat([torch.nn.functional.pad(t, (0, 0, 0, P - t.shape[2])) for t in parts], 1)
 
 
-def _selection(keys: Tensor, rows: Tensor, nbytes: Tensor, max_rows: int, budget: int):
+def _selection(keys: Tensor, sizes: Tensor, max_rows: int, budget: int):
     """Which samples the rotation reads: the ones with the smallest keys over *all* ranks, in
     key order until their rows reach ``max_rows`` or their bytes would pass ``budget``, so that
     any sharding or order of the data (a shuffled loader reads another order on every pass)
-    reads the samples one process would.
+    reads the samples one process would. ``sizes``: each sample's rows and bytes, (n, 2).
 
     Returns the threshold (keys below it are read), how many of this rank's keys equal to it
     are read too (equal keys are equal samples: ranks take them in rank order), and whether
     that is all of the data.
     """
-    every, lengths = distributed.all_concat(keys)
-    rows_all, _ = distributed.all_concat(rows)
-    bytes_all, _ = distributed.all_concat(nbytes)
+    table, lengths = distributed.all_concat(torch.cat([keys[:, None], sizes], 1))
+    every = table[:, 0]
     sorted_keys, order = torch.sort(every.cpu(), stable=True)
-    cum_rows = torch.cumsum(rows_all.cpu()[order], 0)
-    cum_bytes = torch.cumsum(bytes_all.cpu()[order], 0)
+    cum_rows, cum_bytes = torch.cumsum(table.cpu()[order, 1:], 0).unbind(1)
     enough = int(torch.searchsorted(cum_rows, float(max_rows))) + 1  # rows reach max_rows
     m = min(enough, int((cum_bytes <= budget).sum()), len(every))
     if m == 0:

@@ -91,7 +91,8 @@ def test_replaced_outputs_keep_their_permissions(tmp_path, small):
 
 
 def test_the_manifest_never_reaches_outside(tmp_path, small):
-    """A forged manifest that lists ../outside does not make modgraph delete it."""
+    """A forged manifest that lists ../outside does not make modgraph delete it: deletion walks
+    the directory and consults the manifest, never the other way round."""
     a = small[2]
     path = a.save(tmp_path / "a")
     outside = tmp_path / "outside.txt"

@@ -86,19 +86,19 @@ class EpsChoice:
         }  # fmt: skip
 
 
-def _metric_fn(metric, labels) -> tuple[str, Callable[[Tensor, Tensor], float]]:
+def _metric_fn(metric, labels, where: str) -> tuple[str, Callable[[Tensor, Tensor], float]]:
     """``(name, f(outputs, reference_outputs) -> float)``."""
     if callable(metric):
         return getattr(metric, "__name__", "metric"), lambda out, ref: float(metric(out))
-    check_choice("choose_eps", "metric", metric, METRICS)
+    check_choice(where, "metric", metric, METRICS)
     if metric == "behavioral":
         return metric, behavioral_loss
     if labels is None:
-        raise InputError(f"choose_eps: metric={metric!r} needs labels (the task's targets)")
+        raise InputError(f"{where}: metric={metric!r} needs labels (the task's targets)")
     y = torch.as_tensor(labels)
     if y.is_floating_point() or y.ndim != 1:
         raise invalid(
-            "choose_eps", "labels", "a 1-d integer tensor of class indices, one per sample",
+            where, "labels", "a 1-d integer tensor of class indices, one per sample",
             labels, shown=f"dtype {y.dtype}, shape {tuple(y.shape)}",
         )  # fmt: skip
 
@@ -106,7 +106,7 @@ def _metric_fn(metric, labels) -> tuple[str, Callable[[Tensor, Tensor], float]]:
         logits = out.reshape(len(out), -1).double()
         if len(logits) != len(y):
             raise InputError(
-                f"choose_eps: labels has {len(y)} entries but the data has {len(logits)} samples"
+                f"{where}: labels has {len(y)} entries but the data has {len(logits)} samples"
             )
         target = y.to(logits.device)
         if metric == "accuracy":
@@ -155,7 +155,6 @@ def choose_eps(  # noqa: PLR0913 (public; the ablation options)
         weakest edge cannot be removed, ``eps`` is just below its strength squared; where every
         edge can, it is the strongest edge's strength squared (and the graph is empty).
     """
-    check_real("choose_eps", "tolerance", tolerance, low=0)
     run = _Task("choose_eps", model, analysis, data, metric, labels, tolerance,
                 dict(mode=mode, layers=layers, batch_size=batch_size))  # fmt: skip
     entries = _edges(analysis, range(len(analysis.w)))
@@ -205,13 +204,6 @@ class EdgesNeeded:
     def n_needed(self) -> int:
         return sum(self.needed)
 
-    def to_dict(self) -> dict:
-        return {
-            "pairs": list(self.pairs), "needed": list(self.needed), "total": list(self.total),
-            "n_needed": self.n_needed, "metric": self.metric, "reference": self.reference,
-            "tolerance": self.tolerance, "evaluations": self.evaluations,
-        }  # fmt: skip
-
 
 def edges_needed(  # noqa: PLR0913 (public; the ablation options)
     model,
@@ -248,7 +240,6 @@ def edges_needed(  # noqa: PLR0913 (public; the ablation options)
     >>> len(count.needed) == len(a.w), count.n_needed <= sum(count.total)
     (True, True)
     """
-    check_real("edges_needed", "tolerance", tolerance, low=0)
     run = _Task("edges_needed", model, analysis, data, metric, labels, tolerance,
                 dict(mode=mode, layers=layers, batch_size=batch_size))  # fmt: skip
     names = analysis.layer_names
@@ -280,13 +271,13 @@ class _Task:
     """A metric of the model's outputs with chosen edges removed (exact ablation)."""
 
     def __init__(self, where, model, analysis, data, metric, labels, tolerance, options):
-        self.name, self.score = _metric_fn(metric, labels)
+        self.tolerance = check_real(where, "tolerance", tolerance, low=0)
+        self.name, self.score = _metric_fn(metric, labels, where)
         self.runner = Ablator(where, model, analysis, data, {**options, "method": "exact"})
         self.out = self.runner.reference
         self.reference = self.score(self.out, self.out)
         if not math.isfinite(self.reference):
             raise InputError(f"{where}: the metric of the unablated model is {self.reference}")
-        self.tolerance = tolerance
         self.evaluations: list[tuple[int, float]] = []
 
     def value(self, entries, n_removed: int) -> float:

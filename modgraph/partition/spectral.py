@@ -68,14 +68,11 @@ def kmeans(X: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
     the scans make it reaches the same distortion and is faster below about a thousand rows,
     slower above (``benchmarks/bench_libraries.py`` prints both).
 
-    Lloyd's iterations on all restarts at once, in one set of array operations, rather than
-    ``scipy.cluster.vq.kmeans2`` once per restart: the embeddings here are small (a few hundred
-    rows of at most 11 columns) and scanned at every k on every null graph, where kmeans2 took
-    about 1.5 ms a call, mostly in input checks (measured: 1,890 calls, 2.8 s of the 9.2 s that
-    the Leiden and spectral scans of a 16-node graph took together). A run that ends with an
-    empty cluster is only kept when every run does: the caller then reports the fewer modules.
-    Its products are batched ``matmul`` (BLAS), not ``einsum``: 10-18x faster on (1280, 9)
-    embeddings with 10 restarts (0.15 ms against 1.45 ms a call).
+    Lloyd's iterations on all restarts at once, in one set of array operations with batched
+    ``matmul`` (BLAS), rather than ``scipy.cluster.vq.kmeans2`` once per restart, whose input
+    checks dominate on the small embeddings the scans make at every k on every null graph. A run
+    that ends with an empty cluster is only kept when every run does: the caller then reports
+    the fewer modules.
     """
     n, r = len(X), KMEANS_RESTARTS
     k = min(k, n)
