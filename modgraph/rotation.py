@@ -441,7 +441,7 @@ def _selection(keys: Tensor, sizes: Tensor, max_rows: int, budget: int):
     table, lengths = distributed.all_concat(torch.cat([keys[:, None], sizes], 1))
     every = table[:, 0]
     sorted_keys, order = torch.sort(every.cpu(), stable=True)
-    cum_rows, cum_bytes = torch.cumsum(table.cpu()[order, 1:], 0).unbind(1)
+    cum_rows, cum_bytes = torch.cumsum(table.cpu()[order, 1:], 0).T.contiguous()
     enough = int(torch.searchsorted(cum_rows, float(max_rows))) + 1  # rows reach max_rows
     m = min(enough, int((cum_bytes <= budget).sum()), len(every))
     if m == 0:
