@@ -21,7 +21,6 @@ circuits, faithfulness), :mod:`~modgraph.plotting`, :mod:`~modgraph.adapters` (t
 :mod:`~modgraph.toys` (the demo, planted networks, a tiny transformer).
 """
 
-from ._deprecation import install_module_aliases, moved_names
 from ._version import __version__
 from .adapters import transformer_chain
 from .analysis import Analysis, load_analysis
@@ -159,6 +158,3 @@ __all__ = [
     "transformer_chain",
     "TinyTransformer",
 ]
-
-__getattr__ = moved_names("modgraph", {"behavioural_loss": "modgraph.loss:behavioral_loss"})
-install_module_aliases(__name__)

@@ -22,7 +22,6 @@ import numpy as np
 import torch
 
 from . import plotting
-from ._deprecation import moved_names
 from ._validation import (
     check_bool,
     check_choice,
@@ -58,29 +57,6 @@ SUMMARY_VERSION = 1
 SUMMARY_SCHEMA = Path(__file__).with_name("summary.schema.json")
 
 _log = logging.getLogger("modgraph")
-
-#: Where the figures of the old ``modgraph.report`` module went (it now holds write_report).
-__getattr__ = moved_names(
-    "modgraph.report",
-    {
-        name: f"modgraph.plotting:{name}"
-        for name in (
-            "plot_graph",
-            "plot_spectra",
-            "plot_cost_curve",
-            "plot_module_heatmap",
-            "plot_basis_comparison",
-            "save_figure",
-            "module_style",
-        )
-    }
-    | {
-        "MODULE_COLOURS": "modgraph.plotting:MODULE_COLORS",
-        "MAX_LEGEND_MODULES": "modgraph.plotting.style:MAX_LEGEND_MODULES",
-        "module_interactions": "modgraph.partition:module_interactions",
-    },
-)
-
 
 def write_report(  # noqa: PLR0913 (what a report is made of, keyword-only)
     analysis: Analysis,

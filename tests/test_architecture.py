@@ -3,7 +3,7 @@
 Read from the source with ``ast`` (nothing is imported), so a violation is caught even in code
 that no test runs. The layers, bottom to top:
 
-- base: errors, _validation, _linalg, _version, _deprecation, atomic, distributed, loss;
+- base: errors, _validation, _linalg, _version, atomic, distributed, loss;
 - pipeline stages, in order: chain, hooked, data, statistics, basis, rotation, edges, exemplars,
   graph, analysis, pipeline, partition/;
 - side areas: diagnostics/, circuits/, adapters/, toys/ (each may use its own files);
@@ -22,7 +22,7 @@ import modgraph as mg
 
 PACKAGE = Path(mg.__file__).parent
 
-BASE = ["errors", "_validation", "_linalg", "_version", "_deprecation", "atomic", "distributed"]
+BASE = ["errors", "_validation", "_linalg", "_version", "atomic", "distributed"]
 BASE += ["loss"]
 STAGES = ["chain", "hooked", "data", "statistics", "basis", "rotation", "edges", "exemplars"]
 STAGES += ["graph"]

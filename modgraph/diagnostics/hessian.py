@@ -26,7 +26,6 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jacrev, vmap
 
-from .._deprecation import renamed_parameters
 from .._linalg import eigvals_desc
 from .._validation import check_choice, check_int, check_real, check_seed
 from ..chain import LayerChain, device_and_dtype
@@ -125,7 +124,6 @@ def _hessian_kfac_eigs(module: nn.Module, batches: Batches) -> np.ndarray:
     return np.sort(np.concatenate(eigs))[::-1]
 
 
-@renamed_parameters(num_chains="n_chains", num_steps="n_steps", num_burnin="n_burnin")
 def effective_parameter_count(  # noqa: PLR0913 (public; the Hessian's and SGLD's knobs)
     model,
     data,

@@ -16,7 +16,6 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad_and_value, jvp, vjp, vmap
 
-from .._deprecation import renamed_attribute, renamed_parameters
 from .._validation import check_bool, check_int, check_real, check_seed
 from ..errors import InputError
 from ..statistics import check_finite
@@ -113,8 +112,6 @@ class LLCEstimate:
     step_size: float
     eps: float
     n_burnin: int
-
-    num_burnin = renamed_attribute("n_burnin")  # deprecated name
 
     @property
     def converged(self) -> bool:
@@ -290,7 +287,6 @@ def _temperature(where: str, eps, n, beta) -> tuple[float, float | None]:
     return n * beta, None
 
 
-@renamed_parameters(num_chains="n_chains", num_steps="n_steps", num_burnin="n_burnin")
 def llc_estimate(  # noqa: PLR0913 (public; SGLD's knobs, as in devinterp)
     loss_fn: Callable[[Tensor], Tensor],
     w0,

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 import numpy as np
 from torch import nn
 
-from .._deprecation import renamed_attribute, renamed_parameters
 from .._linalg import eigvals_desc
 from .._validation import check_int, check_real
 from ..chain import LayerChain, LayerSelector, device_and_dtype
@@ -72,8 +71,6 @@ class LayerRanks:
     threshold: float
     n_samples: int
     n_params: int
-
-    eps = renamed_attribute("threshold")  # deprecated name
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -156,7 +153,6 @@ def _split_preactivations(chain: LayerChain) -> tuple[LayerChain, list[int], dic
     return LayerChain(tuple(stages), tuple(names)), at, pre
 
 
-@renamed_parameters(eps="threshold")
 def layer_ranks(
     model, data, *, threshold: float, layers: LayerSelector = None, batch_size: int = 256
 ) -> LayerRanks:

@@ -71,7 +71,6 @@ import scipy.linalg
 import torch
 from torch import Tensor, nn
 
-from .._deprecation import renamed_attribute, renamed_parameters
 from .._validation import check_int, check_real
 from ..chain import LayerChain
 from ..data import Batches
@@ -246,10 +245,6 @@ class SparsifiedModel:
     @property
     def meets_bound(self) -> bool:
         return all(r.meets_bound for r in self.layers)
-
-    behavioural_loss = renamed_attribute("behavioral_loss")  # deprecated name
-
-    tol = renamed_attribute("mismatch")  # deprecated name
 
     def to_dict(self) -> dict[str, list]:
         """Column-wise plain-Python summary of :attr:`layers`."""
@@ -562,7 +557,6 @@ class _Rewrite:
 
 
 # ---------------------------------------------------------------------------------- sparsify
-@renamed_parameters(tol="mismatch")
 def sparsify(
     model: nn.Sequential,
     data,

@@ -9,7 +9,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._deprecation import renamed_attribute, renamed_parameters
 from .._validation import check_int, check_real
 from ..chain import LayerChain, LayerSelector, device_and_dtype
 from ..data import Batches
@@ -50,15 +49,12 @@ class SynchronizedBlocks:
     mismatch: float
     n_samples: int
 
-    tol = renamed_attribute("mismatch")  # deprecated name
-
     @property
     def synchronized(self) -> tuple[tuple[int, ...], ...]:
         """Blocks of two or more neurons."""
         return tuple(b for b in self.blocks if len(b) > 1)
 
 
-@renamed_parameters(tol="mismatch")
 def synchronized_blocks(
     model,
     data,
