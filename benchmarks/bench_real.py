@@ -4,7 +4,8 @@
 scratch on ``(a + b) mod p`` until they grok, for every prime of ``--primes`` and seed of
 ``--seeds``, analysed in the LIB paper's cut (:func:`~modgraph.toys.grokking.lib_chain`) on their
 training split with the defaults a user gets (``analyze``: global variant, sparse rotation, ``eps``
-1e-3 of the output variance; ``find_modules``: automatic number, Leiden and spectral), and again at
+1e-3 of the output variance; ``find_modules``: automatic number, Leiden, spectral and the map
+equation, ``method="infomap"``), and again at
 the eps :func:`modgraph.choose_eps` picks from the task (accuracy within 0.001 on the training
 split), and in the PCA basis at the default eps. The known labels: the *key frequencies* are the
 dominant frequencies of the logits' directions; every direction of the graph whose power is at
@@ -50,7 +51,7 @@ from modgraph.toys.grokking import frequency_labels, lib_chain, train_grokked
 
 #: A direction is single-frequency when at least this share of its power is at one frequency.
 SINGLE = 0.8
-METHODS = ("leiden", "spectral")
+METHODS = ("leiden", "spectral", "infomap")
 #: Edges per connected node left in the sparse calibration.
 SPARSE_EDGES_PER_NODE = 1.5
 

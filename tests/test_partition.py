@@ -1038,3 +1038,52 @@ def test_graph_without_edges_is_an_input_error():
         InputError, match="'graph' parameter of find_modules must be an InteractionGraph"
     ):
         find_modules(nx.Graph())
+
+
+# ---------------------------------------------------------------------------- the map equation
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_infomap_recovers_planted_modules_with_their_number(seed):
+    g, truth = planted(noise=0.05, seed=seed)
+    r = find_modules(g, method="infomap", seed=seed)
+    kept = truth >= 0
+    assert adjusted_rand_index(r.membership_array[kept], truth[kept]) == 1.0
+    assert r.n_modules == 3 and r.verdict.startswith("3 modules, significant")
+    sig = r.significance
+    assert sig.statistic == "codelength" and sig.n_null == 20
+    # the codelength tested is infomap's, and modules compress the walk
+    assert sig.ncut == r.info["codelength"] < r.info["one_level_codelength"]
+    assert sig.ncut < sig.null_ncut.min() and sig.p_value <= 1 / 21
+    assert r.ncut == pytest.approx(normalized_cut(g, r))  # the result's ncut is still the ncut
+
+
+def test_infomap_is_quiet_on_graphs_without_modules():
+    """Dense and sparse (1.5 edges per node) graphs of independent strengths: the map equation
+    splits the sparse ones (a walk is trapped by chains of strong edges), the test must not."""
+    called = []
+    for seed in range(20):
+        dense = random_graph(seed)
+        w = np.sort(np.concatenate([x.ravel() for x in dense.w]))[::-1]
+        thin = InteractionGraph(dense.layer_names, dense.importance, dense.w,
+                                eps=w[int(1.5 * 48)] ** 2)  # fmt: skip
+        for g in (dense, thin):
+            r = find_modules(g, method="infomap", seed=seed)
+            assert r.n_modules == 1 or r.significance.p_value <= 0.05
+            called.append(r.significance.p_value <= 0.05)
+    # at most 4 of 40 at a true rate of 5% or less: P(X >= 5) < 5% for Binomial(40, 0.05)
+    assert sum(called) <= 4
+
+
+def test_infomap_is_reproducible_and_chooses_k_itself():
+    g, _ = planted(noise=0.05, seed=0)
+    a, b = (find_modules(g, method="infomap", seed=3) for _ in range(2))
+    assert a.membership == b.membership and a.significance.p_value == b.significance.p_value
+    json.dumps(a.to_dict())
+    for option in ({"n_modules": 3}, {"resolution": 1.0}):
+        with pytest.raises(InputError, match=f"'{next(iter(option))}' parameter of find_modules "
+                           "must be None with method='infomap'"):  # fmt: skip
+            find_modules(g, method="infomap", **option)
+    with pytest.raises(InputError, match="'method' parameter of cost_curve"):
+        cost_curve(g, method="infomap")
+    # a user's own test of an infomap partition cuts the null graphs with Leiden
+    sig = module_significance(g, a, n_null=5)
+    assert sig.statistic == "normalized cut" and sig.p_value < 0.05

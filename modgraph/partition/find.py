@@ -1,5 +1,8 @@
 """``find_modules`` and ``cost_curve``: one objective, two solvers, and the number of modules.
 
+(A third method, ``"infomap"``, chooses modules and their number by the map equation instead:
+:mod:`.mapequation`. What follows is the normalized cut's own choice.)
+
 The number of modules comes from the null model (:mod:`.null`), as in the gap statistic of
 Tibshirani, Walther & Hastie (2001) with a significance test on top. For every ``k = 2 .. 10``
 the graph is partitioned into ``k`` modules, and so is each of ``n_null`` null graphs (drawn
@@ -36,6 +39,7 @@ from .._validation import check_bool, check_choice, check_int, check_real, check
 from ..errors import InputError
 from ..graph import InteractionGraph
 from .leiden import leiden_labels
+from .mapequation import map_equation, map_equation_test
 from .null import ZERO_CUT, compare, fixed_by_strengths, null_graph, null_test, untestable
 from .objective import UNASSIGNED, ConnectedGraph, ModuleResult, canonical, check_graph
 from .refine import merge_to, refine_ncut
@@ -52,7 +56,7 @@ from .spectral import component_spectra
 
 __all__ = ["METHODS", "QUALITIES", "CostCurve", "find_modules", "cost_curve", "solve"]
 
-METHODS = ("leiden", "spectral")
+METHODS = ("leiden", "spectral", "infomap")
 QUALITIES = ("modularity", "cpm")
 #: The options of find_modules, in order: a ModuleResult's ``params``.
 _PARAMS = (
@@ -145,6 +149,13 @@ def _validate(where: str, graph, params: dict) -> ConnectedGraph:
         raise invalid(
             where, "quality", "'modularity' unless a resolution is given", params["quality"]
         )
+    if method == "infomap" and (n_modules is not None or resolution is not None):
+        name, value = ("n_modules", n_modules) if n_modules is not None else ("resolution",
+                                                                            resolution)
+        raise invalid(
+            where, name, "None with method='infomap', which chooses the number of modules "
+            "itself (give method='leiden' or 'spectral' for a number of your own)", value,
+        )  # fmt: skip
     if resolution is not None:
         if method == "spectral":
             raise invalid(
@@ -356,9 +367,26 @@ def _automatic(sub: ConnectedGraph, params: dict) -> ModuleResult:
     return _finish(sub, labels, params, info, significance=sig)
 
 
+def _map_equation(sub: ConnectedGraph, params: dict) -> ModuleResult:
+    """``method="infomap"``: the map equation's modules, kept if their codelength is significant
+    against the null graphs' (:mod:`.mapequation`); otherwise one module."""
+    labels, codelength, one_level = map_equation(sub, params["seed"])
+    info = {"codelength": codelength, "one_level_codelength": one_level,
+            "edges_per_node": len(sub.src) / sub.n}  # fmt: skip
+    if labels.max() == 0:  # nothing to test: one module describes the walk best
+        sig = untestable(params, "the map equation found one module", codelength)
+        return _finish(sub, labels, params, info, significance=sig)
+    sig = map_equation_test(sub, labels, codelength, params)
+    if not (sig.testable and sig.p_value <= params["alpha"]):
+        labels = np.zeros(sub.n, dtype=np.int64)
+    return _finish(sub, labels, params, info, significance=sig)
+
+
 def solve(sub: ConnectedGraph, params: dict, *, spectra=None) -> ModuleResult:
     """Partition the connected part ``sub`` with checked :func:`find_modules` ``params``."""
     k = params["n_modules"]
+    if params["method"] == "infomap":
+        return _map_equation(sub, params)
     if k is None and params["resolution"] is None:
         return _automatic(sub, params)
     if k is not None:
@@ -399,12 +427,17 @@ def find_modules(  # noqa: PLR0913 (keyword-only options of one entry point)
     Parameters
     ----------
     graph : InteractionGraph
-    method : {"leiden", "spectral"}
+    method : {"leiden", "spectral", "infomap"}
         How the search starts. ``"leiden"``: leidenalg (modularity) on the cost-weighted graph,
         then modules merged pairwise (the merge that lowers the normalized cut most) down to the
         number wanted. ``"spectral"``: k-means on the row-normalized smallest eigenvectors of
         the normalized Laplacian (the normalized cut's relaxation), per connected component.
         Either way single nodes are then moved while that lowers the normalized cut.
+        ``"infomap"``: the map equation (:mod:`modgraph.partition.mapequation`) chooses the
+        modules and their number by minimum description length, and its codelength is tested
+        against the same null graphs (``n_null`` of them, at level ``alpha``; no Bonferroni:
+        one test); not significant, the graph is one module. No ``n_modules`` or
+        ``resolution``; ``refine`` and ``n_iterations`` do not apply.
     n_modules : int, optional
         Number of modules wanted, ``1 <= n_modules <= number of connected nodes``. By default it
         is chosen from the null model among 1 .. 10 (see :mod:`modgraph.partition.find`):
@@ -502,6 +535,9 @@ def cost_curve(  # noqa: PLR0913 (keyword-only options of one entry point)
         raise invalid(where, "n_null", "0 or an int >= 2", n_null)
     base = dict(zip(_PARAMS, (method, None, None, "modularity", seed, n_iterations, refine,
                               0.05, max(n_null, 2))))  # fmt: skip
+    if method == "infomap":
+        raise invalid(where, "method", "'leiden' or 'spectral' (the map equation has no k to "
+                      "scan)", method)  # fmt: skip
     sub = _validate(where, graph, base)
     ks = np.arange(1, min(CURVE_MAX_MODULES, sub.n) + 1) if ks is None else ks
     ks = np.array([check_int(where, "ks[...]", k, low=1, high=sub.n) for k in ks], np.int64)

@@ -108,6 +108,10 @@ class Significance:
         How the null graphs were partitioned (method, seed, ...).
     note : str
         Empty, or why the test could not be made.
+    statistic : str
+        What ``ncut`` and ``null_ncut`` hold: ``"normalized cut"``, or for ``method="infomap"``
+        ``"codelength"``, the map equation's bits per step (:mod:`.mapequation`); lower is more
+        modular either way, and the model of ``p`` is the same.
     """
 
     ncut: float
@@ -119,6 +123,7 @@ class Significance:
     n_null: int
     params: dict = field(default_factory=dict)
     note: str = ""
+    statistic: str = "normalized cut"
 
     @property
     def testable(self) -> bool:
@@ -135,6 +140,7 @@ class Significance:
             "n_modules": int(self.n_modules),
             "n_null": int(self.n_null),
             "note": self.note,
+            "statistic": self.statistic,
         }
 
 
@@ -308,7 +314,7 @@ def compare(sub: ConnectedGraph, labels, nulls, null_labels, params: dict) -> Si
         return untestable(params, CANNOT_SHUFFLE, value, k)
     null = [g.ncut(z) for g, z in zip(nulls, null_labels, strict=True)]
     null_smallest = [int(np.bincount(z).min()) for z in null_labels]
-    z, p, n_le = _p_value(value, int(np.bincount(labels).min()), null, null_smallest)
+    z, p, n_le = null_p_value(value, int(np.bincount(labels).min()), null, null_smallest)
     return Significance(
         ncut=value, null_ncut=np.asarray(null), z=z, p_value=p,
         p_empirical=(1 + n_le) / (1 + len(null)), n_modules=k, n_null=len(null),
@@ -362,7 +368,7 @@ def null_test(
         if n_le / (1 + n_max) > level:
             break
         if len(null_labels) == n_null < n_max and n_le / (1 + n_null) > level:  # the one look
-            if _p_value(value, smallest, null_cut, null_smallest, floor=False)[1] <= level:
+            if null_p_value(value, smallest, null_cut, null_smallest, floor=False)[1] <= level:
                 nulls += [null_graph(sub, rng) for _ in range(n_max - n_null)]
     t = compare(sub, labels, nulls[: len(null_labels)], null_labels, params)
     if len(null_labels) == len(nulls):
@@ -395,7 +401,7 @@ def _ties_or_beats(value: float, smallest: int, null, null_smallest):
     return np.asarray(null) <= value * (1 + 1e-12)
 
 
-def _p_value(
+def null_p_value(
     value: float, smallest: int, null, null_smallest, *, floor: bool = True
 ) -> tuple[float, float, int]:
     """(z, p, number of null graphs that tie or beat the partition); see :class:`Significance`.
@@ -432,7 +438,8 @@ def module_significance(
     """Is the partition's normalized cut lower than on graphs without module structure?
 
     The partition is compared, at its own number of modules ``k``, with what the method that
-    found it (``result.params``) finds at ``k`` on ``n_null`` null graphs (see
+    found it (``result.params``; Leiden for a ``method="infomap"`` result, whose own test of
+    its codelength is ``result.significance``) finds at ``k`` on ``n_null`` null graphs (see
     :func:`null_graph`: layers and every node's strength kept, who talks to whom shuffled). A
     one-module result is tested as the best split into two (is there any structure at all?).
     A result with an automatic number of modules already carries its test, adjusted for the
@@ -472,6 +479,8 @@ def module_significance(
     sub = ConnectedGraph(graph)
     labels = canonical(module_labels(graph, result, "result")[sub.idx])
     params = {k: result.params.get(k, v) for k, v in _NULL_DEFAULTS.items()}
+    if params["method"] not in ("leiden", "spectral"):  # infomap: null graphs cut by Leiden
+        params["method"] = "leiden"
     if labels.max() < 1:
         if sub.n < 2:
             raise InputError("graph has a single node with edges: there is no split to test")
