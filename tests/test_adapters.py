@@ -14,6 +14,8 @@ import torch
 import modgraph as mg
 from modgraph.circuits import ablation as ab
 
+pytestmark = pytest.mark.integration
+
 TL4 = Path(sys.prefix) / "tl4"  # pip install --no-deps --target .venv/tl4 transformer-lens==4.*
 
 

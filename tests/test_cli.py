@@ -18,6 +18,8 @@ import modgraph as mg
 from modgraph.atomic import default_mode
 from modgraph.cli import main
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 def saved(tmp_path):
@@ -277,7 +279,6 @@ def test_help_for_every_command(capsys):
         assert exit_.value.code == 0 and f"usage: modgraph {cmd}" in capsys.readouterr().out
 
 
-@pytest.mark.slow
 def test_demo_end_to_end(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "demo"), "--quiet"]) == 0
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())

@@ -17,6 +17,8 @@ CUSTOM = """
 import torch
 from torch import nn
 
+pytestmark = pytest.mark.integration
+
 class Encoder(nn.Module):
     def __init__(self):
         super().__init__()

@@ -250,7 +250,7 @@ def test_llc_quartic_crossover(eps, known):
     assert est.value == pytest.approx(ref, rel=0.10)
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_llc_w1w2_matches_tempered_posterior():
     # Figure 1: L = w1^2 w2^2, lambda -> 1/2 only logarithmically. Compare with quadrature: given
     # w1, w2 is Gaussian with precision 2 n beta w1^2 + gamma, so the reference is a 1-d integral.
@@ -299,7 +299,7 @@ def test_diverging_chains_give_nan_not_a_number():
 
 
 # ------------------------------------------------------------------------------ LLC: models
-@pytest.mark.slow
+@pytest.mark.integration
 @pytest.mark.parametrize("which", ["regular", "deep"])
 def test_llc_linear_models_within_15_percent(which):
     net = _regular() if which == "regular" else _deep_linear()

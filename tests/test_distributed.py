@@ -18,6 +18,8 @@ WORKER = Path(__file__).parent / "workers" / "distributed_analyze.py"
 sys.path.insert(0, str(WORKER.parent))
 from distributed_analyze import data, model  # noqa: E402
 
+pytestmark = pytest.mark.integration
+
 
 def _torchrun(tmp_path, mode):
     env = dict(os.environ, GLOO_SOCKET_IFNAME="lo", OMP_NUM_THREADS="1")
@@ -37,7 +39,6 @@ def _torchrun(tmp_path, mode):
     assert r.returncode == 0, r.stderr[-3000:]
 
 
-@pytest.mark.slow
 def test_two_ranks_equal_one_process(tmp_path):
     _torchrun(tmp_path, "same")
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
@@ -82,7 +83,6 @@ def test_two_ranks_equal_one_process(tmp_path):
             assert relative(w2, w1) < 1e-8
 
 
-@pytest.mark.slow
 def test_ranks_that_disagree_on_the_model_raise_instead_of_hanging(tmp_path):
     _torchrun(tmp_path, "mismatch")
     for r in range(2):

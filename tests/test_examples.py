@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.integration
+
 EXAMPLES = Path(__file__).parents[1] / "examples"
 
 
-@pytest.mark.slow
 def test_first_hour_from_a_saved_model_to_a_report(tmp_path):
     out = tmp_path / "fh"
     run = subprocess.run([sys.executable, str(EXAMPLES / "first_hour.py"), "--out", str(out)],

@@ -87,6 +87,7 @@ def _model(page, name, attr="data"):
     return page.evaluate(f"Bokeh.documents[0].get_model_by_name('{name}').{attr}")
 
 
+@pytest.mark.integration
 def test_the_page_loads_and_responds_in_chromium(digits_report):
     a, out, summary = digits_report
     g = a.graph
@@ -157,6 +158,7 @@ _CUT_HEADERS = """(() => {
 })()"""
 
 
+@pytest.mark.integration
 def test_names_from_a_shared_analysis_run_no_script(digits_report, tmp_path):
     """Layer names from a model or a shared analysis' meta.json are shown as text in every
     view: no script runs when a node or a module is clicked (issue #34)."""
@@ -193,6 +195,7 @@ def test_names_from_a_shared_analysis_run_no_script(digits_report, tmp_path):
         browser.close()
 
 
+@pytest.mark.integration
 def test_the_page_as_a_new_user_meets_it(digits_report):
     """A module row clicked after a node shows the module; the details are in view; no table
     column is cut; nodes can be found, pinned several at a time and exported (issue #37)."""

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.integration
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
@@ -35,7 +37,6 @@ def test_the_readme_has_python_blocks():
     assert any(n.startswith("Your model") for n in names) and len(names) >= 4
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name, code", blocks(), ids=[re.sub(r"\W+", "-", n) for n, _ in blocks()])
 def test_readme_block_runs(name, code, tmp_path):
     run = subprocess.run(
