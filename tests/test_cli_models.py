@@ -13,11 +13,11 @@ from torch import nn
 
 from modgraph.cli import main
 
+pytestmark = pytest.mark.integration
+
 CUSTOM = """
 import torch
 from torch import nn
-
-pytestmark = pytest.mark.integration
 
 class Encoder(nn.Module):
     def __init__(self):
