@@ -14,9 +14,9 @@ connected nodes one by one, so modules minimise it per unit of module strength, 
 cut (:func:`normalized_cut`, which derives it). Leiden and spectral clustering start the search
 (:mod:`.solvers`), single-node moves finish it (:mod:`.refine`); :mod:`.null` draws graphs
 without modules and tests a partition against them; :mod:`.find` chooses the number of modules
-from those tests. :mod:`.mapequation` is the other principle: the map equation (Infomap) chooses
-modules and their number as the shortest description of a walk on the graph, tested against the
-same null graphs (``find_modules(graph, method="infomap")``).
+from those tests. :mod:`.mapequation` is the other principle: once the scan finds the graph
+modular, the map equation (Infomap) can choose the modules and their number instead, as the
+shortest description of a walk on the graph (``find_modules(graph, method="infomap")``).
 
 Nodes without any edge (every interaction below ``eps^1/2``) carry no information about modules;
 they get the label ``-1`` ("unassigned") and are not counted in ``n_modules``.

@@ -1,7 +1,7 @@
 """``find_modules`` and ``cost_curve``: one objective, two solvers, and the number of modules.
 
-(A third method, ``"infomap"``, chooses modules and their number by the map equation instead:
-:mod:`.mapequation`. What follows is the normalized cut's own choice.)
+(A third method, ``"infomap"``, takes the scan's verdict below and the modules and their number
+from the map equation instead of the bisection: :mod:`.mapequation`.)
 
 The number of modules comes from the null model (:mod:`.null`), as in the gap statistic of
 Tibshirani, Walther & Hastie (2001) with a significance test on top. For every ``k = 2 .. 10``
@@ -39,7 +39,7 @@ from .._validation import check_bool, check_choice, check_int, check_real, check
 from ..errors import InputError
 from ..graph import InteractionGraph
 from .leiden import leiden_labels
-from .mapequation import map_equation, map_equation_test
+from .mapequation import map_equation, merge_along_layers
 from .null import ZERO_CUT, compare, fixed_by_strengths, null_graph, null_test, untestable
 from .objective import UNASSIGNED, ConnectedGraph, ModuleResult, canonical, check_graph
 from .refine import merge_to, refine_ncut
@@ -368,18 +368,24 @@ def _automatic(sub: ConnectedGraph, params: dict) -> ModuleResult:
 
 
 def _map_equation(sub: ConnectedGraph, params: dict) -> ModuleResult:
-    """``method="infomap"``: the map equation's modules, kept if their codelength is significant
-    against the null graphs' (:mod:`.mapequation`); otherwise one module."""
-    labels, codelength, one_level = map_equation(sub, params["seed"])
-    info = {"codelength": codelength, "one_level_codelength": one_level,
-            "edges_per_node": len(sub.src) / sub.n}  # fmt: skip
-    if labels.max() == 0:  # nothing to test: one module describes the walk best
-        sig = untestable(params, "the map equation found one module", codelength)
-        return _finish(sub, labels, params, info, significance=sig)
-    sig = map_equation_test(sub, labels, codelength, params)
-    if not (sig.testable and sig.p_value <= params["alpha"]):
-        labels = np.zeros(sub.n, dtype=np.int64)
-    return _finish(sub, labels, params, info, significance=sig)
+    """``method="infomap"``: whether the graph is modular from the scan of the normalized cut
+    (Leiden's automatic choice, the same test and calibration); which modules and how many from
+    the map equation (:mod:`.mapequation`), joined where it split a module along layers. Where
+    the scan finds no structure the graph is one module; where the map equation finds one
+    module, the bisection's modules stand."""
+    scan = _automatic(sub, {**params, "method": "leiden"})
+    info = dict(scan.info)
+    if scan.n_modules < 2:
+        return _finish(sub, np.zeros(sub.n, dtype=np.int64), params, info, scan.significance)
+    found, codelength, one_level = map_equation(sub, params["seed"])
+    labels = merge_along_layers(sub, found)
+    info.update({"codelength": codelength, "one_level_codelength": one_level,
+                 "map_equation_modules": int(found.max()) + 1})  # fmt: skip
+    if labels.max() == 0:
+        labels = scan.membership_array[sub.idx]
+    else:
+        info["modules_from"] = "map equation"
+    return _finish(sub, labels, params, info, scan.significance)
 
 
 def solve(sub: ConnectedGraph, params: dict, *, spectra=None) -> ModuleResult:
@@ -433,11 +439,11 @@ def find_modules(  # noqa: PLR0913 (keyword-only options of one entry point)
         number wanted. ``"spectral"``: k-means on the row-normalized smallest eigenvectors of
         the normalized Laplacian (the normalized cut's relaxation), per connected component.
         Either way single nodes are then moved while that lowers the normalized cut.
-        ``"infomap"``: the map equation (:mod:`modgraph.partition.mapequation`) chooses the
-        modules and their number by minimum description length, and its codelength is tested
-        against the same null graphs (``n_null`` of them, at level ``alpha``; no Bonferroni:
-        one test); not significant, the graph is one module. No ``n_modules`` or
-        ``resolution``; ``refine`` and ``n_iterations`` do not apply.
+        ``"infomap"``: whether the graph is modular as with ``"leiden"`` (the same scan and
+        test, so the same ``result.significance``), and then the modules and their number from
+        the map equation (:mod:`modgraph.partition.mapequation`, minimum description length)
+        instead of the bisection (``info["modules_from"]``). No ``n_modules`` or
+        ``resolution``.
     n_modules : int, optional
         Number of modules wanted, ``1 <= n_modules <= number of connected nodes``. By default it
         is chosen from the null model among 1 .. 10 (see :mod:`modgraph.partition.find`):

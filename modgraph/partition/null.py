@@ -108,10 +108,6 @@ class Significance:
         How the null graphs were partitioned (method, seed, ...).
     note : str
         Empty, or why the test could not be made.
-    statistic : str
-        What ``ncut`` and ``null_ncut`` hold: ``"normalized cut"``, or for ``method="infomap"``
-        ``"codelength"``, the map equation's bits per step (:mod:`.mapequation`); lower is more
-        modular either way, and the model of ``p`` is the same.
     """
 
     ncut: float
@@ -123,7 +119,6 @@ class Significance:
     n_null: int
     params: dict = field(default_factory=dict)
     note: str = ""
-    statistic: str = "normalized cut"
 
     @property
     def testable(self) -> bool:
@@ -140,7 +135,6 @@ class Significance:
             "n_modules": int(self.n_modules),
             "n_null": int(self.n_null),
             "note": self.note,
-            "statistic": self.statistic,
         }
 
 
@@ -314,7 +308,7 @@ def compare(sub: ConnectedGraph, labels, nulls, null_labels, params: dict) -> Si
         return untestable(params, CANNOT_SHUFFLE, value, k)
     null = [g.ncut(z) for g, z in zip(nulls, null_labels, strict=True)]
     null_smallest = [int(np.bincount(z).min()) for z in null_labels]
-    z, p, n_le = null_p_value(value, int(np.bincount(labels).min()), null, null_smallest)
+    z, p, n_le = _p_value(value, int(np.bincount(labels).min()), null, null_smallest)
     return Significance(
         ncut=value, null_ncut=np.asarray(null), z=z, p_value=p,
         p_empirical=(1 + n_le) / (1 + len(null)), n_modules=k, n_null=len(null),
@@ -368,7 +362,7 @@ def null_test(
         if n_le / (1 + n_max) > level:
             break
         if len(null_labels) == n_null < n_max and n_le / (1 + n_null) > level:  # the one look
-            if null_p_value(value, smallest, null_cut, null_smallest, floor=False)[1] <= level:
+            if _p_value(value, smallest, null_cut, null_smallest, floor=False)[1] <= level:
                 nulls += [null_graph(sub, rng) for _ in range(n_max - n_null)]
     t = compare(sub, labels, nulls[: len(null_labels)], null_labels, params)
     if len(null_labels) == len(nulls):
@@ -401,7 +395,7 @@ def _ties_or_beats(value: float, smallest: int, null, null_smallest):
     return np.asarray(null) <= value * (1 + 1e-12)
 
 
-def null_p_value(
+def _p_value(
     value: float, smallest: int, null, null_smallest, *, floor: bool = True
 ) -> tuple[float, float, int]:
     """(z, p, number of null graphs that tie or beat the partition); see :class:`Significance`.
@@ -438,8 +432,8 @@ def module_significance(
     """Is the partition's normalized cut lower than on graphs without module structure?
 
     The partition is compared, at its own number of modules ``k``, with what the method that
-    found it (``result.params``; Leiden for a ``method="infomap"`` result, whose own test of
-    its codelength is ``result.significance``) finds at ``k`` on ``n_null`` null graphs (see
+    found it (``result.params``; Leiden for a ``method="infomap"`` result) finds at ``k`` on
+    ``n_null`` null graphs (see
     :func:`null_graph`: layers and every node's strength kept, who talks to whom shuffled). A
     one-module result is tested as the best split into two (is there any structure at all?).
     A result with an automatic number of modules already carries its test, adjusted for the

@@ -100,10 +100,7 @@ class ModuleResult:
         if not sig.testable:
             return f"{self.n_modules} module{'s' * (self.n_modules != 1)}; {sig.note}"
         alpha = self.params.get("alpha", 0.05)
-        if sig.statistic == "codelength":
-            how = f"alpha = {alpha:g}; map equation against {sig.n_null} null graphs"
-        else:
-            how = f"alpha = {alpha:g}, Bonferroni over {self.info.get('bonferroni_tests', 1)} k"
+        how = f"alpha = {alpha:g}, Bonferroni over {self.info.get('bonferroni_tests', 1)} k"
         if self.n_modules < 2:
             return (
                 f"no significant modular structure (best: k = {sig.n_modules}, "
@@ -114,10 +111,12 @@ class ModuleResult:
         if self.info.get("modules_from") == "bisection":
             n = self.n_modules - 1
             also += f"; the modules from {n} significant bisection{'s' if n > 1 else ''}"
+        elif self.info.get("modules_from") == "map equation":
+            also += "; the modules from the map equation"
         verdict = (f"{plural(self.n_modules, 'module')}, significant: p = {sig.p_value:.2g} "
                    f"({how}{also})")  # fmt: skip
         per_node = self.info.get("edges_per_node", math.inf)
-        if per_node < CALIBRATED_EDGES_PER_NODE and sig.statistic == "normalized cut":
+        if per_node < CALIBRATED_EDGES_PER_NODE:
             verdict += (f"; caution: {per_node:.1f} edges per node, and below "
                         f"{CALIBRATED_EDGES_PER_NODE:g} the test is not calibrated")  # fmt: skip
         return verdict
