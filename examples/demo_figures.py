@@ -1,7 +1,8 @@
 """Regenerate figures/demo/: the built-in demo's figures, summary, graph and interactive report.
 
 Run: ``python examples/demo_figures.py`` (about the time of ``modgraph demo``).
-Keeps the PNGs, summary.json, the GraphML and report.html (SVGs, the saved analysis and the
+Keeps the PNGs, summary.json, the GraphML and report.html (report.html is not tracked: 2 MB,
+regenerated here; SVGs, the saved analysis and the
 manifest are left out of the repository to keep it small; ``modgraph demo --out DIR`` writes
 them), and takes ``report.png``: a screenshot of report.html in headless Chromium (Debian's
 ``chromium`` and the ``playwright`` package) with the most connected direction clicked.

@@ -130,8 +130,7 @@ def write_report(  # noqa: PLR0913 (what a report is made of, keyword-only)
     eps_choice : EpsChoice, optional
         An eps chosen from a task metric (:func:`modgraph.choose_eps`): the analysis and the
         baselines are reported at ``eps_choice.eps``, and the summary's ``eps_choice`` says why.
-
-    Progress goes to the ``"modgraph"`` logger at level INFO.
+        Progress goes to the ``"modgraph"`` logger at level INFO.
 
     Returns
     -------
