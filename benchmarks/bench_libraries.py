@@ -85,9 +85,9 @@ def part_ari(repeats: int) -> None:
     for _ in range(200):
         n = int(rng.integers(2, 500))
         a, b = rng.integers(0, rng.integers(1, 12), size=(2, n))
-        worst = max(worst, abs(mg.adjusted_rand_index(a, b) - adjusted_rand_score(a, b)))
+        worst = max(worst, abs(mg.partition.adjusted_rand_index(a, b) - adjusted_rand_score(a, b)))
     a, b = rng.integers(0, 8, size=(2, 2000))
-    ours = timed(lambda: mg.adjusted_rand_index(a, b), repeats)
+    ours = timed(lambda: mg.partition.adjusted_rand_index(a, b), repeats)
     theirs = timed(lambda: adjusted_rand_score(a, b), repeats)
     report("adjusted Rand index (2000 items)", ours, theirs, f"largest difference {worst:.1e}")
 
@@ -198,7 +198,7 @@ def part_llc(repeats: int) -> None:
         return nn.functional.mse_loss(out, y)
 
     def ours_fn():  # full batch, the same burn-in and step: devinterp's update rule
-        est = mg.llc_estimate(loss_fn, w0, eps=1 / nbeta, gamma=gamma, step_size=lr,
+        est = mg.diagnostics.llc_estimate(loss_fn, w0, eps=1 / nbeta, gamma=gamma, step_size=lr,
                               n_chains=chains, n_steps=burnin + draws, n_burnin=burnin,
                               seed=0)  # fmt: skip
         return est.value

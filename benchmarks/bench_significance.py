@@ -175,8 +175,8 @@ def recovery(args, builders, title: str) -> None:
             auto = mg.find_modules(g, method=method, seed=0, n_null=args.n_null)
             at_k = mg.find_modules(g, method=method, n_modules=c.K, seed=0)
             p_k = mg.module_significance(g, at_k, n_null=args.n_null, seed=0).p_value
-            ari = mg.adjusted_rand_index(tr, [auto.membership[n] for n in nodes])
-            ari_k = mg.adjusted_rand_index(tr, [at_k.membership[n] for n in nodes])
+            ari = mg.partition.adjusted_rand_index(tr, [auto.membership[n] for n in nodes])
+            ari_k = mg.partition.adjusted_rand_index(tr, [at_k.membership[n] for n in nodes])
             p_auto = auto.significance.p_value
             rows[method].append((c.K, auto.n_modules, ari, ari_k, p_auto, p_k, share))
             if args.verbose:

@@ -8,7 +8,8 @@ its 3 incoming parameters (2 weights + bias) are free, a planted degeneracy. An 
 strength w is a fixed coupling (a buffer, not a parameter) from module k's spare neuron to module
 k+1's output (cyclically): it makes those 9 free parameters matter with curvature ~ w^2.
 
-Measured with :func:`modgraph.effective_parameter_count` on the behavioral loss at eps = 1e-4:
+Measured with :func:`modgraph.diagnostics.effective_parameter_count` on the behavioral loss
+at eps = 1e-4:
 
 - ``hessian``: number of Hessian eigenvalues above 2 eps;
 - ``llc``: 2 lambda_hat from SGLD (n beta = 1/eps, localisation gamma = 100);
@@ -105,7 +106,7 @@ def whole_net(w: float) -> nn.Sequential:
 
 
 def counts(net: nn.Module, x: torch.Tensor, *, step: float, llc: bool = True) -> dict:
-    h = mg.effective_parameter_count(net, x, eps=EPS, method="hessian")
+    h = mg.diagnostics.effective_parameter_count(net, x, eps=EPS, method="hessian")
     eig = np.clip(h.eigenvalues, 0.0, None)
     out = {
         "hessian": h.value,
@@ -113,7 +114,7 @@ def counts(net: nn.Module, x: torch.Tensor, *, step: float, llc: bool = True) ->
         "n_params": h.n_params,
     }
     if llc:
-        e = mg.effective_parameter_count(
+        e = mg.diagnostics.effective_parameter_count(
             net, x, eps=EPS, method="llc", seed=SEED, step_size=step, **LLC
         )
         out["llc"], out["llc_se"] = e.value, 2 * e.llc.std_error
@@ -132,7 +133,7 @@ def main() -> dict:
     x = torch.randn(N, K * D_IN, generator=g, dtype=torch.float64)
     # one SGLD step size for every run (the default rule at the stiffest network, w = 1), so that
     # the runs differ only in the loss, not in the discretisation; the noise is common too (seed)
-    h_max = mg.effective_parameter_count(whole_net(1.0), x, eps=EPS).eigenvalues[0]
+    h_max = mg.diagnostics.effective_parameter_count(whole_net(1.0), x, eps=EPS).eigenvalues[0]
     step = 0.1 / (h_max / EPS + LLC["gamma"])
     modules = [counts(module_net(k), x[:, k * D_IN : (k + 1) * D_IN], step=step) for k in range(K)]
     whole = counts(whole_net(0.0), x, step=step)

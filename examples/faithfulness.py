@@ -132,7 +132,7 @@ def main() -> None:
         ]
         y = ab.run_edge_ablated(net, a, x, weak)
         with torch.no_grad():
-            graph_loss[name] = mg.behavioral_loss(y, net(x))
+            graph_loss[name] = mg.loss.behavioral_loss(y, net(x))
         print(
             f"{name:>11}: fewest edges on the grid with loss < eps: {int(below.min())}; "
             f"loss keeping only the graph's {a.graph.n_edges} edges: {graph_loss[name]:.2e}"
@@ -151,7 +151,7 @@ def main() -> None:
         )
 
     OUT.mkdir(exist_ok=True)
-    ax = mg.plot_faithfulness(curves)
+    ax = mg.plotting.plot_faithfulness(curves)
     ax.figure.savefig(OUT / "faithfulness.png", dpi=150)
     payload = {
         "curves": {b: c.to_dict() for b, c in curves.items()},

@@ -66,7 +66,7 @@ def main() -> None:
         fontsize=11,
     )
     OUT.mkdir(parents=True, exist_ok=True)
-    mg.save_figure(fig, OUT / "graph", formats=("png",))
+    mg.plotting.save_figure(fig, OUT / "graph", formats=("png",))
     print(f"wrote {OUT / 'graph.png'}")
 
 

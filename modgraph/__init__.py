@@ -15,146 +15,62 @@ Bushnaq et al., "Using Degeneracy in the Loss Landscape for Mechanistic Interpre
 7. :mod:`~modgraph.report`: figures, GraphML, the analysis and a summary, written atomically.
 
 :func:`analyze` (:mod:`~modgraph.pipeline`) runs stages 1-5 and returns an :class:`Analysis`;
-:func:`write_report` runs 6-7. Side areas: :mod:`~modgraph.diagnostics` (degeneracy: ranks,
-synchronized ReLUs, N_eff, LLC, sparsify), :mod:`~modgraph.circuits` (ablations, module tests,
-circuits, faithfulness), :mod:`~modgraph.plotting`, :mod:`~modgraph.adapters` (transformers) and
-:mod:`~modgraph.toys` (the demo, planted networks, a tiny transformer).
+:func:`write_report` runs 6-7. The top level holds the pipeline and the module stage; the side
+areas are subpackages, imported with ``modgraph``: :mod:`~modgraph.diagnostics` (degeneracy:
+ranks, synchronized ReLUs, N_eff, LLC, sparsify), :mod:`~modgraph.circuits` (ablations, module
+tests, circuits, faithfulness, the task tolerance's eps), :mod:`~modgraph.plotting` (every
+figure), :mod:`~modgraph.adapters` (transformers) and :mod:`~modgraph.toys` (the demo, planted
+networks, a tiny transformer); :mod:`~modgraph.partition` has the objective's parts.
 """
 
+# the side areas, as attributes: mg.circuits.faithfulness_curve, mg.diagnostics.layer_ranks, ...
+from . import adapters, circuits, diagnostics, partition, plotting, toys  # noqa: F401
 from ._version import __version__
 from .adapters import transformer_chain
 from .analysis import Analysis, load_analysis
-from .basis import LayerBasis, fit_basis
 from .chain import LayerChain
-from .circuits import (
-    Circuit,
-    EdgesNeeded,
-    EpsChoice,
-    FaithfulnessCurve,
-    ModuleAblation,
-    ModuleIO,
-    choose_eps,
-    edges_needed,
-    faithfulness_curve,
-    module_ablation,
-    module_io,
-    run_ablated,
-    run_edge_ablated,
-    smallest_circuit,
-)
-from .data import Batches
-from .diagnostics import (
-    BlockGate,
-    EffectiveParameterCount,
-    LayerRank,
-    LayerRanks,
-    LLCEstimate,
-    SparsifiedLayer,
-    SparsifiedModel,
-    SynchronizedBlocks,
-    effective_parameter_count,
-    layer_ranks,
-    llc_estimate,
-    sparsify,
-    synchronized_blocks,
-)
+from .circuits import EdgesNeeded, EpsChoice, choose_eps, edges_needed
 from .errors import InputError, NonFiniteError
 from .graph import InteractionGraph
 from .hooked import HookedChain
-from .loss import behavioral_loss
 from .partition import (
     CostCurve,
     ModuleResult,
     Significance,
-    adjusted_rand_index,
     cost_curve,
-    cross_module_cost,
     find_modules,
     module_significance,
-    normalized_cut,
 )
 from .pipeline import analyze
-from .plotting import (
-    plot_basis_comparison,
-    plot_cost_curve,
-    plot_degeneracy,
-    plot_faithfulness,
-    plot_graph,
-    plot_module_heatmap,
-    plot_spectra,
-    save_figure,
-)
+from .plotting import plot_cost_curve, plot_graph, plot_spectra
 from .report import write_report
-from .statistics import LayerStatistics
-from .toys import TinyTransformer
 
 __all__ = [
     "__version__",
-    # stages 1-5
-    "LayerChain",
-    "HookedChain",
-    "Batches",
-    "LayerStatistics",
-    "LayerBasis",
-    "fit_basis",
-    "InteractionGraph",
+    # the model and the analysis (stages 1-5)
     "analyze",
     "Analysis",
+    "load_analysis",
+    "InteractionGraph",
+    "LayerChain",
+    "HookedChain",
+    "transformer_chain",
     "choose_eps",
     "EpsChoice",
     "edges_needed",
     "EdgesNeeded",
-    "load_analysis",
-    # stages 6-7
-    "ModuleResult",
-    "CostCurve",
-    "Significance",
+    # modules (stages 6-7)
     "find_modules",
-    "cross_module_cost",
-    "normalized_cut",
-    "cost_curve",
+    "ModuleResult",
+    "Significance",
     "module_significance",
-    "adjusted_rand_index",
+    "cost_curve",
+    "CostCurve",
     "write_report",
-    # errors
-    "InputError",
-    "NonFiniteError",
-    # circuits
-    "behavioral_loss",
-    "run_ablated",
-    "run_edge_ablated",
-    "ModuleAblation",
-    "module_ablation",
-    "ModuleIO",
-    "module_io",
-    "Circuit",
-    "smallest_circuit",
-    "FaithfulnessCurve",
-    "faithfulness_curve",
-    # diagnostics
-    "LayerRank",
-    "LayerRanks",
-    "layer_ranks",
-    "SynchronizedBlocks",
-    "synchronized_blocks",
-    "EffectiveParameterCount",
-    "effective_parameter_count",
-    "LLCEstimate",
-    "llc_estimate",
-    "BlockGate",
-    "SparsifiedLayer",
-    "SparsifiedModel",
-    "sparsify",
-    # plotting
     "plot_graph",
     "plot_spectra",
     "plot_cost_curve",
-    "plot_module_heatmap",
-    "plot_basis_comparison",
-    "plot_degeneracy",
-    "plot_faithfulness",
-    "save_figure",
-    # adapters and toys
-    "transformer_chain",
-    "TinyTransformer",
+    # errors
+    "InputError",
+    "NonFiniteError",
 ]

@@ -105,7 +105,7 @@ def test_ablating_a_whole_layer_runs_the_model_on_its_mean():
         assert (y - chain.run_from(l, basis.mean + r)).abs().max() < 1e-12
         # the dropped part's effect, against the model run on the plain layer mean
         on_mean = chain.run_from(l, basis.mean.expand_as(f))
-        assert mg.behavioral_loss(y, on_mean) < a.eps
+        assert mg.loss.behavioral_loss(y, on_mean) < a.eps
         if l == 2:  # the test has teeth: the basis did drop a varying direction here
             assert basis.k < basis.d and r.norm(dim=1).max() > 0.1
 
@@ -296,11 +296,11 @@ def test_plot_faithfulness(planted):
     matplotlib.use("Agg")
     net, _, x, analyses = planted
     curves = {b: ab.faithfulness_curve(net, a, x[::4], n_points=3) for b, a in analyses.items()}
-    ax = mg.plot_faithfulness(curves)
+    ax = mg.plotting.plot_faithfulness(curves)
     assert ax.get_yscale() == "log" and ax.get_xlabel() and ax.get_ylabel()
     assert len(ax.get_legend().get_texts()) == 2
     with pytest.raises(InputError, match="curves"):
-        mg.plot_faithfulness({})
+        mg.plotting.plot_faithfulness({})
 
 
 # ---------------------------------------------------------------------------- bad input

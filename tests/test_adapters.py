@@ -49,7 +49,7 @@ def test_transformer_lens_3_hooked_transformer(split):
     a = mg.analyze(chain, tokens, progress=False)
     assert a.layer_names == list(chain.names) and a.graph.n_edges > 0
     assert torch.allclose(ab.run_ablated(chain, a, tokens), logits_all(model, tokens)[:, -1])
-    curve = mg.faithfulness_curve(chain, a, tokens, n_points=3)
+    curve = mg.circuits.faithfulness_curve(chain, a, tokens, n_points=3)
     assert curve.loss[0] == 0 and curve.loss[-1] > 0
 
 
@@ -84,7 +84,7 @@ def test_hugging_face_gpt2():
     assert (acts[-1] - out.logits[:, -1]).abs().max() <= 1e-6
     a = mg.analyze(chain, tokens, progress=False)
     assert a.graph.n_edges > 0
-    curve = mg.faithfulness_curve(chain, a, tokens, n_points=3)
+    curve = mg.circuits.faithfulness_curve(chain, a, tokens, n_points=3)
     assert curve.loss[0] == 0
     with pytest.raises(mg.InputError, match="computes inline"):
         mg.transformer_chain(model, split="sublayer")
@@ -121,7 +121,7 @@ for name, f in zip(chain.names[:-1], acts):
     assert (f - cache[name]).abs().max() <= 1e-6, name
 assert torch.equal(acts[-1], logits[:, -1])
 a = mg.analyze(chain, tokens, progress=False)
-curve = mg.faithfulness_curve(chain, a, tokens, n_points=3)
+curve = mg.circuits.faithfulness_curve(chain, a, tokens, n_points=3)
 assert curve.loss[0] == 0 and curve.loss[-1] > 0
 try:
     mg.transformer_chain(model, split="sublayer")

@@ -126,25 +126,48 @@ def test_no_import_cycles():
 
 
 # ---------------------------------------------------------------------------- public API
+#: The top level and the side areas' subpackages: every public name is in one of them.
+PUBLIC = (mg, mg.circuits, mg.diagnostics, mg.partition, mg.plotting, mg.adapters, mg.toys)
+
+
 def public_functions():
-    return [(n, obj) for n, obj in vars(mg).items() if n in mg.__all__ and inspect.isfunction(obj)]
+    return [
+        (f"{pkg.__name__}.{n}", pkg, obj)
+        for pkg in PUBLIC
+        for n, obj in vars(pkg).items()
+        if n in pkg.__all__ and inspect.isfunction(obj)
+    ]
 
 
-@pytest.mark.parametrize("name, fn", public_functions(), ids=[n for n, _ in public_functions()])
-def test_every_result_type_is_exported(name, fn):
+def test_the_top_level_is_small_and_the_side_areas_are_subpackages():
+    assert len(mg.__all__) <= 25
+    for pkg in PUBLIC[1:]:
+        assert getattr(mg, pkg.__name__.rsplit(".", 1)[1]) is pkg  # mg.circuits, mg.toys, ...
+        for n in pkg.__all__:
+            assert getattr(pkg, n) is not None
+    # nothing at the top level is exported twice under another subpackage's list
+    assert not {"faithfulness_curve", "layer_ranks", "TinyTransformer"} & set(mg.__all__)
+
+
+FUNCTIONS = public_functions()
+
+
+@pytest.mark.parametrize("name, pkg, fn", FUNCTIONS, ids=[n for n, *_ in FUNCTIONS])
+def test_every_result_type_is_exported(name, pkg, fn):
     hints = typing.get_type_hints(inspect.unwrap(fn))
     ret = hints.get("return")
     for t in typing.get_args(ret) or (ret,):
         if isinstance(t, type) and t.__module__.startswith("modgraph"):
-            assert getattr(mg, t.__name__, None) is t, f"{name} returns {t.__name__}"
+            homes = [p for p in (pkg, mg) if getattr(p, t.__name__, None) is t]
+            assert homes, f"{name} returns {t.__name__}, exported neither beside it nor on top"
 
 
-PLOTS = [n for n in mg.__all__ if n.startswith("plot_")]
+PLOTS = [n for n in mg.plotting.__all__ if n.startswith("plot_")]
 
 
 @pytest.mark.parametrize("name", PLOTS)
 def test_every_plot_takes_ax_and_says_what_it_returns(name):
-    fn = getattr(mg, name)
+    fn = getattr(mg.plotting, name)
     params = inspect.signature(fn).parameters
     assert "ax" in params and params["ax"].default is None
     assert params["ax"].kind is inspect.Parameter.KEYWORD_ONLY

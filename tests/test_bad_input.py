@@ -279,7 +279,7 @@ CASES = [
     # circuits
     (
         "ablation on NaN data",
-        lambda c: mg.module_ablation(
+        lambda c: mg.circuits.module_ablation(
             c["net"],
             c["a"],
             NAN_X,
@@ -290,7 +290,7 @@ CASES = [
     ),
     (
         "smallest circuit on NaN data",
-        lambda c: mg.smallest_circuit(
+        lambda c: mg.circuits.smallest_circuit(
             c["net"],
             c["a"],
             NAN_X,
@@ -301,19 +301,19 @@ CASES = [
     ),
     (
         "unknown node",
-        lambda c: mg.run_ablated(c["net"], c["a"], c["x"], ["9:0"]),
+        lambda c: mg.circuits.run_ablated(c["net"], c["a"], c["x"], ["9:0"]),
         mg.InputError,
         "unknown node id '9:0'",
     ),
     (
         "a model other than the analysed one",
-        lambda c: mg.run_ablated(mlp(3, 5, 2), c["a"], c["x"], []),
+        lambda c: mg.circuits.run_ablated(mlp(3, 5, 2), c["a"], c["x"], []),
         mg.InputError,
         "does not match analysis",
     ),
     (
         "layer ranks of one sample",
-        lambda c: mg.layer_ranks(c["net"], c["x"][:1], threshold=1e-9),
+        lambda c: mg.diagnostics.layer_ranks(c["net"], c["x"][:1], threshold=1e-9),
         mg.InputError,
         "1 sample",
     ),

@@ -69,10 +69,10 @@ def test_choose_eps_stops_at_the_first_edge_the_metric_notices(mlp):
     edges, entries = _removed(a, c.edges_removed)
     assert 0 < c.edges_removed < len(entries) == c.edges_total
     # the removed edges keep the behavioral loss within the tolerance; one more does not
-    inside = mg.behavioral_loss(mg.run_edge_ablated(net, a, x, edges), ref)
+    inside = mg.loss.behavioral_loss(mg.circuits.run_edge_ablated(net, a, x, edges), ref)
     assert inside <= tol and inside == pytest.approx(c.value, rel=1e-12)
     more, _ = _removed(a, c.edges_removed + 1)
-    assert mg.behavioral_loss(mg.run_edge_ablated(net, a, x, more), ref) > tol
+    assert mg.loss.behavioral_loss(mg.circuits.run_edge_ablated(net, a, x, more), ref) > tol
     # eps is the strength of the last edge removed, squared: the graph leaves out exactly those
     assert c.eps == pytest.approx(entries[c.edges_removed - 1][0] ** 2, rel=1e-12)
     assert a.with_eps(c.eps).graph.n_edges == len(entries) - c.edges_removed
@@ -112,10 +112,10 @@ def test_edges_needed_per_pair_stops_at_the_first_edge_the_metric_notices(mlp):
         entries = sorted((float(w[i, j]), int(j), int(i)) for i, j in zip(*np.nonzero(w > 0)))
         assert total == len(entries)
         gone = [(f"{l}:{j}", f"{l + 1}:{i}") for _, j, i in entries[: total - needed]]
-        assert mg.behavioral_loss(mg.run_edge_ablated(net, a, x, gone), ref) <= tol
+        assert mg.loss.behavioral_loss(mg.circuits.run_edge_ablated(net, a, x, gone), ref) <= tol
         if needed:
             more = [(f"{l}:{j}", f"{l + 1}:{i}") for _, j, i in entries[: total - needed + 1]]
-            assert mg.behavioral_loss(mg.run_edge_ablated(net, a, x, more), ref) > tol
+            assert mg.loss.behavioral_loss(mg.circuits.run_edge_ablated(net, a, x, more), ref) > tol
     assert 0 < count.n_needed < sum(count.total)
 
 

@@ -61,7 +61,7 @@ def test_a_custom_module_is_cut_at_module_paths():
     assert b.layer_names == ["input", "enc.1", "enc", "output"]
     same = mg.analyze(nn.Sequential(*m.enc, m.head), x, progress=False, layers=["1", "3"])
     _same_analysis(same, b)
-    curve = mg.faithfulness_curve(m, b, x, n_points=4)
+    curve = mg.circuits.faithfulness_curve(m, b, x, n_points=4)
     assert curve.loss[0] == 0 and curve.loss[-1] > 0
 
 
@@ -100,7 +100,7 @@ def test_a_residual_network_cut_at_block_outputs():
     for want, got in zip([x[:10], h, m.blocks[0](h), m.blocks[1](m.blocks[0](h))], acts):
         assert torch.equal(want, got)
     assert torch.equal(acts[-1], m(x[:10]))
-    mg.faithfulness_curve(m, a, x, n_points=3)
+    mg.circuits.faithfulness_curve(m, a, x, n_points=3)
 
 
 def test_a_cut_inside_a_residual_branch_is_named_with_the_cut_to_use():
@@ -251,7 +251,7 @@ def test_feature_maps_count_positions_as_samples(digits):
     # the same CNN written as a custom module with a forward(): the same numbers through hooks
     hooked = HookedChain(cnn, ["input", "2", "6", "8"])
     _same_analysis(a, mg.analyze(hooked, x[:600], progress=False, rotation="none"))
-    curve = mg.faithfulness_curve(cnn, a, x[:600], n_points=3)
+    curve = mg.circuits.faithfulness_curve(cnn, a, x[:600], n_points=3)
     assert curve.loss[0] == 0
 
 
@@ -286,9 +286,9 @@ def test_ablations_on_sequence_layers_match_brute_force():
     assert (y - model(tokens)).abs().max() > 1e-6
     linear = ab.run_edge_ablated(chain, a, tokens, [("1:0", "2:1")], method="linear")
     assert (linear - model(tokens)).abs().max() > 1e-6
-    mg.faithfulness_curve(chain, a, tokens, n_points=3)
+    mg.circuits.faithfulness_curve(chain, a, tokens, n_points=3)
     modules = mg.find_modules(a.graph, n_modules=2, seed=0)
-    circuit = mg.smallest_circuit(chain, a, tokens, modules)
+    circuit = mg.circuits.smallest_circuit(chain, a, tokens, modules)
     assert 1 <= len(circuit.modules) <= 2
 
 

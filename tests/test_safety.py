@@ -355,7 +355,7 @@ def test_modules_named_input_and_output_get_layers_of_their_own():
     assert a.layer_names == ["(input)", "input", "act", "output", "(output)"]
     assert [la.d for la in a.layers] == [6, 8, 8, 3, 3]
     # the circuit tools cut the model where the analysis did, from its names alone
-    out = mg.run_ablated(net, a, x, nodes=[])
+    out = mg.circuits.run_ablated(net, a, x, nodes=[])
     assert torch.allclose(out, net(x), atol=1e-6)
 
 

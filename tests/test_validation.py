@@ -30,8 +30,8 @@ def case(tmp_path_factory):
     r = mg.find_modules(a.graph, method="spectral", n_modules=2)
     curve = mg.cost_curve(a.graph, ks=[1, 2])
     sig = mg.module_significance(a.graph, r, n_null=2)
-    ranks = mg.layer_ranks(net, x, threshold=1e-9)
-    faith = mg.faithfulness_curve(net, a, x, n_points=2)
+    ranks = mg.diagnostics.layer_ranks(net, x, threshold=1e-9)
+    faith = mg.circuits.faithfulness_curve(net, a, x, n_points=2)
     return dict(
         net=net,
         x=x,
@@ -82,6 +82,15 @@ CALLS = {
     "load_analysis": lambda c: ((c["out"],), {}),
 }
 
+#: Where the public functions live: the top level, the side areas' subpackages, and the basis and
+#: loss modules for the two stage functions the top level leaves out.
+HOMES = (mg, mg.circuits, mg.diagnostics, mg.partition, mg.plotting, mg.adapters, mg.basis, mg.loss)
+
+
+def public(name: str):
+    return next(getattr(h, name) for h in HOMES if name in getattr(h, "__all__", ()))
+
+
 #: Parameters whose type is not a plain scalar, checked by dedicated tests elsewhere.
 UNCHECKED = {"device", "progress"}
 
@@ -106,7 +115,7 @@ def _scalar(annotation):
 def cases():
     out = []
     for name, build in CALLS.items():
-        fn = getattr(mg, name)
+        fn = public(name)
         hints = typing.get_type_hints(inspect.unwrap(fn))
         for p in inspect.signature(fn).parameters.values():
             kind = _scalar(hints.get(p.name))
@@ -123,7 +132,8 @@ def cases():
 
 def test_every_public_function_has_a_valid_call():
     functions = {n for n in mg.__all__ if inspect.isfunction(getattr(mg, n))}
-    assert functions == set(CALLS)
+    assert functions <= set(CALLS)
+    assert all(inspect.isfunction(public(n)) for n in CALLS)
 
 
 def test_there_are_many_generated_cases():
@@ -134,7 +144,7 @@ def test_there_are_many_generated_cases():
 def test_invalid_value_names_the_parameter(case, name, build, param, value):
     args, kwargs = build(case)
     with pytest.raises(mg.InputError) as err:
-        getattr(mg, name)(*args, **{**kwargs, param: value})
+        public(name)(*args, **{**kwargs, param: value})
     message = str(err.value)
     assert f"The {param!r} parameter of {name} must be" in message, message
     assert f"Got {value!r} instead." in message, message

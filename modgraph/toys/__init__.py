@@ -5,7 +5,7 @@ imports them.
 """
 
 from .demo import DemoProblem, make_demo, true_modules
-from .planted import CASES, Case, hide_relu_neurons, make_case, planted_mlp
+from .planted import CASES, Case, Planted, hide_relu_neurons, make_case, planted_mlp
 from .transformer import TinyTransformer, modular_addition_data, train_modular_addition
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "Case",
     "CASES",
     "make_case",
+    "Planted",
     "hide_relu_neurons",
     "planted_mlp",
     "TinyTransformer",
