@@ -286,6 +286,7 @@ def _analyze(args) -> dict:
         batch_size=args.batch_size,
         device=args.device,
         output_probes=args.output_probes,
+        position_sources=args.position_sources,
         feature_maps=args.feature_maps,
     )
 
@@ -532,6 +533,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="estimate M from this many random output probes per sample instead of one "
         "backward pass per output dimension (for large outputs such as a vocabulary)",
+    )
+    a.add_argument(
+        "--position-sources",
+        type=int,
+        help="sequence layers: estimate the edges' sum over output positions with this many "
+        "random-sign sources per direction (linear instead of quadratic in the length)",
     )
     a.set_defaults(run=_analyze)
     return p

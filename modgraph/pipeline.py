@@ -28,7 +28,7 @@ from .chain import (
     device_and_dtype,
 )
 from .data import Batches
-from .edges import ATTRIBUTIONS, RULES, interaction_strengths
+from .edges import ATTRIBUTIONS, RULES, PositionSources, interaction_strengths
 from .errors import InputError, NonFiniteError
 from .exemplars import ExemplarTracker
 from .hooked import HookedChain, as_chain
@@ -72,6 +72,7 @@ def analyze(  # noqa: PLR0913 (the paper's knobs, keyword-only)
     n_steps: int = 8,
     rule: str = "gauss-legendre",
     output_probes: int | None = None,
+    position_sources: int | None = None,
     seed: int = 0,
     jacobian_budget: int = DEFAULT_JACOBIAN_BUDGET,
     feature_maps: str = "positions",
@@ -145,6 +146,11 @@ def analyze(  # noqa: PLR0913 (the paper's knobs, keyword-only)
         position instead of one backward pass per output dimension: unbiased, relative error
         ~ 1/sqrt(output_probes); for large outputs such as a vocabulary. ``None`` (default):
         exact. Seeded by ``seed``.
+    position_sources : int, optional
+        Sequence layers: estimate the edges' sum over output positions with this many
+        random-sign sources per direction (:class:`~modgraph.edges.PositionSources`) instead of
+        one backward pass per output position: linear instead of quadratic in the sequence
+        length, unbiased for ``w**2``. ``None`` (default): exact. Seeded by ``seed``.
     jacobian_budget : int
         Most Jacobian-row elements held at once; bounds memory.
     feature_maps : {"positions", "flatten"}
@@ -234,6 +240,7 @@ def analyze(  # noqa: PLR0913 (the paper's knobs, keyword-only)
             n_steps=n_steps,
             rule=rule,
             jacobian_budget=jacobian_budget,
+            sources=None if position_sources is None else PositionSources(position_sources, seed),
             on_batch=None if tracker is None else tracker.update,
         )
         exemplars = None if tracker is None else tracker.result()
@@ -331,8 +338,9 @@ def _config(options: dict) -> dict:
     check_real(where, "rtol", options["rtol"], low=0, high=1, high_open=True)
     check_real(where, "tie_rtol", options["tie_rtol"], low=0)
     check_int(where, "n_steps", options["n_steps"], low=1)
-    if options["output_probes"] is not None:
-        check_int(where, "output_probes", options["output_probes"], low=1)
+    for name in ("output_probes", "position_sources"):
+        if options[name] is not None:
+            check_int(where, name, options[name], low=1)
     check_seed(where, options["seed"])
     check_int(where, "jacobian_budget", options["jacobian_budget"], low=1)
     check_choice(where, "feature_maps", options["feature_maps"], FEATURE_MAPS)
@@ -340,7 +348,7 @@ def _config(options: dict) -> dict:
     keys = ("eps", "eps_units", "variant", "scale", "basis", "rotation", "rtol", "tie_rtol")
     keys += ("attribution",)
     keys += ("n_steps", "rule", "output_probes", "seed", "batch_size", "feature_maps")
-    keys += ("n_examples", "output_basis")
+    keys += ("n_examples", "output_basis", "position_sources")
     return {k: options[k] for k in keys}
 
 

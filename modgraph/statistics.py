@@ -211,6 +211,7 @@ def jacobian_rows(
     budget: int,
     probes: int | None = None,
     generator: torch.Generator | None = None,
+    position_sources: int | None = None,
 ):
     """Yield ``(row_index, weight, grads)`` chunks of per-sample Jacobian rows of ``readout @ out``.
 
@@ -219,9 +220,30 @@ def jacobian_rows(
     With ``probes=k``: ``k`` Rademacher probes ``z`` per sample and position in readout space,
     cotangent ``z @ readout``, weight ``1/k``: then ``sum w g^T g`` is an unbiased estimate of
     ``J^T R^T R J`` with relative error ~ 1/sqrt(k); ``row_index`` is None.
+    With ``position_sources=S`` (sequence outputs of ``P > S`` positions): every readout row
+    ``i``, ``S`` times, each time at all positions at once with a random sign per sample and
+    position (``phi_t = +-1``, cotangent ``phi_t readout_i`` at position ``t``), weight ``1/S``,
+    ``row_index`` ``i``. A pullback then costs one backward for all ``P`` positions, so a
+    sequence costs ``O(P)`` instead of ``O(P^2)``, and ``E[(sum_t phi_t g_t)^2] = sum_t g_t^2``
+    for any per-input-position quantity ``g_t`` linear in the row, since the cross terms have
+    mean 0: ``sum w (.)^2`` is an unbiased estimate of the sum over output positions of squares
+    (relative error ~ sqrt(2 / S) where the positions contribute alike). The reference code
+    (``rib``) estimates its edges the same way.
     """
     P = out.shape[1] if out.ndim == 3 else 1
     n_rows = readout.shape[0] * P
+    if position_sources is not None and out.ndim == 3 and position_sources < P:
+        k, S = readout.shape[0], position_sources
+        chunk = _chunk(k * S, out.shape[0], width, budget)
+        for start in range(0, k * S, chunk):
+            r = torch.arange(start, min(k * S, start + chunk), device=out.device)
+            idx = r // S
+            phi = (
+                torch.randint(0, 2, (len(r), out.shape[0], P, 1), generator=generator,
+                              device="cpu").to(device=out.device, dtype=out.dtype) * 2 - 1
+            )  # fmt: skip
+            yield idx, 1.0 / S, vmap(pullback)(phi * readout[idx][:, None, None, :])
+        return
     if probes is None or probes >= n_rows:
         chunk = _chunk(n_rows, out.shape[0], width, budget)
         for start in range(0, n_rows, chunk):

@@ -104,3 +104,70 @@ def test_quadrature_rules():
         quadrature(3, "simpson")
     with pytest.raises(mg.InputError, match="'n_steps' parameter of quadrature must be an int"):
         quadrature(0)
+
+
+# ---------------------------------------------------------------------------- position sources
+def _sequence_chain(T=6, d=5):
+    """Stages mixing positions (a causal linear map over time, then a position-wise ReLU MLP)."""
+    torch.manual_seed(1)
+
+    class Causal(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.mix = torch.nn.Parameter(torch.tril(torch.randn(T, T)).double())
+            self.lin = torch.nn.Linear(d, d).double()
+
+        def forward(self, f):  # (B, T, d)
+            return self.lin(torch.einsum("ts,bsd->btd", self.mix, f))
+
+    mlp_stage = torch.nn.Sequential(torch.nn.Linear(d, d), torch.nn.ReLU()).double()
+    stages = (Causal().eval(), mlp_stage.eval())
+    x = torch.randn(30, T, d, dtype=torch.float64)
+    return LayerChain(stages, ("input", "causal", "mlp")), x
+
+
+def _edges(chain, x, **kw):
+    return mg.analyze(chain, x, rotation="none", eps=1e-8, eps_units="absolute", progress=False,
+                      n_examples=0, **kw).graph.w  # fmt: skip
+
+
+def test_position_sources_are_exact_where_positions_do_not_mix_and_when_enough():
+    chain, x = _sequence_chain()
+    exact = _edges(chain, x)
+    one = _edges(chain, x, position_sources=1, seed=3)
+    # the position-wise stage: sum_t phi_t a_ts has the single term t = s, so it is exact
+    assert relative(torch.as_tensor(one[1]), torch.as_tensor(exact[1])) < 1e-12
+    # the stage that mixes positions is only estimated with one source
+    assert relative(torch.as_tensor(one[0]), torch.as_tensor(exact[0])) > 1e-6
+    # as many sources as positions: every position its own row again
+    six = _edges(chain, x, position_sources=6)
+    for a, b in zip(six, exact):
+        assert relative(torch.as_tensor(a), torch.as_tensor(b)) < 1e-12
+
+
+def test_position_sources_are_unbiased_for_the_squared_edges():
+    chain, x = _sequence_chain()
+    exact = torch.as_tensor(_edges(chain, x)[0]) ** 2
+    runs = [torch.as_tensor(_edges(chain, x, position_sources=2, seed=s)[0]) ** 2
+            for s in range(60)]  # fmt: skip
+    mean = torch.stack(runs).mean(0)
+    spread = torch.stack(runs).std(0) / len(runs) ** 0.5
+    big = exact > 1e-3 * exact.max()
+    # within 4 standard errors of the mean everywhere (a biased estimator drifts out)
+    assert torch.all((mean - exact).abs()[big] <= 4 * spread[big] + 1e-12)
+    # and the single runs do vary: the estimate is random, not the exact value
+    assert float(torch.stack(runs).std(0)[big].max()) > 1e-6
+
+
+def test_position_sources_draw_the_same_signs_on_every_quadrature_point():
+    chain, x = _sequence_chain()
+    lin = LayerChain(chain.stages[:1], chain.names[:2])  # linear: integrated = gradient
+    g = _edges(lin, x, position_sources=2, seed=5)
+    i = _edges(lin, x, position_sources=2, seed=5, attribution="integrated", n_steps=3)
+    assert relative(torch.as_tensor(i[0]), torch.as_tensor(g[0])) < 1e-12
+
+
+def test_position_sources_are_checked():
+    chain, x = _sequence_chain()
+    with pytest.raises(mg.InputError, match="'position_sources' parameter of analyze"):
+        _edges(chain, x, position_sources=0)
