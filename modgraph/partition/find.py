@@ -371,12 +371,13 @@ def _map_equation(sub: ConnectedGraph, params: dict) -> ModuleResult:
     """``method="infomap"``: whether the graph is modular from the scan of the normalized cut
     (Leiden's automatic choice, the same test and calibration); which modules and how many from
     the map equation (:mod:`.mapequation`), joined where it split a module along layers. Where
-    the scan finds no structure the graph is one module; where the map equation finds one
-    module, the bisection's modules stand."""
+    the scan finds no structure the graph is one module, and where it cannot test (too few
+    nodes, 10 or more components) or the map equation finds one module, the scan's modules
+    stand."""
     scan = _automatic(sub, {**params, "method": "leiden"})
     info = dict(scan.info)
-    if scan.n_modules < 2:
-        return _finish(sub, np.zeros(sub.n, dtype=np.int64), params, info, scan.significance)
+    if scan.n_modules < 2 or not scan.significance.testable:  # no structure, or no test
+        return _finish(sub, scan.membership_array[sub.idx], params, info, scan.significance)
     found, codelength, one_level = map_equation(sub, params["seed"])
     labels = merge_along_layers(sub, found)
     info.update({"codelength": codelength, "one_level_codelength": one_level,
