@@ -147,10 +147,12 @@ def analyze(  # noqa: PLR0913 (the paper's knobs, keyword-only)
         ~ 1/sqrt(output_probes); for large outputs such as a vocabulary. ``None`` (default):
         exact. Seeded by ``seed``.
     position_sources : int, optional
-        Sequence layers: estimate the edges' sum over output positions with this many
-        random-sign sources per direction (:class:`~modgraph.edges.PositionSources`) instead of
-        one backward pass per output position: linear instead of quadratic in the sequence
-        length, unbiased for ``w**2``. ``None`` (default): exact. Seeded by ``seed``.
+        Sequence layers: estimate the sums over output positions in the edges and in ``M``
+        with this many random-sign sources per direction (:class:`~modgraph.edges.PositionSources`)
+        instead of one backward pass per output position: linear instead of quadratic in the
+        sequence length, unbiased for ``w**2`` and ``M`` (with ``output_probes`` M is linear
+        already: each probe covers every position). ``None`` (default): exact. Seeded by
+        ``seed``.
     jacobian_budget : int
         Most Jacobian-row elements held at once; bounds memory.
     feature_maps : {"positions", "flatten"}
@@ -374,6 +376,7 @@ def _statistics(chain: Chain, batches: Batches, config: dict, budget: int):
             batches.labelled(f"{batches.desc}: statistics (G, M)"),
             jacobian_budget=budget,
             probes=config["output_probes"],
+            position_sources=config["position_sources"],
             seed=config["seed"],
         )
     accs = activation_statistics(chain, batches.labelled(f"{batches.desc}: statistics (G)"))
@@ -404,6 +407,7 @@ def _fit_bases(chain, batches, stats: list, config: dict, budget: int) -> list[L
                 batches.labelled(f"{batches.desc}: M local {l}/{L}"),
                 jacobian_budget=budget,
                 probes=config["output_probes"],
+                position_sources=config["position_sources"],
                 seed=config["seed"],
             )
             stats[l] = replace(stats[l], M=M)

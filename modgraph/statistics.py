@@ -220,7 +220,8 @@ def jacobian_rows(
     With ``probes=k``: ``k`` Rademacher probes ``z`` per sample and position in readout space,
     cotangent ``z @ readout``, weight ``1/k``: then ``sum w g^T g`` is an unbiased estimate of
     ``J^T R^T R J`` with relative error ~ 1/sqrt(k); ``row_index`` is None.
-    With ``position_sources=S`` (sequence outputs of ``P > S`` positions): every readout row
+    With ``position_sources=S`` and no ``probes`` (sequence outputs of ``P > S`` positions; a
+    probe covers every position already): every readout row
     ``i``, ``S`` times, each time at all positions at once with a random sign per sample and
     position (``phi_t = +-1``, cotangent ``phi_t readout_i`` at position ``t``), weight ``1/S``,
     ``row_index`` ``i``. A pullback then costs one backward for all ``P`` positions, so a
@@ -232,7 +233,7 @@ def jacobian_rows(
     """
     P = out.shape[1] if out.ndim == 3 else 1
     n_rows = readout.shape[0] * P
-    if position_sources is not None and out.ndim == 3 and position_sources < P:
+    if probes is None and position_sources is not None and out.ndim == 3 and position_sources < P:
         k, S = readout.shape[0], position_sources
         chunk = _chunk(k * S, out.shape[0], width, budget)
         for start in range(0, k * S, chunk):
@@ -295,6 +296,7 @@ def global_statistics(
     *,
     jacobian_budget: int = DEFAULT_JACOBIAN_BUDGET,
     probes: int | None = None,
+    position_sources: int | None = None,
     seed: int = 0,
 ) -> list[LayerStatistics]:
     """One pass: mean, G and the global Jacobian Gram ``M_l = E[J_l^T J_l]``, ``J_l = df_L/df_l``.
@@ -303,7 +305,9 @@ def global_statistics(
     with a zero perturbation added to every layer, and the vjp with respect to the perturbations
     is the vjp with respect to the activations. Output directions are vmapped in chunks sized to
     ``jacobian_budget`` elements. ``probes=k`` estimates ``M`` from ``k`` random output probes per
-    sample instead (for large outputs such as a vocabulary; see :func:`jacobian_rows`).
+    sample instead (for large outputs such as a vocabulary; see :func:`jacobian_rows`), and
+    ``position_sources=S`` from ``S`` random-sign sources over the output positions per output
+    direction (sequences; each probe already covers every position).
     """
     L = len(chain) - 1
     device = batches.device
@@ -338,6 +342,7 @@ def global_statistics(
                 budget=jacobian_budget,
                 probes=probes,
                 generator=gen,
+                position_sources=position_sources,
             ):
                 for l, g in zip(range(first, L), grads):
                     g = g.reshape(-1, g.shape[-1]).to(torch.float64)
@@ -371,6 +376,7 @@ def jacobian_gram(
     *,
     jacobian_budget: int = DEFAULT_JACOBIAN_BUDGET,
     probes: int | None = None,
+    position_sources: int | None = None,
     seed: int = 0,
 ) -> Tensor:
     """Local Jacobian Gram ``E[J^T J]`` with ``J = readout @ d g_l(f_l) / d f_l`` (appendix A).
@@ -405,6 +411,7 @@ def jacobian_gram(
                 budget=jacobian_budget,
                 probes=probes,
                 generator=gen,
+                position_sources=position_sources,
             ):
                 g = rows(g).to(torch.float64)
                 check_finite(g, "Jacobian", chain.names[layer], b)

@@ -171,3 +171,18 @@ def test_position_sources_are_checked():
     chain, x = _sequence_chain()
     with pytest.raises(mg.InputError, match="'position_sources' parameter of analyze"):
         _edges(chain, x, position_sources=0)
+
+
+def test_position_sources_estimate_m_without_bias_and_exactly_when_enough():
+    chain, x = _sequence_chain()
+
+    def m(**kw):
+        a = mg.analyze(chain, x, rotation="none", progress=False, n_examples=0, **kw)
+        return a.statistics[0].M
+
+    exact = m()
+    assert relative(m(position_sources=6), exact) < 1e-12  # one source per position
+    runs = torch.stack([m(position_sources=1, seed=s) for s in range(60)])
+    assert relative(runs[0], exact) > 1e-6
+    spread = runs.std(0) / len(runs) ** 0.5
+    assert torch.all((runs.mean(0) - exact).abs() <= 4 * spread + 1e-10 * exact.abs().max())
