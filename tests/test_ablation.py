@@ -74,6 +74,7 @@ def small_bases(small):
 
 
 # ---------------------------------------------------------------------------- exactness
+@pytest.mark.integration  # slow: the unit tier stays fast
 @pytest.mark.parametrize("mode", ab.MODES)
 def test_ablating_nothing_reproduces_the_model(small, mode):
     net, x, a = small

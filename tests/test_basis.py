@@ -91,6 +91,7 @@ def test_invariant_to_invertible_map_of_linear_layer(variant):
         _equal_up_to_sign(fa, fb, 1e-8)
 
 
+@pytest.mark.integration  # slow: the unit tier stays fast
 def test_invariant_to_relu_permutation_and_positive_rescaling():
     net = mlp(5, 7, 6, 3)
     x = torch.randn(600, 5, dtype=torch.float64)

@@ -41,6 +41,7 @@ def test_case_is_deterministic():
         assert torch.equal(pa, pb)
 
 
+@pytest.mark.integration  # slow: the unit tier stays fast
 def test_table_scores_a_case():
     case = dataclasses.replace(CASES[0], n_samples=400)  # permuted/rescaled only
     methods = (
@@ -55,6 +56,7 @@ def test_table_scores_a_case():
     assert "time default/plain" in table and "**mean**" in table
 
 
+@pytest.mark.integration  # slow: the unit tier stays fast
 def test_default_recovers_the_modules_the_plain_basis_mixes():
     # the issue's goal on two of the hardest cases: five mixed modules, and trained modules
     # with leaks; the plain basis mixes them, the default (rotation="sparse") does not
@@ -65,6 +67,7 @@ def test_default_recovers_the_modules_the_plain_basis_mixes():
         assert row["default"] >= 0.95
 
 
+@pytest.mark.integration  # slow: the unit tier stays fast
 def test_varied_cases_are_independent_modules_and_deterministic():
     # rows of different modules' input Jacobians are orthogonal: disjoint inputs, then an
     # orthogonal rotation; the hiding maps keep the function (no leak in these seeds)
@@ -87,6 +90,7 @@ def test_varied_cases_are_independent_modules_and_deterministic():
     assert names == {"relu", "tanh"}
 
 
+@pytest.mark.integration  # slow: the unit tier stays fast
 @pytest.mark.parametrize("method", ["spectral", "leiden"])
 def test_varied_case_with_a_bottleneck_gives_its_five_modules(method):
     # 5 unequal ReLU modules with a mixed bottleneck and leaks: the merged-down Leiden split of

@@ -173,6 +173,7 @@ def test_position_sources_are_checked():
         _edges(chain, x, position_sources=0)
 
 
+@pytest.mark.integration  # slow: the unit tier stays fast
 def test_position_sources_estimate_m_without_bias_and_exactly_when_enough():
     chain, x = _sequence_chain()
 

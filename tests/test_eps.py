@@ -21,6 +21,7 @@ def mlp():
     return net, x
 
 
+@pytest.mark.integration  # slow: the unit tier stays fast
 def test_relative_eps_is_a_fraction_of_the_output_variance(mlp):
     net, x = mlp
     a = mg.analyze(net, x, eps=1e-3, progress=False)
@@ -41,6 +42,7 @@ def test_relative_eps_is_a_fraction_of_the_output_variance(mlp):
     assert "of the output variance" in a.summary()
 
 
+@pytest.mark.integration  # slow: the unit tier stays fast
 def test_eps_units_is_checked(mlp):
     net, x = mlp
     with pytest.raises(mg.InputError, match="eps_units"):
@@ -119,6 +121,7 @@ def test_edges_needed_per_pair_stops_at_the_first_edge_the_metric_notices(mlp):
     assert 0 < count.n_needed < sum(count.total)
 
 
+@pytest.mark.integration  # slow: the unit tier stays fast
 def test_a_raw_output_keeps_its_own_coordinates(mlp):
     """output_basis="raw": one node per output unit (C = I) even after the rotation; the edges
     into it are the PCA output's turned back (same column norms), the rest unchanged."""

@@ -37,6 +37,7 @@ def _check(analysis, acts, k):
             torch.testing.assert_close(side.values, values, rtol=1e-12, atol=0)  # BLAS rounding
 
 
+@pytest.mark.integration  # slow: the unit tier stays fast
 @pytest.mark.parametrize("batch_size", [1, 7, 64, 500])
 @pytest.mark.parametrize("basis", ["interaction", "neuron"])
 def test_exact_for_any_batch_split_ties_by_sample_order(batch_size, basis):

@@ -29,6 +29,7 @@ def mlp():
     return MLP().eval(), torch.randn(400, 8)
 
 
+@pytest.mark.integration  # slow: the unit tier stays fast
 def test_write_report_takes_the_model_the_analysis_used(mlp, tmp_path):
     net, x = mlp
     a = mg.analyze(net, x, layers=["act1", "act2"], rotation="none", progress=False)
@@ -62,6 +63,7 @@ def test_data_that_does_not_fit_names_the_module_and_what_it_needs(mlp, x, match
     assert code == 2 and len(err.splitlines()) == 1 and "module 'fc1'" in err, err
 
 
+@pytest.mark.integration  # slow: the unit tier stays fast
 def test_a_custom_module_is_cut_like_the_same_sequential(mlp):
     net, x = mlp
     seq = nn.Sequential(net.fc1, net.act1, net.fc2, net.act2, net.out)
@@ -73,6 +75,7 @@ def test_a_custom_module_is_cut_like_the_same_sequential(mlp):
         assert torch.allclose(wa, wb, rtol=0, atol=1e-6 * float(wb.max()))
 
 
+@pytest.mark.integration  # slow: the unit tier stays fast
 def test_cli_options_for_the_module_stage_and_the_machine(mlp, tmp_path, capsys):
     from modgraph.cli import main
 
@@ -101,6 +104,7 @@ def test_cli_options_for_the_module_stage_and_the_machine(mlp, tmp_path, capsys)
     assert "--threads must be at least 1, got 0" in capsys.readouterr().err
 
 
+@pytest.mark.integration  # slow: the unit tier stays fast
 def test_formats_partitions_in_networkx_and_igraph_and_a_versioned_summary(mlp, tmp_path):
     import importlib.resources
 
@@ -146,6 +150,7 @@ def test_figures_read_at_the_size_a_user_sees_them(mlp):
     assert "of G dropped" not in titles and "directions kept" in titles
 
 
+@pytest.mark.integration  # slow: the unit tier stays fast
 def test_flat_images_are_shown_as_images_given_their_shape(tmp_path, capsys):
     from sklearn.datasets import load_digits
 

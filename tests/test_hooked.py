@@ -21,6 +21,7 @@ def _same_analysis(a, b, rtol=1e-10, skip=0):
         assert float((p - q).abs().max()) <= rtol * float(p.abs().max())
 
 
+@pytest.mark.integration  # slow: the unit tier stays fast
 @pytest.mark.parametrize("variant", ["global", "local"])
 @pytest.mark.parametrize("attribution", ["gradient", "integrated"])
 def test_hook_path_equals_the_stage_path(variant, attribution):
@@ -52,6 +53,7 @@ class TwoPath(nn.Module):
         return self.head(self.enc(x))
 
 
+@pytest.mark.integration  # slow: the unit tier stays fast
 def test_a_custom_module_is_cut_at_module_paths():
     m = TwoPath().double().eval()
     x = torch.randn(400, 4, dtype=torch.float64)
@@ -234,6 +236,7 @@ def digits():
     return _digits_cnn()
 
 
+@pytest.mark.integration  # slow: the unit tier stays fast
 def test_feature_maps_count_positions_as_samples(digits):
     cnn, x, accuracy = digits
     assert accuracy > 0.9

@@ -39,6 +39,7 @@ def digits_report(tmp_path_factory):
     return a, out, summary
 
 
+@pytest.mark.integration  # slow: the unit tier stays fast
 def test_the_page_is_one_file_that_needs_no_network(digits_report):
     a, out, summary = digits_report
     assert "report.html" in summary["files"]

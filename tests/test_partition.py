@@ -306,6 +306,7 @@ def test_merge_to_takes_the_best_merge_each_time():
     assert merge_to(sub, labels, 2).max() + 1 == 2
 
 
+@pytest.mark.integration  # slow: the unit tier stays fast
 @pytest.mark.parametrize("method", ["leiden", "spectral"])
 def test_solvers_reach_the_exact_optimum_on_small_graphs(method):
     gaps = []
@@ -321,6 +322,7 @@ def test_solvers_reach_the_exact_optimum_on_small_graphs(method):
 
 
 # ---------------------------------------------------------------------------- planted modules
+@pytest.mark.integration  # slow: the unit tier stays fast
 @pytest.mark.parametrize("method", ["leiden", "spectral"])
 @pytest.mark.parametrize("noise", [0.0, 0.05])
 @pytest.mark.parametrize("seed", [0, 1])
@@ -362,6 +364,7 @@ def one_module_apart(seed):
     return InteractionGraph(g.layer_names, g.importance, w, eps=g.eps), truth
 
 
+@pytest.mark.integration  # slow: the unit tier stays fast
 @pytest.mark.parametrize("method", ["leiden", "spectral"])
 def test_a_module_far_apart_does_not_hide_the_others(method):
     # the scan over k alone picks the free split 0 | 1 2; each part is tested on its own
@@ -382,6 +385,7 @@ def test_a_module_far_apart_does_not_hide_the_others(method):
         assert "2 significant bisections" in r.verdict
 
 
+@pytest.mark.integration  # slow: the unit tier stays fast
 @pytest.mark.parametrize("method", ["leiden", "spectral"])
 def test_the_whole_graph_is_split_when_the_scan_is_significant_at_any_k(method, monkeypatch):
     # hierarchical testing: the whole graph's hypothesis is the scan's; its split in two needs
@@ -441,6 +445,7 @@ def test_the_whole_graph_split_is_the_better_of_the_scan_and_a_search(method, mo
     assert np.array_equal(find._root_split(sub_w, params, along, None), along)
 
 
+@pytest.mark.integration  # slow: the unit tier stays fast
 def test_bisection_does_not_split_planted_modules_further():
     # a split of a module that has no structure of its own must fail its test: over 12 graphs
     # and both methods the planted modules come back whole, never split
@@ -466,6 +471,7 @@ def two_sparse_blocks(seed, p_in=0.4, p_out=0.06, sizes=(10, 10, 10, 10)):
     return InteractionGraph(("a", "b", "c", "d"), [np.ones(k) for k in sizes], w, eps=EPS)
 
 
+@pytest.mark.integration  # slow: the unit tier stays fast
 @pytest.mark.parametrize("method", ["leiden", "spectral"])
 def test_a_sequential_test_is_the_whole_test_on_the_null_graphs_it_needs(method):
     # null_test(level, n_max) stops once p <= level is out of reach even with n_max null graphs,
@@ -498,6 +504,7 @@ def test_a_sequential_test_is_the_whole_test_on_the_null_graphs_it_needs(method)
     assert seen == want, seen
 
 
+@pytest.mark.integration  # slow: the unit tier stays fast
 def test_the_bisection_stopping_early_changes_no_module(monkeypatch):
     import modgraph.partition.find as find
 
@@ -594,6 +601,7 @@ def test_a_split_along_whole_layers_cuts_the_same_in_every_null_graph():
     assert np.ptp([n.ncut(both_sides) for n in nulls]) > 1e-3 * sub.ncut(both_sides)
 
 
+@pytest.mark.integration  # slow: the unit tier stays fast
 @pytest.mark.parametrize("method", ["leiden", "spectral"])
 def test_two_modules_never_run_along_whole_layers_when_others_exist(method):
     for seed in (0, 1, 3):
@@ -738,6 +746,7 @@ def test_same_seed_same_modules(method):
     assert c.membership == d.membership
 
 
+@pytest.mark.integration  # slow: the unit tier stays fast
 def test_result_repeats_from_params_and_serialises():
     g, _ = planted(noise=0.05)
     r = find_modules(g, method="leiden", seed=3)
@@ -837,6 +846,7 @@ def test_planted_modules_are_significant_at_requested_k(method, k):
     assert sig.p_empirical == 1 / 21 and sig.p_value < 1e-4 and sig.z < -5
 
 
+@pytest.mark.integration  # slow: the unit tier stays fast
 @pytest.mark.parametrize("method", ["leiden", "spectral"])
 def test_graphs_without_modules_come_back_as_one_module(method):
     fired = []
@@ -850,6 +860,7 @@ def test_graphs_without_modules_come_back_as_one_module(method):
     assert sum(fired) <= 1
 
 
+@pytest.mark.integration  # slow: the unit tier stays fast
 @pytest.mark.parametrize("k", [2, 3, 4])
 def test_requested_k_on_graphs_without_modules_is_calibrated(k):
     ps = []
@@ -878,6 +889,7 @@ def test_a_null_that_cannot_be_drawn_is_stated_not_passed_off():
     assert auto.n_modules == 1 and "cannot test" in auto.verdict
 
 
+@pytest.mark.integration  # slow: the unit tier stays fast
 def test_significance_rejects_bad_arguments():
     g, _ = planted(noise=0.05)
     r = find_modules(g)
@@ -913,6 +925,7 @@ def test_cost_curve_shows_the_objective_against_the_null(method):
         cost_curve(g, n_null=1)
 
 
+@pytest.mark.integration  # slow: the unit tier stays fast
 @pytest.mark.parametrize("method", ["leiden", "spectral"])
 def test_the_cost_curve_of_a_scan_is_the_scan_that_chose_k(method):
     g, truth = planted(noise=0.05, seed=6)
@@ -1042,6 +1055,7 @@ def test_graph_without_edges_is_an_input_error():
 
 
 # ---------------------------------------------------------------------------- the map equation
+@pytest.mark.integration  # slow: the unit tier stays fast
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_infomap_recovers_planted_modules_with_their_number(seed):
     g, truth = planted(noise=0.05, seed=seed)
@@ -1076,6 +1090,7 @@ def test_a_module_the_map_equation_cuts_across_its_depth_is_joined():
     np.testing.assert_array_equal(merge_along_layers(sub, blocks), blocks)
 
 
+@pytest.mark.integration  # slow: the unit tier stays fast
 def test_infomap_says_no_structure_where_the_scan_finds_none():
     for seed in range(3):
         g = random_graph(seed)
@@ -1085,6 +1100,7 @@ def test_infomap_says_no_structure_where_the_scan_finds_none():
         assert r.verdict.startswith("no significant modular structure")
 
 
+@pytest.mark.integration  # slow: the unit tier stays fast
 def test_infomap_chooses_k_itself():
     g, _ = planted(noise=0.05, seed=0)
     a, b = (find_modules(g, method="infomap", seed=3) for _ in range(2))

@@ -16,6 +16,7 @@ def planted_network(K=3, d_in=3, hidden=8, d_out=2, leak=0.0, seed=0):
     return planted_mlp(blocks, scales=scales, leak=leak, seed=seed)
 
 
+@pytest.mark.integration  # slow: the unit tier stays fast
 @pytest.mark.parametrize("leak", [0.0, 1e-4])
 @pytest.mark.parametrize("method", ["leiden", "spectral"])
 def test_neuron_basis_recovers_planted_modules(method, leak):

@@ -346,6 +346,7 @@ def check_schema(summary: dict) -> None:
         jsonschema.validate(undocumented, schema)
 
 
+@pytest.mark.integration  # slow: the unit tier stays fast
 def test_write_report_from_the_api(tmp_path, analyses, a, caplog):
     baselines = {"neuron": analyses["neuron"], "pca": analyses["pca"]}
     with caplog.at_level("INFO", logger="modgraph"):

@@ -122,6 +122,7 @@ def test_invariant_to_invertible_map_of_the_bottleneck(hidden):
         assert float((ca * signs - cb).norm() / cb.norm()) < 1e-6
 
 
+@pytest.mark.integration  # slow: the unit tier stays fast
 def test_mixing_error_predicts_the_spread_of_fitted_directions():
     # reference: refit a 2-d input basis on 60 independent data sets; the spread of the angle
     # between the fitted and the population direction matches the predicted standard error
@@ -243,6 +244,7 @@ def test_oriented_jacobians_read_and_turn_like_the_plain_layout():
         torch.testing.assert_close(got, want.movedim(dim, 0), rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.integration  # slow: the unit tier stays fast
 def test_turning_units_chunk_by_chunk_gives_the_same_basis(hidden, monkeypatch):
     """The units of a round are disjoint, so each chunk is turned as soon as its angles are
     found, with the Jacobian slices its moments gathered; one unit per chunk must give the

@@ -172,6 +172,7 @@ def test_the_working_directory_is_on_the_path_only_with_import(workdir):
     assert sys.path[-1] == str(workdir)  # last: nothing installed is shadowed
 
 
+@pytest.mark.integration  # slow: the unit tier stays fast
 def test_weights_are_read_without_running_code(workdir, capsys):
     from modgraph.cli import main
 

@@ -62,6 +62,7 @@ def _rotate_residual_stream(model, R):
 @pytest.mark.parametrize(
     "variant, rotation", [("global", "none"), ("local", "none"), ("global", "sparse")]
 )
+@pytest.mark.integration  # slow: the unit tier stays fast
 def test_residual_basis_is_invariant_to_rotating_the_stream(variant, rotation):
     model = tiny(n_layers=2)
     R = _rotation_fixing_ones(16)
