@@ -60,7 +60,8 @@ class PositionSources:
     per sample and input position before the mean over the data shrinks it. The square stays
     per input position ``s``, as the exact edge has it; the reference code (``rib``) sums over
     input positions before squaring, which counts attributions of opposite sign at two
-    positions as cancelling.
+    positions as cancelling. ``analyze(position_sources=n)`` estimates ``M`` the same way
+    (:func:`~modgraph.statistics.jacobian_rows`).
 
     Attributes
     ----------
