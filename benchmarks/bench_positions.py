@@ -11,8 +11,12 @@ the edges above ``eps^1/2`` (median, 90th percentile) and the share of entries o
 of ``eps^1/2``. The sources also estimate ``M`` (no ``output_probes``), so the basis itself is an
 estimate; the error falls as the data grows.
 
+``--grokked``: the same comparison on the grokked modular-addition transformers of
+``bench_real.py`` (primes 47, 53, 59 x seeds 0, 1, 2, trained there or read from its cache; the
+three positions "a b =", every training sequence), a network trained on a real task.
+
 Run: ``python benchmarks/bench_positions.py [--train-seconds 90] [--lengths 32,64]
-[--sequences 8] [--sources 1,4] [--threads 1]``.
+[--sequences 8] [--sources 1,4] [--threads 1] [--grokked]``.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import argparse
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -61,6 +66,29 @@ def trained(seconds: float, length: int):
     return model.double().eval(), data
 
 
+def compare(chain, x, sources, label: str) -> None:
+    """Print time and closeness of ``analyze(position_sources=S)`` against exact, per ``S``."""
+    options = {"rotation": "none", "progress": False, "n_examples": 0}
+    mg.analyze(chain, x[:1], **options)  # warm-up
+    t0 = time.perf_counter()
+    exact = mg.analyze(chain, x, **options)
+    t_exact = time.perf_counter() - t0
+    thr = exact.graph.threshold
+    for S in sources:
+        t0 = time.perf_counter()
+        est = mg.analyze(chain, x, position_sources=S, **options)
+        t_est = time.perf_counter() - t0
+        pairs = list(zip(exact.graph.w, est.graph.w, strict=True))
+        err = np.concatenate([np.abs(b[a > thr] - a[a > thr]) / a[a > thr] for a, b in pairs])
+        same = np.mean(np.concatenate([((b > thr) == (a > thr)).ravel() for a, b in pairs]))
+        e_exact, e_est = exact.timings["edges"], est.timings["edges"]
+        print(f"{label} S={S}: analyze {t_est / len(x):.3g} s per sequence against exact "
+              f"{t_exact / len(x):.3g} ({t_exact / t_est:.1f}x); edges {e_est:.2f} s against "
+              f"{e_exact:.2f} s ({e_exact / e_est:.1f}x); edges above eps^1/2 off by "
+              f"{np.median(err):.2%} (median), {np.quantile(err, 0.9):.2%} (90th "
+              f"percentile); {same:.2%} of entries on the same side of eps^1/2")  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ints = lambda s: [int(v) for v in s.split(",")]  # noqa: E731
@@ -69,32 +97,24 @@ def main() -> None:
     ap.add_argument("--sequences", type=int, default=8)
     ap.add_argument("--sources", type=ints, default=[1, 4])
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--grokked", action="store_true", help="the grokked transformers instead")
     args = ap.parse_args()
     warnings.filterwarnings("ignore", category=UserWarning)
     torch.set_num_threads(args.threads)
+    if args.grokked:
+        from bench_real import grokked  # the same models and cache
+
+        cache = Path.home() / ".cache" / "modgraph-bench"
+        for p in (47, 53, 59):
+            for seed in (0, 1, 2):
+                g, _ = grokked(p, seed, cache)
+                chain = mg.transformer_chain(g.model.double(), positions="all")
+                compare(chain, g.train_tokens, args.sources, f"grokked p={p} seed={seed}")
+        return
     model, data = trained(args.train_seconds, max(args.lengths))
     chain = mg.transformer_chain(model, positions="all")
-    options = {"rotation": "none", "progress": False, "n_examples": 0}
     for length in args.lengths:
-        x = data[: args.sequences, :length]
-        mg.analyze(chain, x[:1], **options)  # warm-up
-        t0 = time.perf_counter()
-        exact = mg.analyze(chain, x, **options)
-        t_exact = time.perf_counter() - t0
-        thr = exact.graph.threshold
-        for S in args.sources:
-            t0 = time.perf_counter()
-            est = mg.analyze(chain, x, position_sources=S, **options)
-            t_est = time.perf_counter() - t0
-            pairs = list(zip(exact.graph.w, est.graph.w, strict=True))
-            err = np.concatenate([np.abs(b[a > thr] - a[a > thr]) / a[a > thr] for a, b in pairs])
-            same = np.mean(np.concatenate([((b > thr) == (a > thr)).ravel() for a, b in pairs]))
-            e_exact, e_est = exact.timings["edges"], est.timings["edges"]
-            print(f"T={length} S={S}: analyze {t_est / len(x):.3f} s per sequence against exact "
-                  f"{t_exact / len(x):.3f} ({t_exact / t_est:.1f}x); edges {e_est:.2f} s against "
-                  f"{e_exact:.2f} s ({e_exact / e_est:.1f}x); edges above eps^1/2 off by "
-                  f"{np.median(err):.2%} (median), {np.quantile(err, 0.9):.2%} (90th "
-                  f"percentile); {same:.2%} of entries on the same side of eps^1/2")  # fmt: skip
+        compare(chain, data[: args.sequences, :length], args.sources, f"T={length}")
 
 
 if __name__ == "__main__":

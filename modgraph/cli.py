@@ -537,8 +537,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument(
         "--position-sources",
         type=int,
-        help="sequence layers: estimate the edges' sum over output positions with this many "
-        "random-sign sources per direction (linear instead of quadratic in the length)",
+        help="sequence layers: estimate the sums over output positions (edges and M) with this "
+        "many random-sign sources per direction (linear instead of quadratic in the length)",
     )
     a.set_defaults(run=_analyze)
     return p

@@ -215,10 +215,10 @@ def _path_jacobians(paths, weights, readout, width, budget, where, sources=None)
     stage``; ``where`` = (layer name, batch) for errors; ``sources`` = (number, seed) of
     position sources, the same signs on every path."""
     out = paths[0][0]
-    n, seed = sources if sources is not None else (None, 0)
+    n, seed = sources if sources is not None else (None, None)
     chunks = [
         jacobian_rows(pullback, out, readout, width=width, budget=budget, position_sources=n,
-                      generator=torch.Generator().manual_seed(seed))  # fmt: skip
+                      generator=None if seed is None else torch.Generator().manual_seed(seed))
         for _, pullback in paths
     ]
     for parts in zip(*chunks):

@@ -342,26 +342,25 @@ def _read(chain, bases, batches, max_samples, global_, memory_budget, budget) ->
     used, so a shuffled DataLoader or a permuted tensor gives the same basis (up to rounding).
     """
     L = len(chain) - 1
-    first = next(iter(batches), None)
-    if first is None:
-        return "the data is empty"
-    acts = chain.forward(first)
-    if any(not f.is_floating_point() for f in acts):
-        return "a layer's activations are not floating point"
     # per sample: its key, its rows (positions of sequences count as samples) and the bytes it
     # holds; batches of sequences of different lengths differ in both
     keys, sizes, by_shape = [], [], {}
     for x in batches:
         shape = tuple(x.shape[1:])
         if shape not in by_shape:  # one forward of one sample per sample shape
-            P = [_positions(f) for f in chain.forward(x[:1])]
-            per = acts[0].element_size() * sum(
+            one = chain.forward(x[:1])
+            if any(not f.is_floating_point() for f in one):
+                return "a layer's activations are not floating point"
+            P = [_positions(f) for f in one]
+            per = one[0].element_size() * sum(
                 P[l] * (bases[l].k + (P[l + 1] * bases[l + 1].k * bases[l].k if l < L else 0))
                 for l in range(L + 1)
             )
             by_shape[shape] = (float(P[0]), float(per))
         keys.append(sample_keys(x))
         sizes.append(torch.tensor(by_shape[shape], dtype=torch.float64).expand(len(x), 2))
+    if not keys:
+        return "the data is empty"
     keys = torch.cat(keys)
     threshold, n_ties, ran_out = _selection(
         keys, torch.cat(sizes).to(keys.device), max_samples, memory_budget

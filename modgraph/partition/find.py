@@ -312,7 +312,9 @@ def _root_split(sub: ConnectedGraph, params: dict, scanned: np.ndarray, spectra)
     return min((scanned, searched), key=lambda z: (along_layers(sub, z), sub.ncut(z)))
 
 
-def _automatic(sub: ConnectedGraph, params: dict) -> ModuleResult:
+def _automatic(sub: ConnectedGraph, params: dict, *, bisect: bool = True) -> ModuleResult:
+    """The scan decides whether the graph is modular; ``bisect``: how many modules from the
+    recursive bisection (else the scan's chosen ``k``, for a caller that chooses them itself)."""
     ks = np.arange(2, min(AUTO_MAX_MODULES, sub.n - 1) + 1)
     if len(ks) == 0 or sub.n_components >= AUTO_MAX_MODULES:
         # Too few nodes to test, or more components than k's scanned: components are modules.
@@ -345,17 +347,15 @@ def _automatic(sub: ConnectedGraph, params: dict) -> ModuleResult:
         # partition along connected components cuts nothing, and of those the finest is chosen
         free = [i for i in significant if tests[i].ncut <= ZERO_CUT]
         best = max(free) if free else min(significant, key=lambda i: (tests[i].z, ks[i]))
-        labels = found[best]
-        # how many: the significant recursive bisection, from the whole graph's split in two
-        scan_test = {"p_value": min(1.0, m * min(tests[i].p_value for i in testable)),
-                     "level": params["alpha"], "null_graphs": params["n_null"]}  # fmt: skip
-        root = _root_split(sub, params, found[0], spectra)
-        tree_labels, info["tree"] = _bisection(sub, params, (root, scan_test))
-        if tree_labels.max() > 0:
-            labels = refine_ncut(sub, tree_labels)[0] if params["refine"] else tree_labels
-            info["modules_from"] = "bisection"
-        else:
-            info["modules_from"] = "scan"
+        labels, info["modules_from"] = found[best], "scan"
+        if bisect:  # how many: the significant recursive bisection, from the whole graph's split
+            scan_test = {"p_value": min(1.0, m * min(tests[i].p_value for i in testable)),
+                         "level": params["alpha"], "null_graphs": params["n_null"]}  # fmt: skip
+            root = _root_split(sub, params, found[0], spectra)
+            tree_labels, info["tree"] = _bisection(sub, params, (root, scan_test))
+            if tree_labels.max() > 0:
+                labels = refine_ncut(sub, tree_labels)[0] if params["refine"] else tree_labels
+                info["modules_from"] = "bisection"
     else:
         best = min(testable, key=lambda i: (tests[i].p_value, ks[i]))
         labels = np.zeros(sub.n, dtype=np.int64)
@@ -372,9 +372,9 @@ def _map_equation(sub: ConnectedGraph, params: dict) -> ModuleResult:
     (Leiden's automatic choice, the same test and calibration); which modules and how many from
     the map equation (:mod:`.mapequation`), joined where it split a module along layers. Where
     the scan finds no structure the graph is one module, and where it cannot test (too few
-    nodes, 10 or more components) or the map equation finds one module, the scan's modules
-    stand."""
-    scan = _automatic(sub, {**params, "method": "leiden"})
+    nodes, 10 or more components) or the map equation finds one module, the scan's modules (its
+    chosen ``k``) stand."""
+    scan = _automatic(sub, {**params, "method": "leiden"}, bisect=False)  # no bisection to discard
     info = dict(scan.info)
     if scan.n_modules < 2 or not scan.significance.testable:  # no structure, or no test
         return _finish(sub, scan.membership_array[sub.idx], params, info, scan.significance)
