@@ -25,7 +25,12 @@ from modgraph.partition import (
     normalized_cut,
     shuffled_graph,
 )
-from modgraph.partition.mapequation import merge_along_layers
+from modgraph.partition.mapequation import (
+    consolidate,
+    merge_along_layers,
+    merge_by_modularity,
+    merge_chains,
+)
 from modgraph.partition.null import null_graph, null_test
 from modgraph.partition.objective import ConnectedGraph, canonical
 from modgraph.partition.refine import _State, merge_to, move_gains, refine_ncut
@@ -1088,6 +1093,63 @@ def test_a_module_the_map_equation_cuts_across_its_depth_is_joined():
     sub = ConnectedGraph(two)
     blocks = sub.component  # two modules side by side across every layer stay two
     np.testing.assert_array_equal(merge_along_layers(sub, blocks), blocks)
+
+
+def _module_and_chain(link: bool):
+    """4 layers x 4 nodes: nodes 0-2 of each layer a dense module, node 3 a chain of strong edges
+    (one node per layer), tied to the module by one weak edge when ``link``."""
+    rng = np.random.default_rng(0)
+    w = []
+    for _ in range(3):
+        m = np.zeros((4, 4))
+        m[:3, :3] = THR * np.exp(rng.uniform(1.0, 2.0, (3, 3)))
+        m[3, 3] = THR * np.exp(3.0)
+        w.append(m)
+    if link:
+        w[1][3, 0] = THR * np.exp(0.5)
+    return ConnectedGraph(InteractionGraph(tuple("abcd"), [np.ones(4)] * 4, w, eps=EPS))
+
+
+def test_a_chain_is_joined_to_the_module_it_is_linked_to():
+    """A module with at most one node per layer is a chain, which every null graph keeps (its
+    strongest edges are the backbone): never evidence of a module, so it is joined."""
+    sub = _module_and_chain(link=True)
+    chain = (np.arange(sub.n) % 4 == 3).astype(np.int64)
+    assert sub.n == 16 and np.bincount(sub.layer[chain == 1]).max() == 1
+    np.testing.assert_array_equal(merge_chains(sub, chain), 0)
+    alone = _module_and_chain(link=False)  # a chain that is a component of its own stays
+    np.testing.assert_array_equal(merge_chains(alone, chain), chain)
+    two, truth = planted(noise=0.0, seed=0, n_blocks=2, n_isolated=0)
+    sub = ConnectedGraph(two)  # modules with several nodes per layer are no chains
+    np.testing.assert_array_equal(merge_chains(sub, sub.component), sub.component)
+
+
+def _modularity(sub, labels):
+    g = nx.Graph()
+    g.add_nodes_from(range(sub.n))
+    for a, b, w in zip(sub.src.tolist(), sub.dst.tolist(), sub.weights, strict=True):
+        g.add_edge(a, b, weight=w)
+    return nx.community.modularity(g, [set(np.flatnonzero(labels == m).tolist())
+                                       for m in range(labels.max() + 1)], weight="weight")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_modules_are_joined_while_a_join_raises_the_modularity(seed):
+    """Each join raises networkx's modularity, and the result has no join left that would; the
+    planted modules themselves are never joined."""
+    g, truth = planted(noise=0.05, seed=seed)
+    sub = ConnectedGraph(g)
+    planted_labels = canonical(truth[sub.idx])
+    np.testing.assert_array_equal(merge_by_modularity(sub, planted_labels), planted_labels)
+    halves = canonical(planted_labels * 2 + (np.arange(sub.n) % 2))  # each module cut in two
+    joined = merge_by_modularity(sub, halves)
+    assert adjusted_rand_index(joined, planted_labels) == 1.0
+    assert _modularity(sub, joined) > _modularity(sub, halves)
+    for a, b in itertools.combinations(range(joined.max() + 1), 2):
+        assert _modularity(sub, canonical(np.where(joined == b, a, joined))) <= _modularity(
+            sub, joined
+        )
+    np.testing.assert_array_equal(consolidate(sub, halves), joined)
 
 
 @pytest.mark.integration  # slow: the unit tier stays fast

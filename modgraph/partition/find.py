@@ -39,7 +39,7 @@ from .._validation import check_bool, check_choice, check_int, check_real, check
 from ..errors import InputError
 from ..graph import InteractionGraph
 from .leiden import leiden_labels
-from .mapequation import map_equation, merge_along_layers
+from .mapequation import consolidate, map_equation
 from .null import ZERO_CUT, compare, fixed_by_strengths, null_graph, null_test, untestable
 from .objective import UNASSIGNED, ConnectedGraph, ModuleResult, canonical, check_graph
 from .refine import merge_to, refine_ncut
@@ -370,7 +370,8 @@ def _automatic(sub: ConnectedGraph, params: dict, *, bisect: bool = True) -> Mod
 def _map_equation(sub: ConnectedGraph, params: dict) -> ModuleResult:
     """``method="infomap"``: whether the graph is modular from the scan of the normalized cut
     (Leiden's automatic choice, the same test and calibration); which modules and how many from
-    the map equation (:mod:`.mapequation`), joined where it split a module along layers. Where
+    the map equation (:mod:`.mapequation`), joined where its split is no evidence of two modules
+    (:func:`~.mapequation.consolidate`). Where
     the scan finds no structure the graph is one module, and where it cannot test (too few
     nodes, 10 or more components) or the map equation finds one module, the scan's modules (its
     chosen ``k``) stand."""
@@ -379,7 +380,7 @@ def _map_equation(sub: ConnectedGraph, params: dict) -> ModuleResult:
     if scan.n_modules < 2 or not scan.significance.testable:  # no structure, or no test
         return _finish(sub, scan.membership_array[sub.idx], params, info, scan.significance)
     found, codelength, one_level = map_equation(sub, params["seed"])
-    labels = merge_along_layers(sub, found)
+    labels = consolidate(sub, found)
     info.update({"codelength": codelength, "one_level_codelength": one_level,
                  "map_equation_modules": int(found.max()) + 1})  # fmt: skip
     if labels.max() == 0:

@@ -24,7 +24,8 @@ import numpy as np
 from .objective import ConnectedGraph, canonical
 from .solvers import along_layers
 
-__all__ = ["N_TRIALS", "map_equation", "merge_along_layers"]
+__all__ = ["N_TRIALS", "map_equation", "merge_along_layers", "merge_chains", "merge_by_modularity",
+           "consolidate"]
 
 #: Infomap restarts per graph (its ``num_trials``); the partition of shortest codelength is kept.
 N_TRIALS = 10
@@ -69,3 +70,56 @@ def merge_along_layers(sub: ConnectedGraph, labels: np.ndarray) -> np.ndarray:
         else:
             return labels
     return labels
+
+
+def merge_chains(sub: ConnectedGraph, labels: np.ndarray) -> np.ndarray:
+    """Join every module that is a chain (at most one node in each layer) to the module it is
+    most strongly linked to, the smallest chain first, until none is linked.
+
+    The interaction basis makes transitions as diagonal as the network allows, so every network,
+    random ones included, has chains of directions each carried by its strongest edge into the
+    next layer; the null model keeps those edges where they are (the backbone, :mod:`.null`), so
+    a chain is in every null graph and never evidence of a module. A walk is trapped along one
+    all the same (the map equation cuts short chains off planted modules). A chain with no link
+    to another module stays (a component of its own).
+    """
+    labels = canonical(labels)
+    n_layers = int(sub.layer.max()) + 1
+    while labels.max() > 0:
+        k = int(labels.max()) + 1
+        per_layer = np.bincount(labels * n_layers + sub.layer, minlength=k * n_layers)
+        between = sub.between(labels)
+        chains = np.flatnonzero((per_layer.reshape(k, n_layers).max(1) <= 1)
+                                & (between.max(1) > 0))  # fmt: skip
+        if len(chains) == 0:
+            return labels
+        m = chains[np.argmin(np.bincount(labels)[chains])]
+        labels = canonical(np.where(labels == m, int(np.argmax(between[m])), labels))
+    return labels
+
+
+def merge_by_modularity(sub: ConnectedGraph, labels: np.ndarray) -> np.ndarray:
+    """Join linked modules while a join raises the modularity ``Q`` (Newman 2004), the pair of
+    largest gain first: modules ``a, b`` are joined when the strength between them is more than
+    their volumes predict, ``S_ab * 2m > vol_a * vol_b`` (``2m`` the total volume), i.e. when they
+    are more linked to each other than chance. The map equation can keep apart two parts of one
+    module that a few strong edges join, far more strongly than the modules are joined."""
+    labels = canonical(labels)
+    while labels.max() > 0:
+        vol = np.bincount(labels, weights=sub.degree)
+        gain = sub.between(labels) * vol.sum() - np.outer(vol, vol)
+        np.fill_diagonal(gain, -np.inf)
+        a, b = np.unravel_index(int(np.argmax(gain)), gain.shape)
+        if gain[a, b] <= 0:
+            return labels
+        labels = canonical(np.where(labels == b, a, labels))
+    return labels
+
+
+def consolidate(sub: ConnectedGraph, labels: np.ndarray) -> np.ndarray:
+    """The map equation's modules, joined where they are not evidence of separate modules:
+    splits along layers (:func:`merge_along_layers`), chains (:func:`merge_chains`, then along
+    layers again, as a chain joined can leave such a split) and pairs more linked than chance
+    (:func:`merge_by_modularity`)."""
+    labels = merge_along_layers(sub, merge_chains(sub, merge_along_layers(sub, labels)))
+    return merge_by_modularity(sub, labels)
