@@ -30,6 +30,7 @@ from .chain import FEATURE_MAPS
 from .circuits.eps import METRICS, choose_eps
 from .errors import InputError
 from .hooked import as_chain
+from .partition.find import AUTO, METHODS
 from .pipeline import analyze
 from .report import write_report
 
@@ -299,7 +300,7 @@ def _print_summary(s: dict, out: str) -> None:
         f"graph: {s['graph']['nodes']} nodes, {s['graph']['edges']} edges above eps^1/2 "
         f"(eps={s['eps']:g})"
     )
-    for method in ("leiden", "spectral"):
+    for method in (mods["primary"], *(m for m in METHODS if m in mods and m != mods["primary"])):
         m = mods[method]
         if method == "spectral" and mods["same_partition"]:
             print("modules (spectral): the same partition as Leiden")
@@ -364,15 +365,16 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument(
             "--n-modules",
             type=int,
-            help="number of modules for both methods, Leiden and spectral (default: chosen "
-            "and tested automatically)",
+            help="number of modules for Leiden and spectral (default: chosen and tested "
+            "automatically)",
         )
         q.add_argument(
             "--method",
-            choices=["leiden", "spectral"],
-            default="leiden",
-            help="the partition the figures draw and report.html shows first (both methods "
-            "are found, tested and written to summary.json; default leiden)",
+            choices=[AUTO, *METHODS],
+            default=AUTO,
+            help="the partition the figures draw and report.html shows first (auto, the "
+            "default: the map equation's modules, or Leiden's with --n-modules; Leiden and "
+            "spectral modules are always found, tested and written to summary.json)",
         )
         q.add_argument(
             "--alpha",

@@ -48,6 +48,7 @@ from .partition import (
     find_modules,
     normalized_cut,
 )
+from .partition.find import AUTO, METHODS, resolve_method
 
 __all__ = ["write_report", "SUMMARY_SCHEMA", "SUMMARY_VERSION"]
 
@@ -75,7 +76,7 @@ def write_report(  # noqa: PLR0913 (what a report is made of, keyword-only)
     n_modules: int | None = None,
     alpha: float = 0.05,
     sample_shape: tuple[int, ...] | None = None,
-    method: str = "leiden",
+    method: str = "auto",
 ) -> dict:
     """Find and test the modules of ``analysis`` and write the report into the directory ``out``.
 
@@ -98,7 +99,8 @@ def write_report(  # noqa: PLR0913 (what a report is made of, keyword-only)
         Null graphs per split test of the automatic number of modules (at least 2; see
         :func:`modgraph.find_modules`).
     n_modules : int, optional
-        The number of modules, for both methods (default: chosen and tested automatically).
+        The number of modules, for Leiden and spectral (default: chosen and tested
+        automatically).
     alpha : float
         Significance level of the automatic number of modules' tests.
     truth : callable, optional
@@ -121,9 +123,11 @@ def write_report(  # noqa: PLR0913 (what a report is made of, keyword-only)
         than ``MAX_OUTPUTS`` dimensions).
     decode : callable, optional
         Token id -> string, to show token inputs as text.
-    method : {"leiden", "spectral"}
-        The partition the figures draw and ``report.html`` shows first (both are found, tested
-        and written to ``summary.json``).
+    method : {"auto", "infomap", "leiden", "spectral"}
+        The partition the figures draw and ``report.html`` shows first, as in
+        :func:`modgraph.find_modules` (``"auto"``: the map equation's modules, or Leiden's where
+        ``n_modules`` is given). Leiden's and spectral modules are always found, tested and
+        written to ``summary.json``; the map equation's when it is the method.
     sample_shape : tuple of int, optional
         The shape to show each input sample in, e.g. ``(8, 8)`` or ``(3, 32, 32)`` for images
         stored flat: ``report.html`` then shows them as thumbnails.
@@ -147,9 +151,13 @@ def write_report(  # noqa: PLR0913 (what a report is made of, keyword-only)
     for label, b in baselines.items():
         check_instance(where, f"baselines[{label!r}]", b, Analysis)
     check_bool(where, "overwrite", overwrite)
-    check_choice(where, "method", method, ("leiden", "spectral"))
+    check_choice(where, "method", method, (AUTO, *METHODS))
     if n_modules is not None:
         check_int(where, "n_modules", n_modules, low=1)
+        if method == "infomap":
+            raise invalid(where, "n_modules", "None with method='infomap', which chooses the "
+                          "number of modules itself", n_modules)  # fmt: skip
+    method = resolve_method(method, n_modules)
     check_real(where, "alpha", alpha, low=0, high=1, low_open=True, high_open=True)
     if sample_shape is not None and not (
         isinstance(sample_shape, (tuple, list)) and sample_shape
@@ -176,7 +184,7 @@ def write_report(  # noqa: PLR0913 (what a report is made of, keyword-only)
     _log.info(f"finding modules in {graph.n_nodes} nodes, {graph.n_edges} edges ...")
     t0 = time.perf_counter()
     options = dict(seed=seed, n_null=n_null, n_modules=n_modules, alpha=alpha)
-    found = {**_modules(analysis, baselines, options), "primary": method}
+    found = {**_modules(analysis, baselines, options, method), "primary": method}
     t_modules = time.perf_counter() - t0
     summary = _summary(analysis, baselines, found, n_null)
     if eps_choice is not None:
@@ -196,7 +204,7 @@ def write_report(  # noqa: PLR0913 (what a report is made of, keyword-only)
         for name, fig in _figures(analysis, baselines, found):  # each saved, then dropped
             written += plotting.save_figure(fig, tmp / name)
         t_figures = time.perf_counter() - t0
-        partitions = {m: found[m].membership for m in ("leiden", "spectral")}
+        partitions = {m: found[m].membership for m in _methods(found)}
         graph.to_graphml(tmp / "interaction_graph.graphml", modules=partitions)
         analysis.save(tmp / "analysis")
         summary["timings"] = {
@@ -224,8 +232,7 @@ MAX_OUTPUTS = 512
 
 def _page(analysis: Analysis, found: dict, *, data, model, decode, shape):
     """The interactive page: partitions, every direction's examples and outputs."""
-    first = found["primary"]
-    partitions = {m: found[m] for m in (first, *({"leiden", "spectral"} - {first}))}
+    partitions = {m: found[m] for m in _methods(found)}
     inputs = outputs = None
     if data is not None and analysis.exemplars is not None:
         wanted = set()
@@ -290,12 +297,19 @@ def _output_attribution(analysis: Analysis, model, data) -> list[np.ndarray] | N
     return [a.cpu().numpy() for a in output_attribution(chain, bases, batches)]
 
 
-def _modules(analysis: Analysis, baselines: dict, options: dict) -> dict:
+def _methods(found: dict) -> list[str]:
+    """The methods whose modules were found, the primary first."""
+    first = found["primary"]
+    return [first, *(m for m in METHODS if m in found and m != first)]
+
+
+def _modules(analysis: Analysis, baselines: dict, options: dict, primary: str) -> dict:
     """Leiden and spectral modules (automatic number, tested, unless ``options`` give
-    ``n_modules``), cost curves, baselines' modules."""
+    ``n_modules``) and the ``primary`` method's, cost curves, baselines' modules."""
     graph = analysis.graph
     seed, n_null = options["seed"], options["n_null"]
-    found = {m: find_modules(graph, method=m, **options) for m in ("leiden", "spectral")}
+    methods = ("leiden", "spectral", *(("infomap",) if primary == "infomap" else ()))
+    found = {m: find_modules(graph, method=m, **options) for m in methods}
     return {
         **found,
         # the scans that chose k, drawn as they were; a graph that could not be scanned gets
@@ -304,6 +318,7 @@ def _modules(analysis: Analysis, baselines: dict, options: dict) -> dict:
             CostCurve.from_scan(r) if r.info.get("scan")
             else cost_curve(graph, method=m, seed=seed, n_null=min(n_null, CURVE_NULLS))
             for m, r in found.items()
+            if m != "infomap"  # its scan is Leiden's
         ],  # fmt: skip
         "baselines": {
             b: find_modules(x.graph, method="leiden", **{**options, "n_modules": None})
@@ -338,9 +353,9 @@ def _summary(analysis: Analysis, baselines: dict, found: dict, n_null: int) -> d
             "connected_nodes": int(graph.connected_nodes.sum()),
         },
         "modules": {
-            "verdict": leiden.verdict,
-            "leiden": _modules_json(leiden),
-            "spectral": _modules_json(spectral),
+            "verdict": found[found["primary"]].verdict,
+            "primary": found["primary"],
+            **{m: _modules_json(found[m]) for m in _methods(found)},
             "same_partition": adjusted_rand_index(
                 leiden.membership_array, spectral.membership_array
             )
@@ -403,8 +418,7 @@ def _planted(graph, planted: dict[str, int], found: dict, seed: int) -> dict:
         "n_planted": n_planted,
         "planted_cost": cross_module_cost(graph, planted),
         "adjusted_rand_index": {
-            "leiden": ari(found["leiden"].membership),
-            "spectral": ari(found["spectral"].membership),
+            **{m: ari(found[m].membership) for m in _methods(found)},
             **{f"{m}_k={n_planted}": ari(r.membership) for m, r in at_k.items()},
         },
         "cost_at_planted_k": {m: r.cost for m, r in at_k.items()},

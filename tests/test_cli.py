@@ -60,19 +60,23 @@ def test_analyze_writes_every_output(saved, data, capsys):
     check_schema(summary)
     a = mg.load_analysis(out / "analysis")
     leiden = mg.find_modules(a.graph, method="leiden", seed=0)
+    auto = mg.find_modules(a.graph, seed=0)  # the map equation's modules, the primary
     assert summary["modules"]["leiden"]["n_modules"] == leiden.n_modules
-    assert summary["modules"]["verdict"] == leiden.verdict
+    assert summary["modules"]["primary"] == auto.method == "infomap"
+    assert summary["modules"]["verdict"] == auto.verdict
     assert summary["layers"][0]["name"] == "input"
     g = nx.read_graphml(out / "interaction_graph.graphml")
     assert g.number_of_edges() == summary["graph"]["edges"]
     ig = igraph.Graph.Read_GraphML(str(out / "interaction_graph.graphml"))
     assert ig.ecount() == summary["graph"]["edges"]
-    # both partitions travel with the graph: the same membership as summary.json, in both readers
-    for method in ("leiden", "spectral"):
+    # every partition travels with the graph: the same membership as summary.json, both readers
+    for method in ("infomap", "leiden", "spectral"):
         want = summary["modules"][method]["membership"]
         assert {n: d[f"module_{method}"] for n, d in g.nodes(data=True)} == want
         assert dict(zip(ig.vs["id"], (int(m) for m in ig.vs[f"module_{method}"]))) == want
-    assert f"modules (leiden): {leiden.verdict}" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"modules (infomap): {auto.verdict}" in printed
+    assert f"modules (leiden): {leiden.verdict}" in printed
     assert not [p for p in saved.iterdir() if p.name.startswith(".out.")]  # no temp left
     # published with ordinary permissions, not the private ones of temporary files
     assert out.stat().st_mode & 0o777 == default_mode(directory=True)

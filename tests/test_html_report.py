@@ -112,19 +112,22 @@ def test_the_page_loads_and_responds_in_chromium(digits_report):
         assert len(_model(page, "edges")["x0"]) == a.with_eps(10**log_eps).graph.n_edges
         page.evaluate(f"Bokeh.documents[0].get_model_by_name('eps').value = {math.log10(a.eps)}")
 
-        # a module selected in the table: its members stay, the rest fade
-        leiden = summary["modules"]["leiden"]["membership"]
-        table = _model(page, "modules_leiden")
-        page.evaluate("Bokeh.documents[0].get_model_by_name('modules_leiden')"
+        # a module selected in the table of the page's first partition (the primary method's):
+        # its members stay, the rest fade
+        primary = summary["modules"]["primary"]
+        first = summary["modules"][primary]["membership"]
+        table = _model(page, f"modules_{primary}")
+        page.evaluate(f"Bokeh.documents[0].get_model_by_name('modules_{primary}')"
                       ".selected.indices = [0]")  # fmt: skip
         chosen = table["module"][0]
         alpha = _model(page, "nodes")["alpha"]
         for node, a_node in zip(g.nodes, alpha):
-            assert a_node == (1.0 if leiden[node] == chosen else 0.15), node
+            assert a_node == (1.0 if first[node] == chosen else 0.15), node
         info = _model(page, "info", "text")
-        assert f"module {chosen} (leiden): {table['size'][0]} directions" in info
+        assert f"module {chosen} ({primary}): {table['size'][0]} directions" in info
         assert "samples that drive it most" in info and "<img" in info
-        page.evaluate("Bokeh.documents[0].get_model_by_name('modules_leiden').selected.indices=[]")
+        page.evaluate(f"Bokeh.documents[0].get_model_by_name('modules_{primary}')"
+                      ".selected.indices = []")  # fmt: skip
 
         # a node clicked: its edges, outputs and examples (thumbnails)
         hub = int(np.argmax(np.bincount(np.r_[g.edges.src, g.edges.dst], minlength=g.n_nodes)))
@@ -137,7 +140,7 @@ def test_the_page_loads_and_responds_in_chromium(digits_report):
         # the partition menu shows that partition's table
         page.evaluate("Bokeh.documents[0].get_model_by_name('partition').value = 'spectral'")
         assert _model(page, "table_spectral", "visible") and not _model(
-            page, "table_leiden", "visible")  # fmt: skip
+            page, f"table_{primary}", "visible")  # fmt: skip
         browser.close()
     assert errors == [] and requests == []
 
@@ -185,7 +188,7 @@ def test_names_from_a_shared_analysis_run_no_script(digits_report, tmp_path):
         for select in (
             f"get_model_by_name('nodes').selected.indices = [{hub}]",
             "get_model_by_name('nodes').selected.indices = []",
-            "get_model_by_name('modules_leiden').selected.indices = [0]",
+            "get_model_by_name('modules_infomap').selected.indices = [0]",
         ):
             page.evaluate("Bokeh.documents[0]." + select)
             page.wait_for_timeout(200)  # let the browser load (and fire) any injected image
@@ -213,12 +216,14 @@ def test_the_page_as_a_new_user_meets_it(digits_report):
         page.wait_for_function(ready + "Bokeh.documents[0].get_model_by_name('count').text")
         doc = "Bokeh.documents[0].get_model_by_name"
         page.evaluate(f"{doc}('nodes').selected.indices = [0]")
-        page.evaluate(f"{doc}('modules_leiden').selected.indices = [0]")
+        assert summary["modules"]["primary"] == "infomap"  # the page's first partition
+        page.evaluate(f"{doc}('modules_infomap').selected.indices = [0]")
         info = _model(page, "info", "text")
         assert info.startswith('<h3 style="margin:4px 0">module '), info[:80]
         assert _model(page, "nodes", "selected.indices") == []
         # the details box starts within the first screen
-        box = page.get_by_text(re.compile(r"^module \d+ \(leiden\): \d+ directions")).bounding_box()
+        title = re.compile(r"^module \d+ \(infomap\): \d+ directions")
+        box = page.get_by_text(title).bounding_box()
         assert box is not None and box["y"] + box["height"] < 1000, box
         # table headers: every title fits its column
         assert page.evaluate(_CUT_HEADERS) == []
@@ -230,9 +235,9 @@ def test_the_page_as_a_new_user_meets_it(digits_report):
             page.get_by_role("button", name="export the selection (JSON)").click()
         exported = json.loads(open(dl.value.path()).read())
         assert [n["id"] for n in exported["nodes"]] == list(g.nodes[:2])
-        assert exported["partition"] == "leiden" and exported["eps"] == a.eps
+        assert exported["partition"] == "infomap" and exported["eps"] == a.eps
         page.evaluate(f"{doc}('find').value = 'module 0'")
-        members = [i for i, m in enumerate(summary["modules"]["leiden"]["membership"].values())
+        members = [i for i, m in enumerate(summary["modules"]["infomap"]["membership"].values())
                    if m == 0]  # fmt: skip
         assert sorted(_model(page, "nodes", "selected.indices")) == members
         browser.close()

@@ -1152,6 +1152,18 @@ def test_modules_are_joined_while_a_join_raises_the_modularity(seed):
     np.testing.assert_array_equal(consolidate(sub, halves), joined)
 
 
+def test_auto_is_the_map_equation_at_an_automatic_number_and_leiden_at_a_given_one():
+    g, truth = planted(noise=0.05, seed=0)
+    auto = find_modules(g, n_null=5)
+    assert auto.method == auto.params["method"] == "infomap"
+    assert auto.info["modules_from"] == "map equation"
+    assert adjusted_rand_index(auto.membership_array[truth >= 0], truth[truth >= 0]) == 1.0
+    for option in ({"n_modules": 3}, {"resolution": 1.0}):
+        assert find_modules(g, **option).method == "leiden"
+    with pytest.raises(InputError, match="'method' parameter of find_modules must be one of"):
+        find_modules(g, method="Auto")
+
+
 @pytest.mark.integration  # slow: the unit tier stays fast
 def test_infomap_says_no_structure_where_the_scan_finds_none():
     for seed in range(3):

@@ -361,10 +361,20 @@ def test_write_report_from_the_api(tmp_path, analyses, a, caplog):
     leiden = mg.find_modules(a.graph, method="leiden", seed=0, n_null=3)
     m = summary["modules"]["leiden"]
     assert m["membership"] == leiden.membership and m["verdict"] == leiden.verdict
-    assert summary["modules"]["verdict"] == leiden.verdict
+    auto = mg.find_modules(a.graph, seed=0, n_null=3)  # method "auto": the map equation here
+    assert summary["modules"]["primary"] == auto.method == "infomap"
+    assert summary["modules"]["verdict"] == auto.verdict
+    assert summary["modules"]["infomap"]["membership"] == auto.membership
     assert [t["k"] for t in m["scan"]] == list(range(2, 2 + len(m["scan"])))
     assert "finding modules" in caplog.text
     assert mg.load_analysis(out / "analysis").graph.n_edges == a.graph.n_edges
+    # a number of modules of one's own: Leiden's modules first ("auto"), refused with infomap
+    given = mg.write_report(a, tmp_path / "k2", n_null=3, n_modules=2)
+    assert given["modules"]["primary"] == "leiden" and "infomap" not in given["modules"]
+    with pytest.raises(InputError, match="'n_modules' parameter of write_report must be None "
+                       "with method='infomap'"):  # fmt: skip
+        mg.write_report(a, tmp_path / "bad", method="infomap", n_modules=2)
+    assert not (tmp_path / "bad").exists()
     # a file in the way: refused before anything is written
     (tmp_path / "file").write_text("x")
     with pytest.raises(InputError, match="out .*file.* exists and is not a directory"):

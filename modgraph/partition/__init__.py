@@ -15,8 +15,10 @@ cut (:func:`normalized_cut`, which derives it). Leiden and spectral clustering s
 (:mod:`.solvers`), single-node moves finish it (:mod:`.refine`); :mod:`.null` draws graphs
 without modules and tests a partition against them; :mod:`.find` chooses the number of modules
 from those tests. :mod:`.mapequation` is the other principle: once the scan finds the graph
-modular, the map equation (Infomap) can choose the modules and their number instead, as the
-shortest description of a walk on the graph (``find_modules(graph, method="infomap")``).
+modular, the map equation (Infomap) chooses the modules and their number, as the shortest
+description of a walk on the graph, with splits that are no evidence of modules joined (the
+default of ``find_modules`` when the number is chosen automatically; Leiden's recursive
+bisection with ``method="leiden"``).
 
 Nodes without any edge (every interaction below ``eps^1/2``) carry no information about modules;
 they get the label ``-1`` ("unassigned") and are not counted in ``n_modules``.

@@ -1,7 +1,7 @@
 """``find_modules`` and ``cost_curve``: one objective, two solvers, and the number of modules.
 
-(A third method, ``"infomap"``, takes the scan's verdict below and the modules and their number
-from the map equation instead of the bisection: :mod:`.mapequation`.)
+(The default for an automatic number, ``method="infomap"``, takes the scan's verdict below and
+the modules and their number from the map equation instead of the bisection: :mod:`.mapequation`.)
 
 The number of modules comes from the null model (:mod:`.null`), as in the gap statistic of
 Tibshirani, Walther & Hastie (2001) with a significance test on top. For every ``k = 2 .. 10``
@@ -54,9 +54,14 @@ from .solvers import (
 )
 from .spectral import component_spectra
 
-__all__ = ["METHODS", "QUALITIES", "CostCurve", "find_modules", "cost_curve", "solve"]
+__all__ = [
+    "AUTO", "METHODS", "QUALITIES", "CostCurve", "find_modules", "cost_curve", "resolve_method",
+    "solve",
+]  # fmt: skip
 
 METHODS = ("leiden", "spectral", "infomap")
+#: ``method="auto"``: the map equation where the number of modules is chosen, else Leiden.
+AUTO = "auto"
 QUALITIES = ("modularity", "cpm")
 #: The options of find_modules, in order: a ModuleResult's ``params``.
 _PARAMS = (
@@ -131,9 +136,22 @@ class CostCurve:
         )  # fmt: skip
 
 
+def resolve_method(method: str, n_modules, resolution=None) -> str:
+    """``method``, with ``"auto"`` made ``"infomap"`` where the number of modules is chosen
+    automatically (no ``n_modules`` or ``resolution``) and ``"leiden"`` otherwise."""
+    if method != AUTO:
+        return method
+    return "infomap" if n_modules is None and resolution is None else "leiden"
+
+
 def _validate(where: str, graph, params: dict) -> ConnectedGraph:
-    """Check the options of ``where`` (find_modules or cost_curve); the graph's connected part."""
+    """Check the options of ``where`` (find_modules or cost_curve); the graph's connected part.
+    ``params["method"]`` is resolved (:func:`resolve_method`)."""
     check_graph(graph, where)
+    if where == "find_modules":
+        check_choice(where, "method", params["method"], (AUTO, *METHODS))
+        params["method"] = resolve_method(params["method"], params["n_modules"],
+                                          params["resolution"])  # fmt: skip
     method, n_modules, resolution = params["method"], params["n_modules"], params["resolution"]
     check_bool(where, "refine", params["refine"])
     check_choice(where, "method", method, METHODS)
@@ -415,7 +433,7 @@ def solve(sub: ConnectedGraph, params: dict, *, spectra=None) -> ModuleResult:
 def find_modules(  # noqa: PLR0913 (keyword-only options of one entry point)
     graph: InteractionGraph,
     *,
-    method: str = "leiden",
+    method: str = AUTO,
     n_modules: int | None = None,
     resolution: float | None = None,
     quality: str = "modularity",
@@ -435,12 +453,15 @@ def find_modules(  # noqa: PLR0913 (keyword-only options of one entry point)
     Parameters
     ----------
     graph : InteractionGraph
-    method : {"leiden", "spectral", "infomap"}
-        How the search starts. ``"leiden"``: leidenalg (modularity) on the cost-weighted graph,
-        then modules merged pairwise (the merge that lowers the normalized cut most) down to the
-        number wanted. ``"spectral"``: k-means on the row-normalized smallest eigenvectors of
-        the normalized Laplacian (the normalized cut's relaxation), per connected component.
-        Either way single nodes are then moved while that lowers the normalized cut.
+    method : {"auto", "infomap", "leiden", "spectral"}
+        ``"auto"`` (default): ``"infomap"`` when the number of modules is chosen automatically,
+        ``"leiden"`` when ``n_modules`` or ``resolution`` is given (``result.method`` says
+        which). Otherwise, how the search starts. ``"leiden"``: leidenalg (modularity) on the
+        cost-weighted graph, then modules merged pairwise (the merge that lowers the normalized
+        cut most) down to the number wanted. ``"spectral"``: k-means on the row-normalized
+        smallest eigenvectors of the normalized Laplacian (the normalized cut's relaxation), per
+        connected component. Either way single nodes are then moved while that lowers the
+        normalized cut.
         ``"infomap"``: whether the graph is modular as with ``"leiden"`` (the same scan and
         test, so the same ``result.significance``), and then the modules and their number from
         the map equation (:mod:`modgraph.partition.mapequation`, minimum description length)
@@ -448,17 +469,16 @@ def find_modules(  # noqa: PLR0913 (keyword-only options of one entry point)
         ``resolution``.
     n_modules : int, optional
         Number of modules wanted, ``1 <= n_modules <= number of connected nodes``. By default it
-        is chosen from the null model among 1 .. 10 (see :mod:`modgraph.partition.find`):
-        ``result.significance`` is the scan's test (Bonferroni-adjusted p),
-        ``result.info["scan"]`` the test at every ``k`` and ``result.info["tree"]`` each split
-        of the bisection that gives the modules (its part's ``nodes``, ``p_value``, ``level``,
-        ``split`` and the ``null_graphs`` its sequential test used; the first is the whole
-        graph, split because the scan is significant, with the scan's adjusted p at level
-        ``alpha``; ``info["modules_from"]``: ``"bisection"``, or ``"scan"`` where the graph is too
-        small to bisect). A graph
-        without significant structure comes back as one module (``result.verdict`` says so). A
-        graph of 10 or more connected components gets one module per component (cost 0),
-        untested.
+        is chosen (see :mod:`modgraph.partition.find`): a scan over ``k = 1 .. 10`` against the
+        null model decides whether the graph is modular (``result.significance``, the
+        Bonferroni-adjusted p; ``result.info["scan"]``, the test at every ``k``); then the map
+        equation (``"infomap"``) or a recursive bisection (``"leiden"``, ``"spectral"``; each
+        split in ``result.info["tree"]``: its part's ``nodes``, ``p_value``, ``level``, ``split``
+        and the ``null_graphs`` its sequential test used, the first the whole graph) gives the
+        modules; ``info["modules_from"]`` says which (``"scan"`` where the graph is too small
+        to bisect). A graph without significant structure comes back as one module
+        (``result.verdict`` says so). A graph of 10 or more connected components gets one
+        module per component (cost 0), untested.
     resolution : float, optional
         Leiden only, instead of ``n_modules``: one plain Leiden run at this resolution (CPM's
         ``gamma`` with ``quality="cpm"``, else modularity's resolution), then refined. No test.
