@@ -50,8 +50,10 @@ def main() -> None:
             steps = ", ".join(f"{k} {v:.1f}" for k, v in s["timings"].items() if k != "total")
             print(f"run {r}: wall {wall:.1f} s (printed total {s['timings']['total']:.1f} s; "
                   f"load average before {load:.2f}); steps [s]: {steps}")  # fmt: skip
-        print(f"demo wall clock: median {np.median(walls):.1f} s, max {max(walls):.1f} s; "
-              f"target < {TARGET_S:.0f} s: {'met' if max(walls) < TARGET_S else 'NOT met'}")
+        print(
+            f"demo wall clock: median {np.median(walls):.1f} s, max {max(walls):.1f} s; "
+            f"target < {TARGET_S:.0f} s: {'met' if max(walls) < TARGET_S else 'NOT met'}"
+        )
 
         a = mg.load_analysis(Path(tmp) / "run0" / "analysis")
         print(f"the demo's test loss {s['demo']['test_loss']:.4f} (MSE)")

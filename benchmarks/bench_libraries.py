@@ -111,8 +111,12 @@ def part_rewire(repeats: int) -> None:
     g = with_igraph()
     kept = g.indegree() == igraph.Graph(n=rows_n + cols_n, edges=list(zip(rows, cols + rows_n)),
                                         directed=True).indegree()  # fmt: skip
-    report("degree-preserving swaps (600 edges)", ours, theirs,
-           f"igraph keeps degrees: {kept}; cannot hold the backbone fixed (no 'taken' edges)")
+    report(
+        "degree-preserving swaps (600 edges)",
+        ours,
+        theirs,
+        f"igraph keeps degrees: {kept}; cannot hold the backbone fixed (no 'taken' edges)",
+    )
 
 
 def part_html(repeats: int) -> None:
@@ -170,8 +174,12 @@ def part_integrated(repeats: int) -> None:
     rel = float((w_captum - a.w[l]).abs().max() / a.w[l].abs().max())
     ours = timed(lambda: mg.analyze(net, x, **kw), max(1, repeats // 50))
     theirs = timed(with_captum, max(1, repeats // 50))
-    report("integrated-gradient edges (3 pairs vs 1)", ours, theirs,
-           f"largest difference {rel:.1e} of the largest w (captum: one pair only)")
+    report(
+        "integrated-gradient edges (3 pairs vs 1)",
+        ours,
+        theirs,
+        f"largest difference {rel:.1e} of the largest w (captum: one pair only)",
+    )
 
 
 def part_llc(repeats: int) -> None:
@@ -219,10 +227,12 @@ def part_llc(repeats: int) -> None:
     t0 = time.perf_counter()
     r2 = theirs_fn()
     t_theirs = time.perf_counter() - t0
-    print(f"LLC by SGLD ({chains} chains x {draws} draws after {burnin}, full batch): "
-          f"modgraph {r1:.3f}, "
-          f"devinterp {r2['llc/mean']:.3f} +- {r2['llc/std']:.3f} (sd over chains); "
-          f"time devinterp/modgraph {t_theirs / t_ours:.2f}x")
+    print(
+        f"LLC by SGLD ({chains} chains x {draws} draws after {burnin}, full batch): "
+        f"modgraph {r1:.3f}, "
+        f"devinterp {r2['llc/mean']:.3f} +- {r2['llc/std']:.3f} (sd over chains); "
+        f"time devinterp/modgraph {t_theirs / t_ours:.2f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -119,8 +119,10 @@ def scores(graph, result, labels) -> dict:
 
 def run_grokked(args) -> None:
     rows = []
-    print("Grokked modular addition: p, seed, test accuracy, key frequencies; per setting and "
-          "method: modules, p, NMI / ARI / purity on the labelled nodes (share labelled)")
+    print(
+        "Grokked modular addition: p, seed, test accuracy, key frequencies; per setting and "
+        "method: modules, p, NMI / ARI / purity on the labelled nodes (share labelled)"
+    )
     for p in args.primes:
         for seed in args.seeds:
             g, t_train = grokked(p, seed, args.cache)

@@ -67,8 +67,10 @@ def timed_page(browser, path: Path) -> dict:
     # each run changes the state (a repeated selection is a no-op bokeh does not redraw)
     actions = {
         "slider": lambda i: f"{model}('eps').value = {model}('eps').value + {(-1) ** i * 0.05}",
-        "module": lambda i: f"{model}('modules_leiden').selected.indices = "
-        f"[Math.min({i % 2}, {model}('modules_leiden').data.module.length - 1)]",
+        "module": lambda i: (
+            f"{model}('modules_leiden').selected.indices = "
+            f"[Math.min({i % 2}, {model}('modules_leiden').data.module.length - 1)]"
+        ),
         "node": lambda i: f"{model}('nodes').selected.indices = [{min(3 + i % 2, n - 1)}]",
     }
     for name, js in actions.items():

@@ -220,9 +220,7 @@ def main(argv=None) -> None:
         "--first-varied", type=int, default=0,
         help="first varied network's seed (24: the next 24, held out from the defaults)",
     )  # fmt: skip
-    p.add_argument(
-        "--varied-samples", type=int, default=1000, help="samples per varied network"
-    )
+    p.add_argument("--varied-samples", type=int, default=1000, help="samples per varied network")
     p.add_argument("--n-null", type=int, default=20, help="null graphs per test")
     p.add_argument("--verbose", action="store_true", help="one line per planted network")
     args = p.parse_args(argv)

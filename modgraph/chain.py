@@ -295,14 +295,16 @@ def one_tensor(out, layer: str) -> Tensor:
     return out
 
 
-def data_error(modules: Sequence[nn.Module], run: Callable, x: Tensor, batch: int,
-               err: Exception) -> InputError:
+def data_error(
+    modules: Sequence[nn.Module], run: Callable, x: Tensor, batch: int, err: Exception
+) -> InputError:
     """The error for data that does not fit a model: ``run(x)`` failed with ``err``; it is run
     again with pre-hooks to name the module that failed, what it received and what it needs."""
     seen: list[tuple[str, nn.Module, tuple]] = []
     handles = [
         m.register_forward_pre_hook(lambda mod, args, n=n: seen.append((n, mod, args)))
-        for root in modules for n, m in root.named_modules()
+        for root in modules
+        for n, m in root.named_modules()
     ]
     try:
         with torch.no_grad():
@@ -319,8 +321,11 @@ def data_error(modules: Sequence[nn.Module], run: Callable, x: Tensor, batch: in
         return InputError(f"{head}: {err}")
     name, module, args = seen[-1]  # the innermost module entered last is the one that failed
     got = next((a for a in args if isinstance(a, Tensor)), None)
-    what = "" if got is None else (
-        f", received shape {tuple(got.shape)} dtype {str(got.dtype).removeprefix('torch.')}")
+    what = (
+        ""
+        if got is None
+        else (f", received shape {tuple(got.shape)} dtype {str(got.dtype).removeprefix('torch.')}")
+    )
     need, fix = _needs(module, got)
     return InputError(
         f"{head}: module {name or type(module).__name__!r} ({type(module).__name__}{need})"

@@ -164,8 +164,13 @@ class Batches:
 
     def _pass(self) -> Iterator[Tensor]:
         return self._checked(
-            iter_batches(self.data, batch_size=self.batch_size, device=self.device,
-                         dtype=self.dtype, where=self.where)  # fmt: skip
+            iter_batches(
+                self.data,
+                batch_size=self.batch_size,
+                device=self.device,
+                dtype=self.dtype,
+                where=self.where,
+            )  # fmt: skip
         )
 
     def _checked(self, it: Iterator[Tensor]) -> Iterator[Tensor]:

@@ -217,8 +217,15 @@ def _path_jacobians(paths, weights, readout, width, budget, where, sources=None)
     out = paths[0][0]
     n, seed = sources if sources is not None else (None, None)
     chunks = [
-        jacobian_rows(pullback, out, readout, width=width, budget=budget, position_sources=n,
-                      generator=None if seed is None else torch.Generator().manual_seed(seed))
+        jacobian_rows(
+            pullback,
+            out,
+            readout,
+            width=width,
+            budget=budget,
+            position_sources=n,
+            generator=None if seed is None else torch.Generator().manual_seed(seed),
+        )
         for _, pullback in paths
     ]
     for parts in zip(*chunks):

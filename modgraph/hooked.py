@@ -82,8 +82,7 @@ def select(out, key, where: str):
         return one_tensor(out[key], where)
     except (KeyError, IndexError, TypeError):
         raise InputError(
-            f"layer {where!r}: the module's output ({type(out).__name__}) has no element "
-            f"[{key!r}]"
+            f"layer {where!r}: the module's output ({type(out).__name__}) has no element [{key!r}]"
         ) from None
 
 

@@ -52,6 +52,7 @@ CONSTANT_RTOL = 1e-10
 #: reference code counts edges into them).
 OUTPUT_BASES = ("pca", "raw")
 
+
 def analyze(  # noqa: PLR0913 (the paper's knobs, keyword-only)
     model: nn.Module | list | Chain,
     data,

@@ -59,6 +59,7 @@ SUMMARY_SCHEMA = Path(__file__).with_name("summary.schema.json")
 
 _log = logging.getLogger("modgraph")
 
+
 def write_report(  # noqa: PLR0913 (what a report is made of, keyword-only)
     analysis: Analysis,
     out: str | os.PathLike,
@@ -315,7 +316,8 @@ def _modules(analysis: Analysis, baselines: dict, options: dict, primary: str) -
         # the scans that chose k, drawn as they were; a graph that could not be scanned gets
         # a curve of its own
         "curves": [
-            CostCurve.from_scan(r) if r.info.get("scan")
+            CostCurve.from_scan(r)
+            if r.info.get("scan")
             else cost_curve(graph, method=m, seed=seed, n_null=min(n_null, CURVE_NULLS))
             for m, r in found.items()
             if m != "infomap"  # its scan is Leiden's

@@ -173,8 +173,10 @@ def _psi_square_sum(a: Tensor, lam: Tensor, B: Tensor | None) -> Tensor:
             bb += Q.T @ Q
         else:
             bb += torch.bmm(bc.permute(1, 2, 0), bc.transpose(0, 1)).square_().sum(0)
-    return total.add_(aa.mul_(ratio.square())).add_(ab.mul_(2 * ratio * geometric)).add_(
-        bb.mul_(geometric.square())
+    return (
+        total.add_(aa.mul_(ratio.square()))
+        .add_(ab.mul_(2 * ratio * geometric))
+        .add_(bb.mul_(geometric.square()))
     )
 
 

@@ -141,9 +141,7 @@ def check_finite(t: Tensor, what: str, layer: str, batch: int) -> None:
         raise NonFiniteError(f"non-finite {what} at layer {layer!r} in data batch {batch}")
 
 
-def checked_forward(
-    chain: Chain, x: Tensor, batch: int, upto: int | None = None
-) -> list[Tensor]:
+def checked_forward(chain: Chain, x: Tensor, batch: int, upto: int | None = None) -> list[Tensor]:
     try:
         acts = chain.forward(x, upto)
     except (RuntimeError, IndexError) as err:  # shape/dtype mismatch: name the data

@@ -1129,8 +1129,11 @@ def _modularity(sub, labels):
     g.add_nodes_from(range(sub.n))
     for a, b, w in zip(sub.src.tolist(), sub.dst.tolist(), sub.weights, strict=True):
         g.add_edge(a, b, weight=w)
-    return nx.community.modularity(g, [set(np.flatnonzero(labels == m).tolist())
-                                       for m in range(labels.max() + 1)], weight="weight")
+    return nx.community.modularity(
+        g,
+        [set(np.flatnonzero(labels == m).tolist()) for m in range(labels.max() + 1)],
+        weight="weight",
+    )
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

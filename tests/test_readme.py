@@ -44,7 +44,5 @@ def test_the_pages_have_python_blocks():
 
 @pytest.mark.parametrize("name, code", blocks(), ids=[re.sub(r"\W+", "-", n) for n, _ in blocks()])
 def test_readme_block_runs(name, code, tmp_path):
-    run = subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True
-    )
+    run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
     assert run.returncode == 0, f"block {name!r} failed:\n{run.stderr[-3000:]}"

@@ -168,8 +168,9 @@ def _validate(where: str, graph, params: dict) -> ConnectedGraph:
             where, "quality", "'modularity' unless a resolution is given", params["quality"]
         )
     if method == "infomap" and (n_modules is not None or resolution is not None):
-        name, value = ("n_modules", n_modules) if n_modules is not None else ("resolution",
-                                                                            resolution)
+        name, value = (
+            ("n_modules", n_modules) if n_modules is not None else ("resolution", resolution)
+        )
         raise invalid(
             where, name, "None with method='infomap', which chooses the number of modules "
             "itself (give method='leiden' or 'spectral' for a number of your own)", value,

@@ -24,8 +24,14 @@ import numpy as np
 from .objective import ConnectedGraph, canonical
 from .solvers import along_layers
 
-__all__ = ["N_TRIALS", "map_equation", "merge_along_layers", "merge_chains", "merge_by_modularity",
-           "consolidate"]
+__all__ = [
+    "N_TRIALS",
+    "map_equation",
+    "merge_along_layers",
+    "merge_chains",
+    "merge_by_modularity",
+    "consolidate",
+]
 
 #: Infomap restarts per graph (its ``num_trials``); the partition of shortest codelength is kept.
 N_TRIALS = 10

@@ -47,10 +47,10 @@ UNASSIGNED = -1
 CALIBRATED_EDGES_PER_NODE = 3.0
 
 
-
 def plural(n: int, word: str) -> str:
     """``"1 module"``, ``"3 modules"``."""
     return f"{n} {word}{'' if n == 1 else 's'}"
+
 
 @dataclass(frozen=True)
 class ModuleResult:

@@ -140,8 +140,13 @@ def interactive_report(  # noqa: PLR0913 (the page's inputs, keyword-only)
     fig.add_tools(
         HoverTool(
             renderers=[dots],
-            tooltips=[("node", "@node"), ("layer", "@layer"), ("direction", "@direction"),
-                      ("Lambda", "@lam{0.000e}"), ("module", "@module")],  # fmt: skip
+            tooltips=[
+                ("node", "@node"),
+                ("layer", "@layer"),
+                ("direction", "@direction"),
+                ("Lambda", "@lam{0.000e}"),
+                ("module", "@module"),
+            ],  # fmt: skip
         ),
         TapTool(renderers=[dots]),
     )
@@ -189,10 +194,22 @@ def interactive_report(  # noqa: PLR0913 (the page's inputs, keyword-only)
     )
 
     update = CustomJS(
-        args=dict(nodes=node_src, store=edge_store, edges=edge_src, slider=slider, select=select,
-                  tables=table_sources, widgets=dict(zip(names, tables)), info=info, count=count,
-                  samples=sample_src, cross=CROSS_EDGE_COLOR, listed=LISTED_EDGES,
-                  hint=_HINT, find=find),  # fmt: skip
+        args=dict(
+            nodes=node_src,
+            store=edge_store,
+            edges=edge_src,
+            slider=slider,
+            select=select,
+            tables=table_sources,
+            widgets=dict(zip(names, tables)),
+            info=info,
+            count=count,
+            samples=sample_src,
+            cross=CROSS_EDGE_COLOR,
+            listed=LISTED_EDGES,
+            hint=_HINT,
+            find=find,
+        ),  # fmt: skip
         code=_UPDATE_JS,
     )
     slider.js_on_change("value", update)
@@ -271,9 +288,7 @@ def _header(analysis: Analysis, partitions: Mapping[str, ModuleResult], note: st
         f"<h2 style='margin:4px 0'>modgraph: {g.n_nodes} directions, {g.n_edges} edges above "
         f"eps<sup>1/2</sup> (eps = {analysis.eps:g})</h2>",
         "<p style='margin:2px 0'>"
-        + "; ".join(
-            f"{html.escape(layer.name)}: {layer.k}/{layer.d}" for layer in analysis.layers
-        )
+        + "; ".join(f"{html.escape(layer.name)}: {layer.k}/{layer.d}" for layer in analysis.layers)
         + " (kept / width)</p>",
     ]
     for m, r in partitions.items():

@@ -106,13 +106,23 @@ def plot_spectra(analysis: Analysis, *, ax=None):
         Line2D([], [], ls="", marker="o", mec="0.3", mfc="0.3", label="kept direction"),
         Line2D([], [], ls="", marker="o", mec="0.3", mfc="none", label="dropped direction"),
         Line2D(
-            [], [], ls="", marker="v", mec="0.3", mfc="none",
+            [],
+            [],
+            ls="",
+            marker="v",
+            mec="0.3",
+            mfc="none",
             label=f"zero to rounding (<= {floor:.0e})",
         ),
-        Line2D([], [], ls="--", color="0.3",
-               label=f"dropped below: rtol x largest (rtol={rtol:g})"),  # fmt: skip
         Line2D(
-            [], [], ls=":", color="black", lw=1.2,
+            [], [], ls="--", color="0.3", label=f"dropped below: rtol x largest (rtol={rtol:g})"
+        ),  # fmt: skip
+        Line2D(
+            [],
+            [],
+            ls=":",
+            color="black",
+            lw=1.2,
             label=f"eps = {analysis.eps:g}: the graph's noise scale (directions below it are "
             "kept too)",
         ),
