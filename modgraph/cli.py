@@ -300,7 +300,7 @@ def _print_summary(s: dict, out: str) -> None:
         f"graph: {s['graph']['nodes']} nodes, {s['graph']['edges']} edges above eps^1/2 "
         f"(eps={s['eps']:g})"
     )
-    for method in (mods["primary"], *(m for m in METHODS if m in mods and m != mods["primary"])):
+    for method in (m for m in mods if m in METHODS):  # the primary first, as written
         m = mods[method]
         if method == "spectral" and mods["same_partition"]:
             print("modules (spectral): the same partition as Leiden")
