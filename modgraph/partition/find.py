@@ -444,12 +444,15 @@ def find_modules(  # noqa: PLR0913 (keyword-only options of one entry point)
     alpha: float = 0.05,
     n_null: int = 20,
 ) -> ModuleResult:
-    """Partition the interaction graph into modules of lowest normalized cut.
+    """Partition the interaction graph into modules, and test them against graphs without.
 
     The objective is the paper's cross-module cost made relative to module size, the
     normalized cut in units of ``ln(w / eps^1/2)`` (see :func:`normalized_cut` for why the bare
-    cost cannot be used). Only nodes with at least one edge are partitioned; nodes without edges
-    get module ``-1`` (unassigned) and are not counted in ``n_modules``.
+    cost cannot be used): Leiden and spectral search for its lowest value, and the test of
+    whether the graph is modular compares it with null graphs'. At an automatic number of
+    modules the default takes the modules from the map equation instead (``method``). Only
+    nodes with at least one edge are partitioned; nodes without edges get module ``-1``
+    (unassigned) and are not counted in ``n_modules``.
 
     Parameters
     ----------
