@@ -13,8 +13,9 @@ variance) at the residual stream after every attention and MLP sublayer, on ever
 sequence of the program's vocabulary up to its length (or a sample of them). Every direction is
 labelled by the variable holding most of its weight over the residual dimensions (a direction
 whose largest variable holds less than half is a mixture, left out of the scores). Printed per
-program: the variables, the modules found (automatic number, Leiden and spectral) with their
-significance, and their agreement with the variables (NMI, ARI, purity on the labelled nodes).
+program: the variables, the modules found (automatic number; the default, Leiden and spectral)
+with their significance, and their agreement with the variables (NMI, ARI, purity on the
+labelled nodes).
 No target is set yet (issue #38 asks for the report first). Most programs are one chain of
 variables to one output (one module is the right answer); ``two_fracs`` has two independent
 branches (the share of ``x`` so far and of ``y`` so far) joined only by the final sum.
@@ -223,7 +224,7 @@ def run(samples: int, only: list[str] | None = None) -> None:
               f"on {int(a.graph.connected_nodes.sum())} nodes; {t_analyze:.1f} s")  # fmt: skip
         print(f"  directions labelled by a variable: {sum(int((p >= 0).sum()) for p in per_layer)}"
               f" of {sum(len(p) for p in per_layer)} ({used})")  # fmt: skip
-        for method in ("leiden", "spectral"):
+        for method in ("auto", "leiden", "spectral"):  # auto: the default (the map equation's)
             r = mg.find_modules(a.graph, method=method)
             s = _scores(a.graph, r, per_layer)
             m = r.membership_array
