@@ -52,8 +52,7 @@ from modgraph.toys.grokking import frequency_labels, lib_chain, train_grokked
 
 #: A direction is single-frequency when at least this share of its power is at one frequency.
 SINGLE = 0.8
-#: A key frequency holds at least this share of the embedding's Fourier power (on the nine
-#: benchmark models the key ones hold 0.11-0.56 and the others at most 0.05).
+#: A key frequency holds at least this share of the embedding's Fourier power.
 KEY_SHARE = 0.07
 #: infomap first: what find_modules gives by default (method="auto" at an automatic number)
 METHODS = ("infomap", "leiden", "spectral")
@@ -79,9 +78,8 @@ def grokked(p: int, seed: int, cache: Path):
 def key_frequencies(g) -> set:
     """The frequencies the model computes with: those holding at least ``KEY_SHARE`` of the token
     embedding's Fourier power (over the ``p`` number tokens, summed over ``d_model``; Nanda et
-    al. 2023 read them off the embedding). The logits' principal directions can mix frequencies
-    (on ``p = 59``, seed 2, five of its six top directions hold 50-84% of their power at one), so
-    they cannot name them."""
+    al. 2023 read them off the embedding). The logits' principal directions can mix frequencies,
+    so they cannot name them."""
     emb = g.model.embed.weight.detach()[: g.p].double()
     power = torch.fft.rfft(emb - emb.mean(0), dim=0).abs().pow(2).sum(1)[1:].numpy()
     return {int(f) + 1 for f in np.flatnonzero(power >= KEY_SHARE * power.sum())}

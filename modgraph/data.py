@@ -170,7 +170,7 @@ class Batches:
                 device=self.device,
                 dtype=self.dtype,
                 where=self.where,
-            )  # fmt: skip
+            )
         )
 
     def _checked(self, it: Iterator[Tensor]) -> Iterator[Tensor]:

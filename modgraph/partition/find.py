@@ -145,13 +145,8 @@ def resolve_method(method: str, n_modules, resolution=None) -> str:
 
 
 def _validate(where: str, graph, params: dict) -> ConnectedGraph:
-    """Check the options of ``where`` (find_modules or cost_curve); the graph's connected part.
-    ``params["method"]`` is resolved (:func:`resolve_method`)."""
+    """Check the options of ``where`` (find_modules or cost_curve); the graph's connected part."""
     check_graph(graph, where)
-    if where == "find_modules":
-        check_choice(where, "method", params["method"], (AUTO, *METHODS))
-        params["method"] = resolve_method(params["method"], params["n_modules"],
-                                          params["resolution"])  # fmt: skip
     method, n_modules, resolution = params["method"], params["n_modules"], params["resolution"]
     check_bool(where, "refine", params["refine"])
     check_choice(where, "method", method, METHODS)
@@ -525,6 +520,8 @@ def find_modules(  # noqa: PLR0913 (keyword-only options of one entry point)
     >>> r.n_modules, r.cost, r.modules[0]
     (2, 0.0, ['0:0', '0:1', '1:0', '1:1'])
     """
+    check_choice("find_modules", "method", method, (AUTO, *METHODS))
+    method = resolve_method(method, n_modules, resolution)
     options = (method, n_modules, resolution, quality, seed, n_iterations, refine, alpha, n_null)
     params = dict(zip(_PARAMS, options, strict=True))
     return solve(_validate("find_modules", graph, params), params)

@@ -146,7 +146,7 @@ def interactive_report(  # noqa: PLR0913 (the page's inputs, keyword-only)
                 ("direction", "@direction"),
                 ("Lambda", "@lam{0.000e}"),
                 ("module", "@module"),
-            ],  # fmt: skip
+            ],
         ),
         TapTool(renderers=[dots]),
     )
@@ -209,7 +209,7 @@ def interactive_report(  # noqa: PLR0913 (the page's inputs, keyword-only)
             listed=LISTED_EDGES,
             hint=_HINT,
             find=find,
-        ),  # fmt: skip
+        ),
         code=_UPDATE_JS,
     )
     slider.js_on_change("value", update)

@@ -116,7 +116,7 @@ def plot_spectra(analysis: Analysis, *, ax=None):
         ),
         Line2D(
             [], [], ls="--", color="0.3", label=f"dropped below: rtol x largest (rtol={rtol:g})"
-        ),  # fmt: skip
+        ),
         Line2D(
             [],
             [],
